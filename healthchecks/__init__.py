@@ -1,0 +1,1 @@
+"""Health checkers (tcp, http, tls, dns, ...): filled by the health-checking issue."""

@@ -1,0 +1,3 @@
+from ipvsmgr.cli import main
+
+main()

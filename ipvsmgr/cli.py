@@ -1,0 +1,220 @@
+"""The `ipvsmgr` command line (typer; classic Option defaults for Debian 12's typer 0.7)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
+
+import typer
+
+from ipvsmgr import __version__
+
+if TYPE_CHECKING:
+    from ipvsmgr.config import Config
+    from ipvsmgr.reconcile.engine import Round
+
+DEFAULT_CONFIG = "/etc/ipvsmgr/ipvsmgr.yaml"
+
+app = typer.Typer(
+    add_completion=True,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Declarative IPVS load balancer manager: one YAML file in, kernel IPVS state out.",
+)
+
+CONFIG_OPTION = typer.Option(
+    None, "--config", "-c", envvar="IPVSMGR_CONFIG", metavar="FILE",
+    help=f"Configuration file [default: {DEFAULT_CONFIG}].",
+)  # fmt: skip
+STATE_OPTION = typer.Option(
+    "/var/lib/ipvsmgr", "--state-dir", envvar="IPVSMGR_STATE_DIR", metavar="DIR",
+    help="Where ipvsmgr remembers which IPVS services it owns and which reals are draining.",
+)  # fmt: skip
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ipvsmgr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Declarative IPVS load balancer manager."""
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"ipvsmgr: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _load(path: str) -> Config:
+    from ipvsmgr.config import ConfigError, load
+
+    try:
+        return load(path)
+    except ConfigError as e:
+        for p in e.problems:
+            typer.echo(str(p), err=True)
+        n = len(e.problems)
+        typer.echo(f"{n} problem{'s' if n != 1 else ''} in {path}; nothing was applied.", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def check(
+    file: Optional[str] = typer.Argument(None, metavar="[FILE]", help="File to check."),  # noqa: UP007
+    config: Optional[str] = CONFIG_OPTION,  # noqa: UP007
+) -> None:
+    """Validate a configuration: schema and semantic checks, every problem as FILE:LINE:COL.
+
+    Exit status 0 when valid, 1 otherwise. Nothing is applied.
+
+    Examples:
+
+      ipvsmgr check
+
+      ipvsmgr check /etc/ipvsmgr/ipvsmgr.yaml
+    """
+    path = file or config or DEFAULT_CONFIG
+    cfg = _load(path)
+    reals = sum(len(v.reals) for v in cfg.virtual_servers)
+    typer.echo(f"{path}: OK ({len(cfg.virtual_servers)} virtual servers, {reals} real servers)")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the configuration file (for editors and CI).
+
+    Example:
+
+      ipvsmgr schema > ipvsmgr.schema.json
+    """
+    from ipvsmgr.config.schema import schema_text
+
+    typer.echo(schema_text(), nl=False)
+
+
+def _client() -> Any:
+    from ipvsmgr.ipvs.client import IPVSClient, IPVSUnavailable
+
+    try:
+        return IPVSClient()
+    except IPVSUnavailable as e:
+        _fail(str(e))
+    except PermissionError:
+        _fail("talking to IPVS needs root (CAP_NET_ADMIN)")
+
+
+def _round(config_path: str, state_dir: str) -> tuple[Any, Any, Round]:
+    from ipvsmgr.reconcile import engine
+    from ipvsmgr.reconcile.state import StateStore
+
+    cfg = _load(config_path)
+    client = _client()
+    store = StateStore(state_dir)
+    return client, store, engine.plan(cfg, client, store)
+
+
+def _print_round(rnd: Round, as_json: bool, applied: bool) -> None:
+    ops = rnd.plan.operations
+    if as_json:
+        out: dict[str, Any] = {
+            "changes": len(ops),
+            "operations": [op.json() for op in ops],
+            "draining": [
+                {"service": str(d.service), "real": str(d.real), "connections": d.connections,
+                 "since": d.since, "deadline": d.deadline}
+                for d in rnd.plan.draining
+            ],
+        }  # fmt: skip
+        if applied:
+            out["writes"] = rnd.writes
+            out["failures"] = [{"operation": op.json(), "error": str(f)} for op, f in rnd.failures]
+        typer.echo(json.dumps(out, indent=2))
+        return
+    for op in ops:
+        typer.echo(op.text())
+    for d in rnd.plan.draining:
+        typer.echo(f"  draining {d.real} of {d.service}: {d.connections} connections")
+    if not ops:
+        typer.echo("No changes: the kernel matches the configuration.")
+    elif applied:
+        ok = len(ops) - len(rnd.failures)
+        typer.echo(f"Applied {ok} of {len(ops)} operations ({rnd.writes} netlink writes).")
+    else:
+        typer.echo(f"{len(ops)} operation{'s' if len(ops) != 1 else ''} to apply.")
+
+
+@app.command()
+def plan(
+    config: Optional[str] = CONFIG_OPTION,  # noqa: UP007
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+    state_dir: str = STATE_OPTION,
+) -> None:
+    """Show the IPVS operations `apply` would run, without changing anything.
+
+    Exit status: 0 when the kernel already matches, 2 when there are changes, 1 on error.
+
+    Examples:
+
+      ipvsmgr plan
+
+      ipvsmgr plan -c lb.yaml --json | jq '.operations[].op'
+    """
+    client, _store, rnd = _round(config or DEFAULT_CONFIG, state_dir)
+    client.close()
+    _print_round(rnd, as_json, applied=False)
+    raise typer.Exit(2 if rnd.plan.changes else 0)
+
+
+@app.command()
+def apply(
+    config: Optional[str] = CONFIG_OPTION,  # noqa: UP007
+    as_json: bool = typer.Option(False, "--json", help="Print what was done as JSON."),
+    state_dir: str = STATE_OPTION,
+) -> None:
+    """Reconcile the kernel with the configuration once (add, edit, drain, delete).
+
+    Only services the configuration declares (or that ipvsmgr created earlier)
+    are touched. Reals removed from the configuration are drained: weight 0
+    first, deleted once idle or after ipvs.drain_timeout; run apply again (or
+    the daemon) to finish a drain. Exit status 0 on success, 1 on any error.
+
+    Examples:
+
+      ipvsmgr apply
+
+      ipvsmgr apply -c lb.yaml --json
+    """
+    from ipvsmgr.reconcile import engine
+
+    client, store, rnd = _round(config or DEFAULT_CONFIG, state_dir)
+    try:
+        engine.apply(rnd, client, store)
+    except OSError as e:
+        _fail(f"applying failed: {e}")
+    finally:
+        client.close()
+    _print_round(rnd, as_json, applied=True)
+    if rnd.failures:
+        if not as_json:
+            for _op, f in rnd.failures:
+                typer.echo(f"ipvsmgr: kernel refused: {f}", err=True)
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app(prog_name="ipvsmgr")
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

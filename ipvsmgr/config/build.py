@@ -1,0 +1,258 @@
+"""Schema-valid data to typed configuration, with the checks a schema cannot express.
+
+Each problem points at the YAML node to fix. Virtual servers that already
+failed schema validation are skipped here so one mistake is reported once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+
+from ipvsmgr.config.durations import parse_duration
+from ipvsmgr.config.errors import Path, Problem
+from ipvsmgr.config.model import (
+    Config,
+    Persistence,
+    RealServer,
+    Timeouts,
+    Tunnel,
+    VirtualServer,
+)
+from ipvsmgr.config.yamlsource import Document
+
+DEFAULT_SCHEDULER = "wlc"
+DEFAULT_PERSISTENCE = 300
+DEFAULT_DRAIN_TIMEOUT = 300.0
+FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
+FAMILY_TEXT = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
+
+
+def _address(text: str) -> tuple[int, str]:
+    ip = ipaddress.ip_address(text)
+    return (socket.AF_INET if ip.version == 4 else socket.AF_INET6, str(ip))
+
+
+def default_name(family: int, protocol: str, address: str, port: int, fwmark: int) -> str:
+    if fwmark:
+        return f"fwmark:{fwmark}" + ("" if family == socket.AF_INET else ":ipv6")
+    host = f"[{address}]" if family == socket.AF_INET6 else address
+    return f"{protocol}:{host}:{port}"
+
+
+class _Builder:
+    def __init__(self, doc: Document, skip_reals: dict[int, set[int]]) -> None:
+        self.doc = doc
+        self.skip_reals = skip_reals
+        self.problems: list[Problem] = []
+
+    def error(self, path: Path, message: str, key: bool = False) -> None:
+        self.problems.append(self.doc.problem(path, message, key))
+
+    def seconds(self, value: Any, path: Path, what: str, minimum: int = 1) -> int:
+        s = parse_duration(value)
+        if s != int(s) or s < minimum:
+            self.error(path, f"{what} must be a whole number of seconds, at least {minimum}s (got {value!r})")
+            return minimum
+        return int(s)
+
+    def tunnel(self, raw: dict[str, Any] | None, base: Tunnel | None, path: Path) -> Tunnel:
+        t = base or Tunnel()
+        if raw is None:
+            return t
+        t = Tunnel(
+            type=raw.get("type", t.type),
+            port=raw.get("port", t.port),
+            checksum=raw.get("checksum", t.checksum),
+        )
+        if t.type == "gue" and not t.port:
+            self.error(path, "a gue tunnel needs `port:` (the GUE UDP port the reals listen on, e.g. 6080)")
+        if t.type != "gue" and "port" in raw:
+            self.error(path + ("port",), f"`port` only applies to gue tunnels, not {t.type}")
+        if t.type == "ipip" and "checksum" in raw and t.checksum != "none":
+            self.error(path + ("checksum",), "ipip tunnels carry no checksum; use gue or gre for `checksum`")
+        return t
+
+    def real(self, vs: dict[str, Any], v: VirtualServer, r: dict[str, Any], path: Path,
+             vs_tunnel: Tunnel | None) -> RealServer | None:
+        family, address = _address(r["address"])
+        forwarding = r.get("forwarding", vs.get("forwarding", "nat"))
+        ok = True
+        if "tunnel" in r and forwarding != "tunnel":
+            self.error(path + ("tunnel",), f"`tunnel` settings need `forwarding: tunnel` (this real uses {forwarding})", key=True)
+            ok = False
+        tunnel = self.tunnel(r.get("tunnel"), vs_tunnel, path + ("tunnel",)) if forwarding == "tunnel" else None
+        if family != v.family and forwarding != "tunnel":
+            self.error(
+                path + ("address",),
+                f"{FAMILY_TEXT[family]} real server for an {FAMILY_TEXT[v.family]} virtual server: "
+                "only tunnel forwarding can cross address families",
+            )
+            ok = False
+        if v.fwmark:
+            port = r.get("port", 0)
+        elif forwarding in ("dr", "tunnel"):
+            port = r.get("port", v.port)
+            if port != v.port:
+                self.error(
+                    path + ("port",),
+                    f"{forwarding} forwarding keeps the destination port: the real's port must be "
+                    f"the virtual port {v.port} (or be left out); use nat to change ports",
+                )
+                ok = False
+        else:
+            port = r.get("port", v.port)
+        upper = r.get("upper_threshold", 0)
+        lower = r.get("lower_threshold", 0)
+        if lower and not upper:
+            self.error(path + ("lower_threshold",), "lower_threshold needs an upper_threshold")
+            ok = False
+        elif upper and lower > upper:
+            self.error(path + ("lower_threshold",), f"lower_threshold {lower} is above upper_threshold {upper}")
+            ok = False
+        if not ok:
+            return None
+        return RealServer(
+            address=address,
+            port=int(port),
+            weight=int(r.get("weight", vs.get("weight", 1))),
+            forwarding=forwarding,
+            tunnel=tunnel,
+            upper_threshold=int(upper),
+            lower_threshold=int(lower),
+            family=family,
+            path=path,
+        )
+
+    def virtual_server(self, d: dict[str, Any], path: Path) -> VirtualServer | None:
+        fwmark = int(d.get("fwmark", 0))
+        if fwmark:
+            family, address, protocol, port = FAMILIES[d.get("family", "ipv4")], "", "", 0
+        else:
+            family, address = _address(d["address"])
+            protocol, port = d.get("protocol", "tcp"), int(d["port"])
+            ip = ipaddress.ip_address(address)
+            if ip.is_unspecified or ip.is_multicast:
+                self.error(path + ("address",), f"{address} cannot be a virtual address (unspecified or multicast)")
+        scheduler = d.get("scheduler", DEFAULT_SCHEDULER)
+        flags = tuple(d.get("scheduler_flags", ()))
+        for i, flag in enumerate(flags):
+            owner = flag.split("-", 1)[0]
+            if owner != scheduler:
+                self.error(path + ("scheduler_flags", i), f"{flag} is a flag of the {owner} scheduler, not of {scheduler}")
+        persistence = None
+        if "persistence" in d:
+            p = d["persistence"] or {}
+            pp = path + ("persistence",)
+            timeout = self.seconds(p.get("timeout", DEFAULT_PERSISTENCE), pp + ("timeout",), "persistence timeout")
+            prefix = 32 if family == socket.AF_INET else 128
+            if "netmask" in p and "prefix" in p:
+                self.error(pp + ("prefix",), "give either netmask or prefix, not both", key=True)
+            if "netmask" in p:
+                if family != socket.AF_INET:
+                    self.error(pp + ("netmask",), "netmask is for IPv4 services; use `prefix:` for IPv6", key=True)
+                else:
+                    prefix = ipaddress.IPv4Network(f"0.0.0.0/{p['netmask']}").prefixlen
+            if "prefix" in p:
+                prefix = p["prefix"]
+                limit = 32 if family == socket.AF_INET else 128
+                if prefix > limit:
+                    self.error(pp + ("prefix",), f"prefix {prefix} is longer than an {FAMILY_TEXT[family]} address ({limit})")
+            persistence = Persistence(timeout, prefix)
+        if not fwmark and port == 0 and persistence is None:
+            self.error(path + ("port",), "port 0 (all ports) needs `persistence:`, as in ipvsadm -p")
+        one_packet = bool(d.get("one_packet", False))
+        if one_packet and protocol in ("tcp", "sctp"):
+            self.error(path + ("one_packet",), f"one_packet only applies to udp (or fwmark) services, not {protocol}")
+        vs_forwarding = d.get("forwarding", "nat")
+        vs_tunnel = None
+        if "tunnel" in d:
+            if vs_forwarding != "tunnel":
+                self.error(
+                    path + ("tunnel",),
+                    "`tunnel` settings need `forwarding: tunnel` on the virtual server "
+                    "(or put them on the reals that tunnel)",
+                    key=True,
+                )
+            else:
+                vs_tunnel = self.tunnel(d["tunnel"], None, path + ("tunnel",))
+        name = d.get("name") or default_name(family, protocol, address, port, fwmark)
+        v = VirtualServer(
+            name=name,
+            family=family,
+            protocol=protocol,
+            address=address,
+            port=port,
+            fwmark=fwmark,
+            scheduler=scheduler,
+            scheduler_flags=flags,
+            persistence=persistence,
+            one_packet=one_packet,
+            reals=(),
+            path=path,
+        )
+        reals: list[RealServer] = []
+        seen: dict[tuple[int, str, int], Path] = {}
+        skip = self.skip_reals.get(int(path[-1]), set())
+        for i, r in enumerate(d.get("reals", ())):
+            if i in skip:
+                continue
+            rp = path + ("reals", i)
+            real = self.real(d, v, r, rp, vs_tunnel)
+            if real is None:
+                continue
+            rk = (real.family, real.address, real.port)
+            if rk in seen:
+                line = self.doc.locate(seen[rk])[0]
+                self.error(rp, f"real server {real.address} port {real.port} is listed twice (first on line {line})")
+                continue
+            seen[rk] = rp
+            reals.append(real)
+        return VirtualServer(
+            name=v.name, family=v.family, protocol=v.protocol, address=v.address, port=v.port,
+            fwmark=v.fwmark, scheduler=v.scheduler, scheduler_flags=v.scheduler_flags,
+            persistence=v.persistence, one_packet=v.one_packet, reals=tuple(reals), path=path,
+        )  # fmt: skip
+
+    def config(self, data: dict[str, Any], valid_vs: list[bool]) -> Config:
+        ipvs = data.get("ipvs") or {}
+        t = ipvs.get("timeouts") or {}
+        tp: Path = ("ipvs", "timeouts")
+        timeouts = Timeouts(
+            *(self.seconds(t[k], tp + (k,), f"the {k} timeout") if k in t else 0 for k in ("tcp", "tcp_fin", "udp"))
+        )
+        drain = parse_duration(ipvs.get("drain_timeout", DEFAULT_DRAIN_TIMEOUT))
+        servers: list[VirtualServer] = []
+        keys: dict[tuple[int, str, str, int, int], Path] = {}
+        names: dict[str, Path] = {}
+        for i, d in enumerate(data.get("virtual_servers") or ()):
+            if not valid_vs[i]:
+                continue
+            path: Path = ("virtual_servers", i)
+            v = self.virtual_server(d, path)
+            if v is None:
+                continue
+            key = (v.family, v.protocol, v.address, v.port, v.fwmark)
+            if key in keys:
+                line = self.doc.locate(keys[key])[0]
+                self.error(path, f"virtual server {v.name} is defined twice (first on line {line})")
+                continue
+            if v.name in names:
+                line = self.doc.locate(names[v.name])[0]
+                self.error(path + ("name",), f"name {v.name!r} is already used on line {line}")
+                continue
+            keys[key] = path
+            names[v.name] = path
+            servers.append(v)
+        return Config(source=self.doc.filename, virtual_servers=tuple(servers), timeouts=timeouts, drain_timeout=drain)
+
+
+def build(
+    doc: Document, valid_vs: list[bool], skip_reals: dict[int, set[int]] | None = None
+) -> tuple[Config, list[Problem]]:
+    """The typed configuration and the semantic problems; invalid parts are skipped."""
+    b = _Builder(doc, skip_reals or {})
+    data = doc.data if isinstance(doc.data, dict) else {}
+    cfg = b.config(data, valid_vs)
+    return cfg, b.problems

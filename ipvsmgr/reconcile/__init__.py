@@ -1,0 +1,1 @@
+"""Desired state -> pure diff against the kernel -> ordered operations -> apply."""

@@ -1,0 +1,153 @@
+"""diff(desired, kernel, ownership) -> ordered operations. Pure: no I/O, no clock.
+
+Order: timeouts, new services, edited services, new reals, edited reals
+(including drains), deleted reals, deleted services, so that a service exists
+before its reals and a real never points at a deleted service.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from ipvsmgr.ipvs.model import Destination, DestKey, ServiceKey, Table, Timeouts
+from ipvsmgr.reconcile.desired import Desired
+from ipvsmgr.reconcile.operations import (
+    AddReal,
+    AddService,
+    DeleteReal,
+    DeleteService,
+    EditReal,
+    EditService,
+    Operation,
+    SetTimeouts,
+)
+
+DrainKey = tuple[ServiceKey, DestKey]
+
+
+@dataclass(frozen=True, slots=True)
+class Draining:
+    """A real server on its way out: weight 0 until idle or out of time."""
+
+    service: ServiceKey
+    real: DestKey
+    since: float
+    connections: int
+    deadline: float
+
+
+@dataclass(slots=True)
+class Plan:
+    operations: list[Operation] = field(default_factory=list)
+    owned: set[ServiceKey] = field(default_factory=set)  # to record after applying
+    drain_started: dict[DrainKey, float] = field(default_factory=dict)  # to record after applying
+    draining: list[Draining] = field(default_factory=list)  # still waiting after this plan
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.operations)
+
+
+def _timeouts(want: Timeouts, have: Timeouts) -> SetTimeouts | None:
+    differs = any(
+        getattr(want, f) and getattr(want, f) != getattr(have, f) for f in ("tcp", "tcp_fin", "udp")
+    )
+    return SetTimeouts(have, want) if differs else None
+
+
+def _drain(
+    skey: ServiceKey,
+    dest: Destination,
+    drain_started: dict[DrainKey, float],
+    now: float,
+    timeout: float,
+    plan: Plan,
+    edits: list[Operation],
+    deletes: list[Operation],
+) -> bool:
+    """Drain one real no longer wanted; True when it is deleted in this plan."""
+    key = (skey, dest.key)
+    conns = dest.connections
+    if conns == 0:
+        deletes.append(DeleteReal(skey, dest.key, "removed from config, no connections"))
+        return True
+    since = drain_started.get(key, now)
+    if now - since >= timeout:
+        deletes.append(
+            DeleteReal(skey, dest.key, f"drain timeout after {timeout:g}s, {conns} connections left")
+        )
+        return True
+    if dest.weight != 0:
+        edits.append(EditReal(skey, dest, replace(dest, weight=0), f"draining, {conns} connections"))
+    plan.drain_started[key] = since
+    plan.draining.append(Draining(skey, dest.key, since, conns, since + timeout))
+    return False
+
+
+def diff(
+    desired: Desired,
+    kernel: Table,
+    owned: set[ServiceKey],
+    drain_started: dict[DrainKey, float],
+    now: float,
+    drain_timeout: float,
+) -> Plan:
+    """The operations that turn `kernel` into `desired`, touching only owned services.
+
+    `owned` holds services this ipvsmgr created or adopted earlier (from the
+    state file); services in neither `owned` nor `desired` belong to someone
+    else and are left alone.
+    """
+    plan = Plan()
+    add_svc: list[Operation] = []
+    edit_svc: list[Operation] = []
+    add_real: list[Operation] = []
+    edit_real: list[Operation] = []
+    del_real: list[Operation] = []
+    del_svc: list[Operation] = []
+
+    t = _timeouts(desired.timeouts, kernel.timeouts)
+    if t:
+        plan.operations.append(t)
+
+    for skey, want in desired.services.items():
+        plan.owned.add(skey)
+        name = desired.names.get(skey, "")
+        have = kernel.services.get(skey)
+        want_dests = desired.dests.get(skey, {})
+        if have is None:
+            add_svc.append(AddService(want, name))
+            add_real.extend(AddReal(skey, d) for d in want_dests.values())
+            continue
+        if have.settings() != want.settings():
+            edit_svc.append(EditService(have, want, name))
+        have_dests = kernel.dests.get(skey, {})
+        for dkey, d in want_dests.items():
+            h = have_dests.get(dkey)
+            if h is None:
+                add_real.append(AddReal(skey, d))
+            elif h.settings() != d.settings():
+                edit_real.append(EditReal(skey, h, d))
+        for dkey, h in have_dests.items():
+            if dkey not in want_dests:
+                _drain(skey, h, drain_started, now, drain_timeout, plan, edit_real, del_real)
+
+    for skey in sorted(owned - desired.services.keys()):
+        if skey not in kernel.services:
+            continue  # already gone
+        real_edits: list[Operation] = []
+        real_dels: list[Operation] = []
+        waiting = False
+        for h in kernel.dests.get(skey, {}).values():
+            if not _drain(skey, h, drain_started, now, drain_timeout, plan, real_edits, real_dels):
+                waiting = True
+        if waiting:
+            plan.owned.add(skey)
+            edit_real.extend(real_edits)
+            del_real.extend(real_dels)
+        else:
+            # one request removes the service and whatever reals are left
+            del_svc.append(DeleteService(skey, "removed from config"))
+
+    plan.operations += add_svc + edit_svc + add_real + edit_real + del_real + del_svc
+    return plan

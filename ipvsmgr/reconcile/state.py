@@ -1,0 +1,84 @@
+"""What ipvsmgr owns, remembered across runs in a small JSON file.
+
+Ownership is how ipvsmgr leaves other tools' services alone: a service is
+ours when the configuration declares it, or when an earlier run recorded it
+here (so removing it from the configuration removes it from the kernel).
+Anything else in the kernel is never touched. Drain start times live here too,
+so a drain's deadline survives restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from ipvsmgr.ipvs.model import DestKey, ServiceKey
+from ipvsmgr.reconcile.diff import DrainKey
+
+DEFAULT_STATE_DIR = "/var/lib/ipvsmgr"
+STATE_FILE = "state.json"
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class State:
+    owned: set[ServiceKey] = field(default_factory=set)
+    drain_started: dict[DrainKey, float] = field(default_factory=dict)
+
+
+def _skey(d: dict[str, Any]) -> ServiceKey:
+    return ServiceKey(int(d["af"]), int(d["protocol"]), str(d["addr"]), int(d["port"]), int(d["fwmark"]))
+
+
+def _skey_json(k: ServiceKey) -> dict[str, Any]:
+    return {"af": k.af, "protocol": k.protocol, "addr": k.addr, "port": k.port, "fwmark": k.fwmark}
+
+
+class StateStore:
+    def __init__(self, directory: str = DEFAULT_STATE_DIR) -> None:
+        self.directory = directory
+        self.path = os.path.join(directory, STATE_FILE)
+
+    def load(self) -> State:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                raw = json.load(f)
+            return State(
+                owned={_skey(d) for d in raw.get("owned", [])},
+                drain_started={
+                    (_skey(d["service"]), DestKey(int(d["af"]), str(d["addr"]), int(d["port"]))): float(d["since"])
+                    for d in raw.get("draining", [])
+                },
+            )
+        except FileNotFoundError:
+            return State()
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            # Losing this file only means services removed from the config
+            # while it was unreadable are left in place: say so, go on.
+            log.warning("ignoring unreadable state file %s: %s", self.path, e)
+            return State()
+
+    def save(self, state: State) -> None:
+        os.makedirs(self.directory, mode=0o750, exist_ok=True)
+        raw = {
+            "version": 1,
+            "owned": [_skey_json(k) for k in sorted(state.owned)],
+            "draining": [
+                {"service": _skey_json(s), "af": d.af, "addr": d.addr, "port": d.port, "since": since}
+                for (s, d), since in sorted(state.drain_started.items())
+            ],
+        }
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".state.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(raw, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
