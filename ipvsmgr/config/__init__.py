@@ -16,10 +16,10 @@ __all__ = ["DEFAULT_PATH", "Config", "ConfigError", "Problem", "load", "load_tex
 def load_text(text: str, filename: str) -> Config:
     """Parse and check a configuration; raise ConfigError listing every problem."""
     doc = parse(text, filename)
+    if doc.data is None:  # an empty file (or only comments) is an empty configuration
+        doc.data = {}
     problems = validate(doc)
     data = doc.data
-    if data is None:
-        data = doc.data = {}
     if not isinstance(data, dict):
         raise ConfigError(problems)
     servers = data.get("virtual_servers")

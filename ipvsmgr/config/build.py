@@ -25,13 +25,15 @@ from ipvsmgr.config.yamlsource import Document
 DEFAULT_SCHEDULER = "wlc"
 DEFAULT_PERSISTENCE = 300
 DEFAULT_DRAIN_TIMEOUT = 300.0
-FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
-FAMILY_TEXT = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
+FAMILIES: dict[str, int] = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
+FAMILY_TEXT: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 
 
 def _address(text: str) -> tuple[int, str]:
-    ip = ipaddress.ip_address(text)
-    return (socket.AF_INET if ip.version == 4 else socket.AF_INET6, str(ip))
+    """Family and canonical text; inet_ntop's form, as decoded from the kernel
+    (it differs from ipaddress's for IPv4-mapped IPv6 addresses)."""
+    af = socket.AF_INET if ipaddress.ip_address(text).version == 4 else socket.AF_INET6
+    return int(af), socket.inet_ntop(af, socket.inet_pton(af, text))
 
 
 def default_name(family: int, protocol: str, address: str, port: int, fwmark: int) -> str:
@@ -63,7 +65,7 @@ class _Builder:
             return t
         t = Tunnel(
             type=raw.get("type", t.type),
-            port=raw.get("port", t.port),
+            port=int(raw.get("port", t.port)),  # the schema's "integer" admits 6080.0
             checksum=raw.get("checksum", t.checksum),
         )
         if t.type == "gue" and not t.port:
@@ -74,15 +76,22 @@ class _Builder:
             self.error(path + ("checksum",), "ipip tunnels carry no checksum; use gue or gre for `checksum`")
         return t
 
-    def real(self, vs: dict[str, Any], v: VirtualServer, r: dict[str, Any], path: Path,
-             vs_tunnel: Tunnel | None) -> RealServer | None:
+    def real(
+        self, vs: dict[str, Any], v: VirtualServer, r: dict[str, Any], path: Path, vs_tunnel: Tunnel | None
+    ) -> RealServer | None:
         family, address = _address(r["address"])
         forwarding = r.get("forwarding", vs.get("forwarding", "nat"))
         ok = True
         if "tunnel" in r and forwarding != "tunnel":
-            self.error(path + ("tunnel",), f"`tunnel` settings need `forwarding: tunnel` (this real uses {forwarding})", key=True)
+            self.error(
+                path + ("tunnel",),
+                f"`tunnel` settings need `forwarding: tunnel` (this real uses {forwarding})",
+                key=True,
+            )
             ok = False
-        tunnel = self.tunnel(r.get("tunnel"), vs_tunnel, path + ("tunnel",)) if forwarding == "tunnel" else None
+        tunnel = (
+            self.tunnel(r.get("tunnel"), vs_tunnel, path + ("tunnel",)) if forwarding == "tunnel" else None
+        )
         if family != v.family and forwarding != "tunnel":
             self.error(
                 path + ("address",),
@@ -103,13 +112,15 @@ class _Builder:
                 ok = False
         else:
             port = r.get("port", v.port)
-        upper = r.get("upper_threshold", 0)
-        lower = r.get("lower_threshold", 0)
+        upper = int(r.get("upper_threshold", 0))
+        lower = int(r.get("lower_threshold", 0))
         if lower and not upper:
             self.error(path + ("lower_threshold",), "lower_threshold needs an upper_threshold")
             ok = False
         elif upper and lower > upper:
-            self.error(path + ("lower_threshold",), f"lower_threshold {lower} is above upper_threshold {upper}")
+            self.error(
+                path + ("lower_threshold",), f"lower_threshold {lower} is above upper_threshold {upper}"
+            )
             ok = False
         if not ok:
             return None
@@ -134,37 +145,51 @@ class _Builder:
             protocol, port = d.get("protocol", "tcp"), int(d["port"])
             ip = ipaddress.ip_address(address)
             if ip.is_unspecified or ip.is_multicast:
-                self.error(path + ("address",), f"{address} cannot be a virtual address (unspecified or multicast)")
+                self.error(
+                    path + ("address",), f"{address} cannot be a virtual address (unspecified or multicast)"
+                )
         scheduler = d.get("scheduler", DEFAULT_SCHEDULER)
         flags = tuple(d.get("scheduler_flags", ()))
         for i, flag in enumerate(flags):
             owner = flag.split("-", 1)[0]
             if owner != scheduler:
-                self.error(path + ("scheduler_flags", i), f"{flag} is a flag of the {owner} scheduler, not of {scheduler}")
+                self.error(
+                    path + ("scheduler_flags", i),
+                    f"{flag} is a flag of the {owner} scheduler, not of {scheduler}",
+                )
         persistence = None
         if "persistence" in d:
             p = d["persistence"] or {}
             pp = path + ("persistence",)
-            timeout = self.seconds(p.get("timeout", DEFAULT_PERSISTENCE), pp + ("timeout",), "persistence timeout")
+            timeout = self.seconds(
+                p.get("timeout", DEFAULT_PERSISTENCE), pp + ("timeout",), "persistence timeout"
+            )
             prefix = 32 if family == socket.AF_INET else 128
             if "netmask" in p and "prefix" in p:
                 self.error(pp + ("prefix",), "give either netmask or prefix, not both", key=True)
             if "netmask" in p:
                 if family != socket.AF_INET:
-                    self.error(pp + ("netmask",), "netmask is for IPv4 services; use `prefix:` for IPv6", key=True)
+                    self.error(
+                        pp + ("netmask",), "netmask is for IPv4 services; use `prefix:` for IPv6", key=True
+                    )
                 else:
                     prefix = ipaddress.IPv4Network(f"0.0.0.0/{p['netmask']}").prefixlen
             if "prefix" in p:
-                prefix = p["prefix"]
+                prefix = int(p["prefix"])
                 limit = 32 if family == socket.AF_INET else 128
                 if prefix > limit:
-                    self.error(pp + ("prefix",), f"prefix {prefix} is longer than an {FAMILY_TEXT[family]} address ({limit})")
+                    self.error(
+                        pp + ("prefix",),
+                        f"prefix {prefix} is longer than an {FAMILY_TEXT[family]} address ({limit})",
+                    )
             persistence = Persistence(timeout, prefix)
         if not fwmark and port == 0 and persistence is None:
             self.error(path + ("port",), "port 0 (all ports) needs `persistence:`, as in ipvsadm -p")
         one_packet = bool(d.get("one_packet", False))
         if one_packet and protocol in ("tcp", "sctp"):
-            self.error(path + ("one_packet",), f"one_packet only applies to udp (or fwmark) services, not {protocol}")
+            self.error(
+                path + ("one_packet",), f"one_packet only applies to udp (or fwmark) services, not {protocol}"
+            )
         vs_forwarding = d.get("forwarding", "nat")
         vs_tunnel = None
         if "tunnel" in d:
@@ -205,7 +230,9 @@ class _Builder:
             rk = (real.family, real.address, real.port)
             if rk in seen:
                 line = self.doc.locate(seen[rk])[0]
-                self.error(rp, f"real server {real.address} port {real.port} is listed twice (first on line {line})")
+                self.error(
+                    rp, f"real server {real.address} port {real.port} is listed twice (first on line {line})"
+                )
                 continue
             seen[rk] = rp
             reals.append(real)
@@ -220,7 +247,10 @@ class _Builder:
         t = ipvs.get("timeouts") or {}
         tp: Path = ("ipvs", "timeouts")
         timeouts = Timeouts(
-            *(self.seconds(t[k], tp + (k,), f"the {k} timeout") if k in t else 0 for k in ("tcp", "tcp_fin", "udp"))
+            *(
+                self.seconds(t[k], tp + (k,), f"the {k} timeout") if k in t else 0
+                for k in ("tcp", "tcp_fin", "udp")
+            )
         )
         drain = parse_duration(ipvs.get("drain_timeout", DEFAULT_DRAIN_TIMEOUT))
         servers: list[VirtualServer] = []
@@ -245,7 +275,9 @@ class _Builder:
             keys[key] = path
             names[v.name] = path
             servers.append(v)
-        return Config(source=self.doc.filename, virtual_servers=tuple(servers), timeouts=timeouts, drain_timeout=drain)
+        return Config(
+            source=self.doc.filename, virtual_servers=tuple(servers), timeouts=timeouts, drain_timeout=drain
+        )
 
 
 def build(

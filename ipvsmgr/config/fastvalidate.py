@@ -29,7 +29,7 @@ _TYPES: dict[str, Callable[[Any], bool]] = {
 }
 
 # Keywords with no effect on validity.
-_ANNOTATIONS = {"$schema", "title", "description", "x-error", "$defs", "default", "examples"}
+_ANNOTATIONS = {"$schema", "$comment", "title", "description", "x-error", "$defs", "default", "examples"}
 
 
 class UnsupportedSchema(ValueError):
@@ -41,10 +41,22 @@ def _num(v: Any) -> bool:
 
 
 def _equal(a: Any, b: Any) -> bool:
-    # JSON equality: True is not 1
+    """JSON equality: True is not 1, at any depth."""
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
     return bool(a == b)
+
+
+def _min_length(n: int) -> Check:
+    return lambda v: not isinstance(v, str) or len(v) >= n
+
+
+def _max_length(n: int) -> Check:
+    return lambda v: not isinstance(v, str) or len(v) <= n
 
 
 class _Compiler:
@@ -65,13 +77,36 @@ class _Compiler:
             self.refs[ref] = cell[0]
         return self.refs[ref]
 
-    def compile(self, s: dict[str, Any]) -> Check:  # noqa: C901 - one branch per keyword
+    def compile(self, s: dict[str, Any]) -> Check:
         checks: list[Check] = []
-        unknown = set(s) - _ANNOTATIONS - {
-            "type", "enum", "const", "minimum", "maximum", "pattern", "format", "minLength",
-            "maxLength", "properties", "additionalProperties", "required", "maxProperties",
-            "items", "uniqueItems", "minItems", "anyOf", "not", "if", "then", "else", "$ref",
-        }
+        unknown = (
+            set(s)
+            - _ANNOTATIONS
+            - {
+                "type",
+                "enum",
+                "const",
+                "minimum",
+                "maximum",
+                "pattern",
+                "format",
+                "minLength",
+                "maxLength",
+                "properties",
+                "additionalProperties",
+                "required",
+                "maxProperties",
+                "items",
+                "uniqueItems",
+                "minItems",
+                "anyOf",
+                "not",
+                "if",
+                "then",
+                "else",
+                "$ref",
+            }
+        )
         if unknown:
             raise UnsupportedSchema(", ".join(sorted(unknown)))
         if "$ref" in s:
@@ -98,11 +133,9 @@ class _Compiler:
         if "format" in s:
             checks.append(FORMATS[s["format"]])
         if "minLength" in s:
-            n = s["minLength"]
-            checks.append(lambda v: not isinstance(v, str) or len(v) >= n)
+            checks.append(_min_length(s["minLength"]))
         if "maxLength" in s:
-            n = s["maxLength"]
-            checks.append(lambda v: not isinstance(v, str) or len(v) <= n)
+            checks.append(_max_length(s["maxLength"]))
         if "properties" in s or "additionalProperties" in s or "required" in s or "maxProperties" in s:
             checks.append(self.object_check(s))
         if "items" in s or "uniqueItems" in s or "minItems" in s:
@@ -150,9 +183,7 @@ class _Compiler:
                 if f is not None:
                     if not f(x):
                         return False
-                elif extra is False:
-                    return False
-                elif extra_check is not None and not extra_check(x):
+                elif extra is False or (extra_check is not None and not extra_check(x)):
                     return False
             return True
 

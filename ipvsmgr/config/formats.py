@@ -9,6 +9,8 @@ from collections.abc import Callable
 def is_ip_address(value: object) -> bool:
     if not isinstance(value, str):
         return True  # formats only constrain strings
+    if "%" in value:
+        return False  # scoped (link-local zone) addresses cannot be VIPs or reals
     try:
         ipaddress.ip_address(value)
     except ValueError:
@@ -20,10 +22,12 @@ def is_ipv4_netmask(value: object) -> bool:
     if not isinstance(value, str):
         return True
     try:
-        ipaddress.IPv4Network(f"0.0.0.0/{value}")
+        mask = int(ipaddress.IPv4Address(value))
     except ValueError:
         return False
-    return "." in value  # a bare prefix length belongs in `prefix:`
+    inverted = mask ^ 0xFFFFFFFF
+    # contiguous ones from the left, at least one (a host mask like 0.0.0.255 is not a netmask)
+    return mask != 0 and inverted & (inverted + 1) == 0
 
 
 FORMATS: dict[str, Callable[[object], bool]] = {

@@ -60,5 +60,5 @@ class Timeouts:
 class Config:
     source: str
     virtual_servers: tuple[VirtualServer, ...]
-    timeouts: Timeouts = Timeouts()
+    timeouts: Timeouts = field(default_factory=Timeouts)
     drain_timeout: float = 300.0

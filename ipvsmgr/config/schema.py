@@ -61,7 +61,7 @@ def _word(error: Any) -> str:
     kind = error.validator
     v = error.instance
     if kind == "required":
-        return error.message.replace("is a required property", "is required here")
+        return str(error.message).replace("is a required property", "is required here")
     if custom:
         return f"{custom} (got {_describe(v)})" if not isinstance(v, dict) else str(custom)
     if kind == "type":

@@ -22,7 +22,7 @@ _resolver = yaml.resolver.Resolver()
 _constructor = yaml.constructor.SafeConstructor()
 _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
-_MAP = "tag:yaml.org,2002:map"
+_MERGE = "tag:yaml.org,2002:merge"
 
 
 def _scalar(ev: yaml.ScalarEvent) -> Any:
@@ -31,14 +31,14 @@ def _scalar(ev: yaml.ScalarEvent) -> Any:
     if tag is None or tag == "!":
         if ev.style:  # quoted or block scalars are strings
             return value
-        tag = _resolver.resolve(yaml.ScalarNode, value, ev.implicit)
-    if tag == _STR:
-        return value
+        tag = _resolver.resolve(yaml.ScalarNode, value, ev.implicit)  # type: ignore[no-untyped-call]
+    if tag in (_STR, _MERGE):
+        return value  # a merge key comes back as "<<" and is refused by the builder
     if tag == _INT and value.isdigit() and (value[0] != "0" or value == "0"):
         return int(value)
     if tag == "tag:yaml.org,2002:timestamp":
         return value  # a date is never meaningful here; keep the text
-    return _constructor.construct_object(yaml.ScalarNode(tag, value, style=ev.style))
+    return _constructor.construct_object(yaml.ScalarNode(tag, value, style=ev.style))  # type: ignore[no-untyped-call]
 
 
 def _mark(m: Any) -> tuple[int, int]:
@@ -59,25 +59,34 @@ class _Builder:
     def problem(self, pos: tuple[int, int], msg: str) -> None:
         self.problems.append(Problem(self.filename, pos[0], pos[1], msg))
 
+    def scalar(self, ev: yaml.ScalarEvent) -> Any:
+        try:
+            return _scalar(ev)
+        except (yaml.YAMLError, ValueError, KeyError, TypeError):
+            self.problem(_mark(ev.start_mark), f"cannot read {ev.value!r} as {ev.tag or 'a value'}")
+            return ev.value
+
     def run(self, text: str) -> Any:
         events = yaml.parse(text, Loader=_Loader)
         result: Any = None
+        documents = 0
         # stack entries: [container, path, pending_key, pending_key_pos, seen_keys]
         stack: list[list[Any]] = []
         for ev in events:
             if isinstance(ev, (yaml.StreamStartEvent, yaml.StreamEndEvent)):
                 continue
             if isinstance(ev, yaml.DocumentStartEvent):
-                if result is not None or stack:
+                documents += 1
+                if documents > 1:
                     self.problem(_mark(ev.start_mark), "only one YAML document is allowed")
                     break
                 continue
             if isinstance(ev, yaml.DocumentEndEvent):
                 continue
             if isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-                value = stack.pop()[0]
+                done = stack.pop()[0]
                 if not stack:
-                    result = value
+                    result = done
                 continue
             # a node starts: work out where it goes
             top = stack[-1] if stack else None
@@ -86,7 +95,7 @@ class _Builder:
                 if not isinstance(ev, yaml.ScalarEvent):
                     self.problem(_mark(ev.start_mark), "mapping keys must be plain scalars")
                     break
-                key = _scalar(ev)
+                key = self.scalar(ev)
                 if isinstance(key, str):
                     key = sys.intern(key)  # 100,000 reals share three key strings
                 elif not isinstance(key, (int, bool)) and key is not None:
@@ -115,7 +124,7 @@ class _Builder:
                 else:
                     value = self.anchors[ev.anchor]
             elif isinstance(ev, yaml.ScalarEvent):
-                value = _scalar(ev)
+                value = self.scalar(ev)
             elif isinstance(ev, yaml.MappingStartEvent):
                 value = {}
                 stack_entry = [value, path, _NO_KEY, None, set()]

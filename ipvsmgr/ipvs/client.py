@@ -249,7 +249,7 @@ class IPVSClient:
     def dests(self, keys: Sequence[ServiceKey]) -> dict[ServiceKey, dict[DestKey, Destination]]:
         reqs = [(c.IPVS_CMD_GET_DEST, wire.service_key_attr(k)) for k in keys]
         lists = self._dump(reqs, lambda i, m: wire.decode_dest(m, keys[i].af))
-        return {k: {d.key: d for d in lst} for k, lst in zip(keys, lists)}
+        return {k: {d.key: d for d in lst} for k, lst in zip(keys, lists, strict=True)}
 
     def table(self, only: Iterable[ServiceKey] | None = None) -> Table:
         """Dump services, the destinations of `only` (default: all) and timeouts."""

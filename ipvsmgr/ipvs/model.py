@@ -27,7 +27,7 @@ TUN_NAMES = {
     c.IP_VS_CONN_F_TUNNEL_TYPE_GRE: "gre",
 }
 TUN_NUMBERS = {v: k for k, v in TUN_NAMES.items()}
-FAMILY_NAMES = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
+FAMILY_NAMES: dict[int, str] = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
 
 
 def host_prefix(af: int) -> int:

@@ -184,6 +184,8 @@ def iter_messages(buf: bytes | memoryview) -> Iterator[Message]:
             raise WireError(f"truncated netlink message at offset {off}")
         yield Message(mtype, flags, seq, view[off + NLMSGHDR.size : off + length])
         off += (length + 3) & ~3
+    if end - off >= 4:  # more than alignment padding, less than a header
+        raise WireError(f"{end - off} stray bytes after the last netlink message")
 
 
 def parse_attrs(buf: memoryview) -> dict[int, memoryview]:

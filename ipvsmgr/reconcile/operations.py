@@ -68,7 +68,7 @@ def dest_fields(d: Destination) -> dict[str, Any]:
 
 def dest_text(d: Destination) -> str:
     f = dest_fields(d)
-    text = f["forwarding"]
+    text = str(f["forwarding"])
     if "tunnel" in f:
         t = f["tunnel"]
         text += f" {t['type']}" + (f":{t['port']}" if t["port"] else "") + f" checksum {t['checksum']}"
@@ -128,7 +128,12 @@ class AddService:
         return f"+ service {self.svc.key} {service_text(self.svc)}"
 
     def json(self) -> dict[str, Any]:
-        return {"op": "add-service", "name": self.name, "service": _svc_json(self.svc.key), **service_fields(self.svc)}
+        return {
+            "op": "add-service",
+            "name": self.name,
+            "service": _svc_json(self.svc.key),
+            **service_fields(self.svc),
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,9 @@ class StateStore:
             return State(
                 owned={_skey(d) for d in raw.get("owned", [])},
                 drain_started={
-                    (_skey(d["service"]), DestKey(int(d["af"]), str(d["addr"]), int(d["port"]))): float(d["since"])
+                    (_skey(d["service"]), DestKey(int(d["af"]), str(d["addr"]), int(d["port"]))): float(
+                        d["since"]
+                    )
                     for d in raw.get("draining", [])
                 },
             )

@@ -1,0 +1,94 @@
+"""tests/kernel: run inside a VM booted from Debian's kernel, one boot per session.
+
+On the host, collecting these tests boots the VM once, runs the same tests
+inside it, and reports each test with the outcome it had inside. Inside the
+VM (IPVSMGR_IN_VM=1) the tests simply run against the real IPVS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests import vm
+
+IN_VM = os.environ.get(vm.IN_VM_ENV) == "1"
+_reports: dict[str, dict[str, str]] = {}
+
+
+def _outside_results(config: pytest.Config, items: list[pytest.Item]) -> dict[str, dict[str, str]]:
+    cache = getattr(config, "_ipvsmgr_vm", None)
+    if cache is None:
+        why = vm.why_no_vm()
+        if why:
+            cache = {"__skip__": {"outcome": "skipped", "text": f"VM suite not run: {why}"}}
+        else:
+            ids = [item.nodeid for item in items]
+            data, console, took = vm.run_pytest_in_vm(ids)
+            print(f"\n[VM suite: {took:.0f}s]\n{console[-6000:]}")
+            cache = data or {"__error__": {"outcome": "failed", "text": console[-8000:]}}
+        config._ipvsmgr_vm = cache  # type: ignore[attr-defined]
+    return cache  # type: ignore[no-any-return]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/kernel/" in item.nodeid:
+            item.add_marker(pytest.mark.kernel)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    if IN_VM or "tests/kernel/" not in pyfuncitem.nodeid:
+        return None
+    kernel_items = [i for i in pyfuncitem.session.items if "tests/kernel/" in i.nodeid]
+    results = _outside_results(pyfuncitem.config, kernel_items)
+    if "__skip__" in results:
+        pytest.skip(results["__skip__"]["text"])
+    if "__error__" in results:
+        pytest.fail("the VM suite produced no results:\n" + results["__error__"]["text"], pytrace=False)
+    report = results.get(pyfuncitem.nodeid)
+    if report is None:
+        pytest.fail("this test did not run inside the VM", pytrace=False)
+    if report["outcome"] == "skipped":
+        pytest.skip(report["text"])
+    if report["outcome"] != "passed":
+        pytest.fail(f"failed inside the VM:\n{report['text']}", pytrace=False)
+    return True  # handled: the body ran inside the VM
+
+
+@pytest.fixture
+def ipvs(tmp_path: Any) -> Iterator[Any]:
+    """A clean IPVS table and state directory; on the host (outside the VM) nothing."""
+    if not IN_VM:
+        yield None
+        return
+    from tests.kernel import helpers
+
+    helpers.ipvsadm("-C")
+    yield helpers.Lab(state_dir=str(tmp_path / "state"), work=tmp_path)
+    helpers.ipvsadm("-C")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if not IN_VM:
+        return
+    prev = _reports.get(report.nodeid)
+    if report.when == "call" or report.outcome != "passed" or prev is None:
+        if prev and prev["outcome"] == "failed":
+            return
+        text = str(report.longrepr) if report.longrepr else ""
+        if report.skipped and isinstance(report.longrepr, tuple):
+            text = str(report.longrepr[2])
+        _reports[report.nodeid] = {"outcome": report.outcome, "text": text[-8000:], "when": report.when}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: Any) -> None:
+    path = os.environ.get(vm.RESULTS_ENV)
+    if IN_VM and path:
+        with open(path, "w") as f:
+            json.dump(_reports, f)

@@ -1,0 +1,148 @@
+"""The typer CLI, without the kernel: --version, check, schema and the help texts."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ipvsmgr import __version__
+from ipvsmgr.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = [ROOT / "etc" / "ipvsmgr" / "ipvsmgr.yaml", ROOT / "etc" / "examples" / "all-methods.yaml"]
+PACKAGE_SCHEMA = ROOT / "ipvsmgr" / "config" / "ipvsmgr.schema.json"
+ETC_SCHEMA = ROOT / "etc" / "ipvsmgr" / "ipvsmgr.schema.json"
+COMMANDS = ["check", "schema", "plan", "apply"]
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner(mix_stderr=False)
+
+
+def invoke(runner: CliRunner, *args: str, env: dict[str, str | None] | None = None):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, list(args), prog_name="ipvsmgr", env={"IPVSMGR_CONFIG": None, **(env or {})})
+
+
+def test_version(runner: CliRunner) -> None:
+    r = invoke(runner, "--version")
+    assert r.exit_code == 0
+    assert r.stdout == f"ipvsmgr {__version__}\n"
+
+
+def test_no_arguments_shows_help(runner: CliRunner) -> None:
+    r = invoke(runner)
+    assert "Usage: ipvsmgr" in r.stdout
+    for cmd in COMMANDS:
+        assert cmd in r.stdout
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_check_examples(runner: CliRunner, path: Path) -> None:
+    r = invoke(runner, "check", str(path))
+    assert r.exit_code == 0, r.stderr
+    assert re.fullmatch(rf"{re.escape(str(path))}: OK \(\d+ virtual servers, \d+ real servers\)\n", r.stdout)
+    assert r.stderr == ""
+
+
+def test_check_counts(runner: CliRunner, tmp_path: Path) -> None:
+    f = tmp_path / "lb.yaml"
+    f.write_text(
+        "virtual_servers:\n"
+        "  - {address: 198.18.0.1, port: 80, reals: [{address: 198.18.1.1}, {address: 198.18.1.2}]}\n"
+        "  - {fwmark: 3, reals: [{address: 198.18.1.3}]}\n"
+    )
+    r = invoke(runner, "check", str(f))
+    assert (r.exit_code, r.stdout) == (0, f"{f}: OK (2 virtual servers, 3 real servers)\n")
+
+
+def test_check_with_config_option_and_environment(runner: CliRunner) -> None:
+    path = str(EXAMPLES[0])
+    r = invoke(runner, "check", "-c", path)
+    assert r.exit_code == 0 and r.stdout.startswith(f"{path}: OK")
+    r = invoke(runner, "check", "--config", path)
+    assert r.exit_code == 0 and r.stdout.startswith(f"{path}: OK")
+    r = invoke(runner, "check", env={"IPVSMGR_CONFIG": path})
+    assert r.exit_code == 0 and r.stdout.startswith(f"{path}: OK")
+
+
+BAD = (
+    "virtual_servers:\n"
+    "  - name: web\n"
+    "    address: 198.18.0.10\n"
+    "    port: 80\n"
+    "    sheduler: rr\n"  # 5:5 unknown key
+    "    reals:\n"
+    "      - {address: 198.18.1.1, weight: -1}\n"  # 7:39 below minimum
+    "  - {address: 198.18.0.11, port: 0}\n"  # 8:34 port 0 without persistence
+)
+
+
+def test_check_bad_file(runner: CliRunner, tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(BAD)
+    r = invoke(runner, "check", str(f))
+    assert r.exit_code == 1
+    assert r.stdout == ""
+    lines = r.stderr.splitlines()
+    assert lines[:3] == [
+        f"{f}:5:5: unknown key 'sheduler'; did you mean 'scheduler'?",
+        f"{f}:7:39: -1 is below the minimum of 0",
+        f"{f}:8:34: port 0 (all ports) needs `persistence:`, as in ipvsadm -p",
+    ]
+    assert lines[3] == f"3 problems in {f}; nothing was applied."
+    assert len(lines) == 4
+    for line in lines[:3]:
+        assert re.match(rf"{re.escape(str(f))}:\d+:\d+: ", line)
+
+
+def test_check_one_problem_is_singular(runner: CliRunner, tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text("virtual_servers:\n  - address: 198.18.0.1\n    port: 80: 81\n")
+    r = invoke(runner, "check", str(f))
+    assert r.exit_code == 1
+    first, last = r.stderr.splitlines()
+    assert first.startswith(f"{f}:3:13: YAML syntax error")
+    assert last == f"1 problem in {f}; nothing was applied."
+
+
+def test_check_missing_file(runner: CliRunner, tmp_path: Path) -> None:
+    f = tmp_path / "missing.yaml"
+    r = invoke(runner, "check", str(f))
+    assert r.exit_code == 1
+    assert r.stderr.startswith(f"{f}:1:1: cannot read the configuration")
+
+
+def test_schema_prints_the_packaged_schema(runner: CliRunner) -> None:
+    r = invoke(runner, "schema")
+    assert r.exit_code == 0
+    printed = json.loads(r.stdout)
+    assert printed == json.loads(PACKAGE_SCHEMA.read_text())
+    assert r.stdout == PACKAGE_SCHEMA.read_text()
+    assert printed["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+def test_etc_schema_is_the_packaged_schema() -> None:
+    assert ETC_SCHEMA.read_text() == PACKAGE_SCHEMA.read_text()
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_help_of_every_command_has_an_example(runner: CliRunner, cmd: str) -> None:
+    for flag in ("--help", "-h"):
+        r = invoke(runner, cmd, flag)
+        assert r.exit_code == 0
+        assert f"Usage: ipvsmgr {cmd}" in r.stdout
+        assert "Example" in r.stdout
+        assert f"ipvsmgr {cmd}" in r.stdout.split("Example", 1)[1]
+
+
+def test_every_command_is_covered() -> None:
+    import typer.main
+
+    names = {c.name or c.callback.__name__ for c in app.registered_commands}  # type: ignore[union-attr]
+    assert names == set(COMMANDS)
+    assert typer.main.get_command(app).name  # the app builds a click group

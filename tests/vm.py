@@ -1,0 +1,86 @@
+"""Boot one virtme-ng VM with a Debian kernel (IPVS, tunnels) and run pytest inside it.
+
+The host's test run calls this once per session (tests/kernel/conftest.py);
+results come back through a --rwdir as JSON keyed by test node id.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_VM_ENV = "IPVSMGR_IN_VM"
+RESULTS_ENV = "IPVSMGR_VM_RESULTS"
+
+
+def debian_kernel() -> str | None:
+    """The newest /boot/vmlinuz-*: a Debian kernel with ip_vs, ipip and gre modules."""
+    override = os.environ.get("IPVSMGR_VM_KERNEL")
+    if override:
+        return override
+    kernels = sorted(glob.glob("/boot/vmlinuz-*"))
+    return kernels[-1] if kernels else None
+
+
+def why_no_vm() -> str | None:
+    if not shutil.which("vng"):
+        return "virtme-ng (vng) is not installed"
+    if not shutil.which("qemu-system-x86_64"):
+        return "qemu-system-x86 is not installed"
+    if debian_kernel() is None:
+        return "no /boot/vmlinuz-* (apt-get install linux-image-amd64)"
+    return None
+
+
+def run_in_vm(
+    command: str, rwdir: str, timeout: float, memory: str = "2G"
+) -> subprocess.CompletedProcess[str]:
+    kernel = debian_kernel()
+    assert kernel
+    argv = [
+        "vng", "--run", kernel, "--user", "root", "--disable-kvm",  # nested KVM hangs here
+        "--memory", memory, "--cpus", "2", "--rwdir", rwdir, "--exec", command,
+    ]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False)
+
+
+def run_pytest_in_vm(args: list[str], timeout: float = 1800) -> tuple[dict[str, dict[str, str]], str, float]:
+    """Run pytest on `args` inside the VM; return ({nodeid: report}, console text, seconds)."""
+    out = tempfile.mkdtemp(prefix="ipvsmgr-vm-")
+    results = os.path.join(out, "results.json")
+    inner = " ".join(
+        [
+            f"cd {shlex.quote(str(ROOT))} &&",
+            f"{IN_VM_ENV}=1 {RESULTS_ENV}={shlex.quote(results)} PYTHONDONTWRITEBYTECODE=1",
+            f"PYTHONPATH={shlex.quote(str(ROOT))}",
+            shlex.quote(sys.executable), "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA",
+            *map(shlex.quote, args),
+            f"> {shlex.quote(os.path.join(out, 'console.txt'))} 2>&1",
+        ]
+    )  # fmt: skip
+    start = time.monotonic()
+    proc = run_in_vm(inner, out, timeout)
+    took = time.monotonic() - start
+    console = ""
+    try:
+        console = Path(out, "console.txt").read_text()
+    except FileNotFoundError:
+        console = (
+            f"(no output from inside the VM)\nvng stdout:\n{proc.stdout[-4000:]}\n"
+            f"vng stderr:\n{proc.stderr[-4000:]}"
+        )
+    try:
+        data: dict[str, dict[str, str]] = json.loads(Path(results).read_text())
+    except (FileNotFoundError, ValueError):
+        data = {}
+    shutil.rmtree(out, ignore_errors=True)
+    return data, console, took
