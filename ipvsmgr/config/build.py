@@ -32,8 +32,9 @@ FAMILY_TEXT: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 def _address(text: str) -> tuple[int, str]:
     """Family and canonical text; inet_ntop's form, as decoded from the kernel
     (it differs from ipaddress's for IPv4-mapped IPv6 addresses)."""
-    af = socket.AF_INET if ipaddress.ip_address(text).version == 4 else socket.AF_INET6
-    return int(af), socket.inet_ntop(af, socket.inet_pton(af, text))
+    af = socket.AF_INET6 if ":" in text else socket.AF_INET
+    canonical = socket.inet_ntop(af, socket.inet_pton(af, text))
+    return int(af), text if canonical == text else canonical  # share the string: 100,000 reals
 
 
 def default_name(family: int, protocol: str, address: str, port: int, fwmark: int) -> str:
@@ -133,7 +134,6 @@ class _Builder:
             upper_threshold=int(upper),
             lower_threshold=int(lower),
             family=family,
-            path=path,
         )
 
     def virtual_server(self, d: dict[str, Any], path: Path) -> VirtualServer | None:

@@ -114,10 +114,14 @@ class _Compiler:
         if "type" in s:
             types = s["type"] if isinstance(s["type"], list) else [s["type"]]
             fns = [_TYPES[t] for t in types]
-            checks.append(lambda v: any(f(v) for f in fns))
+            checks.append(fns[0] if len(fns) == 1 else lambda v: any(f(v) for f in fns))
         if "enum" in s:
             options = s["enum"]
-            checks.append(lambda v: any(_equal(v, o) for o in options))
+            if all(isinstance(o, str) for o in options):
+                names = frozenset(options)
+                checks.append(lambda v: isinstance(v, str) and v in names)
+            else:
+                checks.append(lambda v: any(_equal(v, o) for o in options))
         if "const" in s:
             const = s["const"]
             checks.append(lambda v: _equal(v, const))
@@ -161,7 +165,17 @@ class _Compiler:
             return lambda v: True
         if len(checks) == 1:
             return checks[0]
-        return lambda v: all(c(v) for c in checks)
+        if len(checks) == 2:
+            first, second = checks
+            return lambda v: first(v) and second(v)
+
+        def every(v: Any) -> bool:  # a loop: cheaper than all() over a generator
+            for check in checks:  # noqa: SIM110
+                if not check(v):
+                    return False
+            return True
+
+        return every
 
     def object_check(self, s: dict[str, Any]) -> Check:
         props = {k: self.compile(v) for k, v in s.get("properties", {}).items()}

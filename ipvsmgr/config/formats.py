@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Callable
 
 
 def is_ip_address(value: object) -> bool:
     if not isinstance(value, str):
         return True  # formats only constrain strings
-    if "%" in value:
-        return False  # scoped (link-local zone) addresses cannot be VIPs or reals
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
+    # inet_pton: C speed for 100,000 reals; it also refuses scoped addresses
+    # (fe80::1%eth0) and IPv4 with leading zeros, like ipaddress does.
+    for af in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(af, value)
+        except OSError:
+            continue
+        return True
+    return False
 
 
 def is_ipv4_netmask(value: object) -> bool:

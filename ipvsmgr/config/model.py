@@ -24,7 +24,6 @@ class RealServer:
     upper_threshold: int = 0
     lower_threshold: int = 0
     family: int = 0  # socket.AF_INET or AF_INET6
-    path: Path = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from ipvsmgr.config.errors import ConfigError, Path, Problem
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _resolver = yaml.resolver.Resolver()
 _constructor = yaml.constructor.SafeConstructor()
+_RESOLVER_FIRST = frozenset(k for k in _resolver.yaml_implicit_resolvers if k is not None)
 _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
 _MERGE = "tag:yaml.org,2002:merge"
@@ -31,6 +32,12 @@ def _scalar(ev: yaml.ScalarEvent) -> Any:
     if tag is None or tag == "!":
         if ev.style:  # quoted or block scalars are strings
             return value
+        # Fast paths for the bulk of a large file (keys, names, addresses, ports):
+        # no implicit resolver starts with this character, or a plain decimal.
+        if value and value[0] not in _RESOLVER_FIRST:
+            return value
+        if value.isdigit() and (value[0] != "0" or value == "0"):
+            return int(value)
         tag = _resolver.resolve(yaml.ScalarNode, value, ev.implicit)  # type: ignore[no-untyped-call]
     if tag in (_STR, _MERGE):
         return value  # a merge key comes back as "<<" and is refused by the builder

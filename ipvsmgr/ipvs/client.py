@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import socket
-import subprocess
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -35,7 +33,6 @@ T = TypeVar("T")
 # Measured in the VM: a few hundred requests per sendmsg keeps acks inside a
 # forced 8 MiB receive buffer and each send far below EMSGSIZE (~600 KB).
 DEFAULT_BATCH = 256
-DUMP_BATCH = 64
 RCVBUF = 8 << 20
 RECV_SIZE = 1 << 20
 
@@ -55,9 +52,21 @@ class NetlinkError(OSError):
 
 @dataclass(frozen=True, slots=True)
 class Request:
+    """One IPVS request; its label is only formatted when something failed."""
+
     cmd: int
     attrs: bytes
-    label: str = ""
+    what: str = ""
+    service: ServiceKey | None = None
+    real: DestKey | None = None
+
+    @property
+    def label(self) -> str:
+        if self.real is not None:
+            return f"{self.what} real {self.real} of {self.service}"
+        if self.service is not None:
+            return f"{self.what} service {self.service}"
+        return self.what
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +135,9 @@ class IPVSClient:
         except NetlinkError as e:
             if e.errno != errno.ENOENT:
                 raise IPVSUnavailable(f"IPVS is not available in this kernel: {e}") from e
+        import shutil  # only on this rare path: start-up time matters
+        import subprocess
+
         if load_module and shutil.which("modprobe"):
             subprocess.run(["modprobe", "ip_vs"], capture_output=True, check=False)
             try:
@@ -208,54 +220,82 @@ class IPVSClient:
     def _dump(
         self, requests: Sequence[tuple[int, bytes]], decode: Callable[[int, wire.Message], T]
     ) -> list[list[T]]:
-        """Run dump requests, several per send; result i holds request i's objects."""
+        """Run dump requests one after another; result i holds request i's objects.
+
+        A socket runs one dump at a time and a dump always takes two rounds
+        (its data, then NLMSG_DONE produced while we read the data), so a
+        second request sent before the first one's data is read only earns
+        EBUSY: batching dumps on one socket costs more than it saves.
+        """
         results: list[list[T]] = [[] for _ in requests]
-        todo = list(range(len(requests)))
         flags = c.NLM_F_REQUEST | c.NLM_F_DUMP
-        while todo:
-            busy: list[int] = []
-            for start in range(0, len(todo), DUMP_BATCH):
-                chunk = todo[start : start + DUMP_BATCH]
-                by_seq: dict[int, int] = {}
-                parts = []
-                for i in chunk:
-                    seq = self._next_seq()
-                    by_seq[seq] = i
-                    cmd, attrs = requests[i]
-                    parts.append(wire.message(self.family, flags, seq, cmd, attrs))
-                self._send(b"".join(parts))
-                while by_seq:
+        family = self.family
+        for i, (cmd, attrs) in enumerate(requests):
+            out = results[i]
+            while True:
+                seq = self._next_seq()
+                self._send(wire.message(family, flags, seq, cmd, attrs))
+                busy = False
+                done = False
+                while not done:
                     for msg in wire.iter_messages(self._recv()):
-                        i = by_seq.get(msg.seq, -1)
-                        if i < 0:
+                        if msg.seq != seq:
                             continue
-                        if msg.type == c.NLMSG_DONE:
-                            del by_seq[msg.seq]
+                        if msg.type == family:
+                            out.append(decode(i, msg))
+                        elif msg.type == c.NLMSG_DONE:
+                            done = True
                         elif msg.type == c.NLMSG_ERROR:
-                            del by_seq[msg.seq]
                             err, text = wire.decode_error(msg)
-                            if err == errno.EBUSY:
-                                busy.append(i)
+                            if err == errno.EBUSY:  # someone else's dump on this socket
+                                busy = done = True
                             elif err:
                                 raise NetlinkError(err, "IPVS dump", text)
-                        elif msg.type == self.family:
-                            results[i].append(decode(i, msg))
-            todo = busy
+                            else:
+                                done = True
+                if not busy:
+                    break
         return results
 
     def services(self) -> list[Service]:
         return self._dump([(c.IPVS_CMD_GET_SERVICE, b"")], lambda _i, m: wire.decode_service(m))[0]
 
-    def dests(self, keys: Sequence[ServiceKey]) -> dict[ServiceKey, dict[DestKey, Destination]]:
+    def dests(
+        self,
+        keys: Sequence[ServiceKey],
+        stats: bool = True,
+        reuse: Mapping[ServiceKey, Mapping[DestKey, Destination]] | None = None,
+    ) -> dict[ServiceKey, dict[DestKey, Destination]]:
+        """Real servers per service; without `stats` decoding skips the counters.
+
+        With `reuse`, a decoded real equal to the one given there (same key and
+        settings; connection counts are not compared) is replaced by it.
+        """
         reqs = [(c.IPVS_CMD_GET_DEST, wire.service_key_attr(k)) for k in keys]
-        lists = self._dump(reqs, lambda i, m: wire.decode_dest(m, keys[i].af))
+        empty: Mapping[DestKey, Destination] = {}
+
+        def decode(i: int, m: wire.Message) -> Destination:
+            d = wire.decode_dest(m, keys[i].af, stats)
+            if reuse is not None:
+                same = reuse.get(keys[i], empty).get(d.key)
+                if same is not None and same == d:
+                    return same
+            return d
+
+        lists = self._dump(reqs, decode)
         return {k: {d.key: d for d in lst} for k, lst in zip(keys, lists, strict=True)}
 
-    def table(self, only: Iterable[ServiceKey] | None = None) -> Table:
+    def table(
+        self,
+        only: Iterable[ServiceKey] | None = None,
+        stats: bool = True,
+        reuse: Mapping[ServiceKey, Mapping[DestKey, Destination]] | None = None,
+    ) -> Table:
         """Dump services, the destinations of `only` (default: all) and timeouts."""
         services = {s.key: s for s in self.services()}
         wanted = list(services) if only is None else [k for k in only if k in services]
-        return Table(services=services, dests=self.dests(wanted), timeouts=self.timeouts())
+        dests = self.dests(wanted, stats, reuse)
+        return Table(services=services, dests=dests, timeouts=self.timeouts())
 
     def _get(self, cmd: int, attrs: bytes = b"") -> wire.Message | None:
         seq = self._next_seq()
@@ -291,39 +331,30 @@ class IPVSClient:
 
 
 def new_service(svc: Service) -> Request:
-    return Request(c.IPVS_CMD_NEW_SERVICE, wire.service_attr(svc), f"add service {svc.key}")
+    return Request(c.IPVS_CMD_NEW_SERVICE, wire.service_attr(svc), "add", svc.key)
 
 
 def set_service(svc: Service) -> Request:
-    return Request(c.IPVS_CMD_SET_SERVICE, wire.service_attr(svc), f"edit service {svc.key}")
+    return Request(c.IPVS_CMD_SET_SERVICE, wire.service_attr(svc), "edit", svc.key)
 
 
 def del_service(key: ServiceKey) -> Request:
-    return Request(c.IPVS_CMD_DEL_SERVICE, wire.service_key_attr(key), f"delete service {key}")
+    return Request(c.IPVS_CMD_DEL_SERVICE, wire.service_key_attr(key), "delete", key)
 
 
 def new_dest(key: ServiceKey, dest: Destination) -> Request:
-    return Request(
-        c.IPVS_CMD_NEW_DEST,
-        wire.service_key_attr(key) + wire.dest_attr(dest),
-        f"add real {dest.key} to {key}",
-    )
+    attrs = wire.service_key_attr(key) + wire.dest_attr(dest)
+    return Request(c.IPVS_CMD_NEW_DEST, attrs, "add", key, dest.key)
 
 
 def set_dest(key: ServiceKey, dest: Destination) -> Request:
-    return Request(
-        c.IPVS_CMD_SET_DEST,
-        wire.service_key_attr(key) + wire.dest_attr(dest),
-        f"edit real {dest.key} of {key}",
-    )
+    attrs = wire.service_key_attr(key) + wire.dest_attr(dest)
+    return Request(c.IPVS_CMD_SET_DEST, attrs, "edit", key, dest.key)
 
 
 def del_dest(key: ServiceKey, dest: DestKey) -> Request:
-    return Request(
-        c.IPVS_CMD_DEL_DEST,
-        wire.service_key_attr(key) + wire.dest_key_attr(dest),
-        f"delete real {dest} from {key}",
-    )
+    attrs = wire.service_key_attr(key) + wire.dest_key_attr(dest)
+    return Request(c.IPVS_CMD_DEL_DEST, attrs, "delete", key, dest)
 
 
 def set_timeouts(t: Timeouts) -> Request:

@@ -10,9 +10,8 @@ so a drain's deadline survives restarts.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import tempfile
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +20,6 @@ from ipvsmgr.reconcile.diff import DrainKey
 
 DEFAULT_STATE_DIR = "/var/lib/ipvsmgr"
 STATE_FILE = "state.json"
-log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -61,7 +59,7 @@ class StateStore:
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             # Losing this file only means services removed from the config
             # while it was unreadable are left in place: say so, go on.
-            log.warning("ignoring unreadable state file %s: %s", self.path, e)
+            print(f"ipvsmgr: warning: ignoring unreadable state file {self.path}: {e}", file=sys.stderr)
             return State()
 
     def save(self, state: State) -> None:
@@ -74,9 +72,9 @@ class StateStore:
                 for (s, d), since in sorted(state.drain_started.items())
             ],
         }
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".state.")
+        tmp = os.path.join(self.directory, f".state.{os.getpid()}.tmp")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+            with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(raw, f, indent=1)
                 f.flush()
                 os.fsync(f.fileno())

@@ -111,7 +111,7 @@ def test_batched_failures_map_to_their_request(ipvs: Lab) -> None:
         assert cl.sends == 3 + 1  # family lookup + ceil(600 / 256)
     assert sorted(f.index - 1 for f in failures) == sorted(dupes)
     assert {f.errno for f in failures} == {17}  # EEXIST
-    assert "add real 198.19.0.99:80 to tcp 198.18.0.20:80" in str(failures[0])
+    assert "add real 198.19.0.99:80 of tcp 198.18.0.20:80: File exists" in str(failures[0])
     assert len(rules()) == 1 + 599 - len(dupes)
 
 

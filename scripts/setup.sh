@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install everything ipvsmgr's tests, benchmarks and demo need on a fresh
+# Debian 12 machine (idempotent): system packages for the IPVS VM, and a
+# virtualenv (.venv) with the runtime dependencies pinned to Debian 12's
+# versions plus the test tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  qemu-system-x86   # the VM that has IPVS (the host kernel has none)
+  linux-image-amd64 # Debian's kernel: ip_vs with every scheduler, ipip, gre
+  ipvsadm           # the independent reader of kernel state
+  busybox-static    # virtme-ng's initramfs
+  iproute2 procps kmod
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/pip install -q -r requirements/runtime-debian12.txt -r requirements/dev.txt
