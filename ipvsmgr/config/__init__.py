@@ -23,7 +23,9 @@ def load_text(text: str, filename: str) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(problems)
     servers = data.get("virtual_servers")
-    servers = servers if isinstance(servers, list) else []
+    if not isinstance(servers, list):
+        servers = []
+        data = doc.data = {**data, "virtual_servers": servers}
     skip_reals: dict[int, set[int]] = {}
     if problems:
         # Keep checking what the schema accepted: a bad real hides neither its
