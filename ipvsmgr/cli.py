@@ -126,7 +126,11 @@ def _round(config_path: str, state_dir: str) -> tuple[Any, Any, Round]:
     del cfg  # the typed config is not needed past this point: free it before the dump
     client = _client()
     store = StateStore(state_dir)
-    return client, store, engine.plan_desired(desired, drain_timeout, client, store)
+    try:
+        return client, store, engine.plan_desired(desired, drain_timeout, client, store)
+    except OSError as e:  # netlink errors while reading the table
+        client.close()
+        _fail(f"reading the IPVS table failed: {e}")
 
 
 def _print_json(rnd: Round, applied: bool) -> None:

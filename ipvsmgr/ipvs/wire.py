@@ -7,11 +7,13 @@ against hand-built byte strings.
 from __future__ import annotations
 
 import functools
+import operator
 import socket
 import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from ipvsmgr.ipvs import constants as c
 from ipvsmgr.ipvs.model import (
@@ -259,15 +261,22 @@ def _cstr(v: memoryview) -> str:
 
 
 def decode_stats(v: memoryview, wide: bool) -> Stats:
-    a = parse_attrs(v)
-
-    def get(t: int) -> int:
-        x = a.get(t)
-        if x is None:
-            return 0
-        return U64.unpack_from(x)[0] if len(x) >= 8 else U32.unpack_from(x)[0]  # type: ignore[no-any-return]
-
-    return Stats(*(get(t) for t in range(1, 11)))
+    """Counters from a nested STATS/STATS64 attribute (one pass, values read in place)."""
+    f = [0] * 11
+    off = 0
+    end = len(v)
+    while off + 4 <= end:
+        length, at = NLATTR.unpack_from(v, off)
+        if length < 4 or off + length > end:
+            raise WireError(f"bad netlink attribute length {length} at offset {off}")
+        at &= c.NLA_TYPE_MASK
+        if 1 <= at <= 10:
+            if length >= 12:
+                f[at] = U64.unpack_from(v, off + 4)[0]
+            elif length >= 8:
+                f[at] = U32.unpack_from(v, off + 4)[0]
+        off += (length + 3) & ~3
+    return Stats(f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10])
 
 
 def _prefix(af: int, raw: memoryview) -> int:
@@ -332,9 +341,117 @@ _DEST_U32 = {
 }
 
 
+_DEST_FIELDS = (
+    c.IPVS_DEST_ATTR_ADDR,
+    c.IPVS_DEST_ATTR_PORT,
+    c.IPVS_DEST_ATTR_FWD_METHOD,
+    c.IPVS_DEST_ATTR_WEIGHT,
+    c.IPVS_DEST_ATTR_U_THRESH,
+    c.IPVS_DEST_ATTR_L_THRESH,
+    c.IPVS_DEST_ATTR_TUN_TYPE,
+    c.IPVS_DEST_ATTR_TUN_PORT,
+    c.IPVS_DEST_ATTR_TUN_FLAGS,
+    c.IPVS_DEST_ATTR_ACTIVE_CONNS,
+    c.IPVS_DEST_ATTR_INACT_CONNS,
+    c.IPVS_DEST_ATTR_PERSIST_CONNS,
+    c.IPVS_DEST_ATTR_ADDR_FAMILY,
+)
+_VALUE_FORMATS = {16: "16s", 4: "I", 2: "H2x", 1: "B3x"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """The attribute layout of the last destination the kernel sent.
+
+    The kernel writes the same attributes in the same order for every real,
+    so once learnt, a message is checked against the layout (its attribute
+    headers included) and decoded with a single Struct unpack.
+    """
+
+    struct: struct.Struct
+    headers: Callable[[tuple[Any, ...]], tuple[Any, ...]]
+    expected: tuple[int, ...]
+    fields: Callable[[tuple[Any, ...]], tuple[Any, ...]]
+
+
+_dest_layout: list[_Layout | None] = [None]
+
+
+def _learn_dest_layout(p: memoryview, off: int, end: int) -> _Layout | None:
+    fmt = "="
+    expected: list[int] = []
+    header_idx: list[int] = []
+    field_idx: dict[int, int] = {}
+    idx = 0
+    while off + 4 <= end:
+        length, at = NLATTR.unpack_from(p, off)
+        kind = at & c.NLA_TYPE_MASK
+        if kind in (c.IPVS_DEST_ATTR_STATS, c.IPVS_DEST_ATTR_STATS64):
+            break
+        value = _VALUE_FORMATS.get(length - 4)
+        if value is None or kind in field_idx:
+            return None
+        fmt += "HH" + value
+        expected += [length, at]
+        header_idx += [idx, idx + 1]
+        field_idx[kind] = idx + 2
+        idx += 3
+        off += (length + 3) & ~3
+    if any(f not in field_idx for f in _DEST_FIELDS):
+        return None
+    return _Layout(
+        struct.Struct(fmt),
+        operator.itemgetter(*header_idx),
+        tuple(expected),
+        operator.itemgetter(*(field_idx[f] for f in _DEST_FIELDS)),
+    )
+
+
+def _swap16(v: int) -> int:
+    return ((v & 0xFF) << 8) | (v >> 8) if _SWAP else v
+
+
 def decode_dest(msg: Message, svc_af: int, stats: bool = True) -> Destination:
-    # The hot path of a 100,000-real dump: one pass over the attributes,
-    # reading values in place rather than building a dict of slices.
+    p = msg.payload
+    start, end = _nested_span(p, c.IPVS_CMD_ATTR_DEST)
+    layout = _dest_layout[0]
+    if layout is not None and start + layout.struct.size <= end:
+        values = layout.struct.unpack_from(p, start)
+        if layout.headers(values) == layout.expected:
+            addr, port, fwd, weight, u, low, tun_type, tun_port, tun_flags, act, inact, pers, af = (
+                layout.fields(values)
+            )
+            decoded = None
+            if stats:
+                decoded = _dest_stats(p, start + layout.struct.size, end)
+            text = socket.inet_ntop(af, addr[: 4 if af == socket.AF_INET else 16])
+            return Destination(
+                key=DestKey(af, text, _swap16(port)),
+                fwd=fwd & c.IP_VS_CONN_F_FWD_MASK, weight=weight, u_thresh=u, l_thresh=low,
+                tun_type=tun_type, tun_port=_swap16(tun_port), tun_flags=tun_flags,
+                active_conns=act, inact_conns=inact, persist_conns=pers, stats=decoded,
+            )  # fmt: skip
+    _dest_layout[0] = _learn_dest_layout(p, start, end)
+    return _decode_dest_slow(msg, svc_af, stats)
+
+
+def _dest_stats(p: memoryview, off: int, end: int) -> Stats | None:
+    found: tuple[int, int] | None = None
+    while off + 4 <= end:
+        length, at = NLATTR.unpack_from(p, off)
+        if length < 4 or off + length > end:
+            raise WireError(f"bad netlink attribute length {length} at offset {off}")
+        at &= c.NLA_TYPE_MASK
+        if at == c.IPVS_DEST_ATTR_STATS64:
+            return decode_stats(p[off + 4 : off + length], True)
+        if at == c.IPVS_DEST_ATTR_STATS:
+            found = (off + 4, off + length)
+        off += (length + 3) & ~3
+    return decode_stats(p[found[0] : found[1]], False) if found else None
+
+
+def _decode_dest_slow(msg: Message, svc_af: int, stats: bool = True) -> Destination:
+    # Any layout: one pass over the attributes, values read in place.
     p = msg.payload
     off, end = _nested_span(p, c.IPVS_CMD_ATTR_DEST)
     f = [0] * 16

@@ -171,6 +171,13 @@ def conns(real: str) -> tuple[int, int]:
     raise AssertionError(f"{real} is not in the table")
 
 
+def stats_conns(real: str) -> int:
+    for line in ipvsadm("-Ln", "--stats", "--exact").splitlines():
+        if real in line:
+            return int(line.split()[2])
+    raise AssertionError(f"{real} is not in the table")
+
+
 def weight(real: str) -> int:
     for line in ipvsadm("-Ln").splitlines():
         if real in line:
@@ -202,6 +209,19 @@ def test_removed_real_drains_then_goes(ipvs: Lab, nat_lab: None) -> None:
     held = [connect("cl", "198.18.0.10", 80) for _ in range(4)]  # wrr 5:5: two on each
     accepted = [s.accept()[0] for s in servers for _ in range(2)]
     assert conns(f"{a}:8080") == (2, 0)
+    # our decoder (learnt-layout fast path) reads the same counters as ipvsadm;
+    # the stats are folded in by the kernel's 2 s estimator, so wait for them
+    deadline = time.monotonic() + 10
+    while stats_conns(f"{a}:8080") < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    web_key = ServiceKey(socket.AF_INET, c.IPPROTO_TCP, "198.18.0.10", 80)
+    with IPVSClient() as cl:
+        ours = cl.table().dests[web_key]
+    for addr in (a, b):
+        d = ours[DestKey(socket.AF_INET, addr, 8080)]
+        assert (d.active_conns, d.inact_conns) == conns(f"{addr}:8080")
+        assert d.stats is not None and d.stats.conns == stats_conns(f"{addr}:8080") == 2
 
     rnd = ipvs.reconcile(web("", b))
     assert kinds(rnd) == ["EditReal"]
