@@ -16,11 +16,11 @@ from ipvsmgr.config.model import (
     Config,
     Persistence,
     RealServer,
-    Timeouts,
     Tunnel,
     VirtualServer,
 )
 from ipvsmgr.config.yamlsource import Document
+from ipvsmgr.ipvs.model import Timeouts
 
 DEFAULT_SCHEDULER = "wlc"
 DEFAULT_PERSISTENCE = 300

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ipvsmgr.config.errors import Path
+from ipvsmgr.ipvs.model import Timeouts  # plain seconds; 0 leaves the kernel's value
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +47,6 @@ class VirtualServer:
     one_packet: bool
     reals: tuple[RealServer, ...]
     path: Path = field(default=(), compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    tcp: int = 0
-    tcp_fin: int = 0
-    udp: int = 0
 
 
 @dataclass(frozen=True, slots=True)

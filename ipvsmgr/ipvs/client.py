@@ -151,25 +151,12 @@ class IPVSClient:
         )
 
     def _lookup_family(self) -> int:
-        seq = self._next_seq()
         attrs = wire.nla_str(c.CTRL_ATTR_FAMILY_NAME, c.IPVS_GENL_NAME)
-        body = wire.GENLHDR.pack(c.CTRL_CMD_GETFAMILY, 1, 0) + attrs
-        hdr = wire.NLMSGHDR.pack(16 + len(body), c.GENL_ID_CTRL, c.NLM_F_REQUEST | c.NLM_F_ACK, seq, 0)
-        self._send(hdr + body)
-        family = None
-        while True:
-            for msg in wire.iter_messages(self._recv()):
-                if msg.seq != seq:
-                    continue
-                if msg.type == c.NLMSG_ERROR:
-                    err, text = wire.decode_error(msg)
-                    if err:
-                        raise NetlinkError(err, "generic netlink family lookup", text)
-                    if family is None:
-                        raise NetlinkError(errno.ENOENT, "generic netlink family lookup")
-                    return family
-                if msg.type == c.GENL_ID_CTRL:
-                    family = wire.decode_family_id(msg)
+        what = "generic netlink family lookup"
+        msg = self._request(c.GENL_ID_CTRL, c.CTRL_CMD_GETFAMILY, attrs, what)
+        if msg is None:
+            raise NetlinkError(errno.ENOENT, what)
+        return wire.decode_family_id(msg)
 
     # ------------------------------------------------------------ writes
 
@@ -298,8 +285,12 @@ class IPVSClient:
         return Table(services=services, dests=dests, timeouts=self.timeouts())
 
     def _get(self, cmd: int, attrs: bytes = b"") -> wire.Message | None:
+        return self._request(self.family, cmd, attrs, f"IPVS command {cmd}")
+
+    def _request(self, family: int, cmd: int, attrs: bytes, what: str) -> wire.Message | None:
+        """One request with an ack; its reply message, if the command sends one."""
         seq = self._next_seq()
-        self._send(wire.message(self.family, c.NLM_F_REQUEST | c.NLM_F_ACK, seq, cmd, attrs))
+        self._send(wire.message(family, c.NLM_F_REQUEST | c.NLM_F_ACK, seq, cmd, attrs))
         reply = None
         while True:
             for msg in wire.iter_messages(self._recv()):
@@ -308,7 +299,7 @@ class IPVSClient:
                 if msg.type == c.NLMSG_ERROR:
                     err, text = wire.decode_error(msg)
                     if err:
-                        raise NetlinkError(err, f"IPVS command {cmd}", text)
+                        raise NetlinkError(err, what, text)
                     return reply
                 # copy: the receive buffer is reused by the next recv
                 reply = wire.Message(msg.type, msg.flags, msg.seq, memoryview(bytes(msg.payload)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ipvsmgr.config.model import Config, RealServer, Timeouts, VirtualServer
+from ipvsmgr.config.model import Config, RealServer, VirtualServer
 from ipvsmgr.ipvs import constants as c
 from ipvsmgr.ipvs.model import (
     FWD_NUMBERS,
@@ -14,8 +14,8 @@ from ipvsmgr.ipvs.model import (
     DestKey,
     Service,
     ServiceKey,
+    Timeouts,
 )
-from ipvsmgr.ipvs.model import Timeouts as KernelTimeouts
 
 SCHED_FLAG_BITS = {
     "sh-fallback": c.IP_VS_SVC_F_SCHED1,
@@ -34,7 +34,7 @@ CHECKSUM_FLAGS = {
 class Desired:
     services: dict[ServiceKey, Service] = field(default_factory=dict)
     dests: dict[ServiceKey, dict[DestKey, Destination]] = field(default_factory=dict)
-    timeouts: KernelTimeouts = field(default_factory=KernelTimeouts)
+    timeouts: Timeouts = field(default_factory=Timeouts)
     names: dict[ServiceKey, str] = field(default_factory=dict)
 
 
@@ -76,12 +76,8 @@ def destination(r: RealServer) -> Destination:
     )
 
 
-def timeouts(t: Timeouts) -> KernelTimeouts:
-    return KernelTimeouts(t.tcp, t.tcp_fin, t.udp)
-
-
 def desired_state(config: Config) -> Desired:
-    d = Desired(timeouts=timeouts(config.timeouts))
+    d = Desired(timeouts=config.timeouts)
     for vs in config.virtual_servers:
         svc = service(vs)
         d.services[svc.key] = svc
