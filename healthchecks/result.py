@@ -1,0 +1,74 @@
+"""What a single check reports, and what a checker is."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a check connects: the real server, or the check's own override."""
+
+    address: str  # IPv4 or IPv6 literal
+    port: int = 0
+    source: str | None = None  # local address to bind, if any
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One check's outcome. `reason` is a short operator-facing phrase
+    (`connect refused`, `status 503`, `timeout after 1.0s`) and is set on
+    failures; `weight` is set by checkers that report a dynamic weight."""
+
+    ok: bool
+    reason: str = ""
+    weight: int | None = None
+    duration: float = 0.0
+
+    @staticmethod
+    def up(weight: int | None = None) -> Result:
+        return Result(True, "", weight)
+
+    @staticmethod
+    def down(reason: str) -> Result:
+        return Result(False, reason)
+
+
+# A checker is an async callable: (target, timeout in seconds) -> Result.
+# It never raises for a failing server: every failure is a Result.down(reason).
+Checker = Callable[[Target, float], Awaitable[Result]]
+
+
+def describe_os_error(e: OSError) -> str:
+    """`connect refused`, `host unreachable`, ...: the phrases operators grep for."""
+    import errno
+
+    names = {
+        errno.ECONNREFUSED: "connect refused",
+        errno.ECONNRESET: "connection reset",
+        errno.EHOSTUNREACH: "host unreachable",
+        errno.ENETUNREACH: "network unreachable",
+        errno.ETIMEDOUT: "connect timed out",
+        errno.EADDRNOTAVAIL: "source address not available",
+        errno.EPIPE: "connection closed",
+    }
+    if e.errno in names:
+        return names[e.errno]
+    return (e.strerror or str(e)).lower()
+
+
+async def bounded(check: Awaitable[Result], timeout: float) -> Result:
+    """Run one check within `timeout` seconds; a check that overruns is a failure."""
+    import asyncio
+    import time
+
+    start = time.monotonic()
+    try:
+        async with asyncio.timeout(timeout):
+            result = await check
+    except TimeoutError:
+        return Result(False, f"timeout after {timeout:g}s", None, time.monotonic() - start)
+    except OSError as e:
+        return Result(False, describe_os_error(e), None, time.monotonic() - start)
+    return Result(result.ok, result.reason, result.weight, time.monotonic() - start)

@@ -1,0 +1,139 @@
+"""A two-namespace lab on the host kernel: a client namespace and a server
+namespace joined by a veth pair (198.18.200.1 <-> 198.18.200.2, and
+2001:db8:200::1 <-> ::2). Nothing is sent from the root namespace: the code
+under test runs in a thread that has entered the client namespace, servers
+run in threads or processes inside the server namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import subprocess
+import threading
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+CLIENT4, SERVER4 = "198.18.200.1", "198.18.200.2"
+CLIENT6, SERVER6 = "2001:db8:200::1", "2001:db8:200::2"
+
+
+def sh(*argv: str, check: bool = True) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def enter(ns: str) -> None:
+    """Move the calling thread into network namespace `ns`."""
+    with open(f"/run/netns/{ns}") as f:
+        if _libc.setns(f.fileno(), CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {ns}")
+
+
+@dataclass
+class Lab:
+    client: str
+    server: str
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def in_client(self, fn: Callable[[], T]) -> T:
+        return _in_thread(self.client, fn)
+
+    def in_server(self, fn: Callable[[], T]) -> T:
+        return _in_thread(self.server, fn)
+
+    def run(self, coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run an asyncio coroutine (made by coro_fn) on a fresh loop in the client namespace."""
+        return _in_thread(self.client, lambda: asyncio.run(coro_fn()))
+
+    def serve(self, target: Callable[[], None]) -> threading.Thread:
+        """Start a daemon thread in the server namespace (a server's accept loop)."""
+
+        def body() -> None:
+            enter(self.server)
+            target()
+
+        t = threading.Thread(target=body, daemon=True)
+        t.start()
+        self._threads.append(t)
+        return t
+
+    def spawn(self, argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+        """Start a process in the server namespace (nsenter keeps /sys as it is)."""
+        p = subprocess.Popen(["nsenter", f"--net=/run/netns/{self.server}", *argv], **kw)
+        self._procs.append(p)
+        return p
+
+    def close(self) -> None:
+        for p in self._procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        sh("ip", "netns", "del", self.client, check=False)
+        sh("ip", "netns", "del", self.server, check=False)
+
+
+def _in_thread(ns: str, fn: Callable[[], T]) -> T:
+    out: list[Any] = []
+    err: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            enter(ns)
+            out.append(fn())
+        except BaseException as e:
+            err.append(e)
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    if err:
+        raise err[0]
+    return out[0]  # type: ignore[no-any-return]
+
+
+def make_lab() -> Lab:
+    tag = uuid.uuid4().hex[:6]
+    client, server = f"hc-c-{tag}", f"hc-s-{tag}"
+    sh("ip", "netns", "add", client)
+    sh("ip", "netns", "add", server)
+    lab = Lab(client, server)
+    try:
+        sh(
+            "ip",
+            "-n",
+            client,
+            "link",
+            "add",
+            "veth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth0",
+            "netns",
+            server,
+        )
+        for ns, a4, a6 in ((client, CLIENT4, CLIENT6), (server, SERVER4, SERVER6)):
+            sh("ip", "-n", ns, "addr", "add", f"{a4}/24", "dev", "veth0")
+            sh("ip", "-n", ns, "addr", "add", f"{a6}/64", "dev", "veth0", "nodad")
+            sh("ip", "-n", ns, "link", "set", "veth0", "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+    except BaseException:
+        lab.close()
+        raise
+    return lab
+
+
+def have_root() -> bool:
+    return os.geteuid() == 0
