@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -113,7 +114,8 @@ def _client() -> Any:
         _fail("talking to IPVS needs root (CAP_NET_ADMIN)")
 
 
-def _round(config_path: str, state_dir: str) -> tuple[Any, Any, Round]:
+def _round(config_path: str, state_dir: str, apply: bool = False) -> tuple[Round, int]:
+    """Plan (and with `apply`, run) one round; returns it and the netlink writes."""
     from ipvsmgr.reconcile import engine
     from ipvsmgr.reconcile.desired import desired_state
     from ipvsmgr.reconcile.state import StateStore
@@ -124,13 +126,18 @@ def _round(config_path: str, state_dir: str) -> tuple[Any, Any, Round]:
     cfg = _load(config_path)
     desired, drain_timeout = desired_state(cfg), cfg.drain_timeout
     del cfg  # the typed config is not needed past this point: free it before the dump
-    client = _client()
     store = StateStore(state_dir)
+    client = _client()
     try:
-        return client, store, engine.plan_desired(desired, drain_timeout, client, store)
-    except OSError as e:  # netlink errors while reading the table
+        with store.locked() if apply else contextlib.nullcontext():
+            rnd = engine.plan_desired(desired, drain_timeout, client, store)
+            if apply:
+                engine.apply(rnd, client, store)
+            return rnd, rnd.writes
+    except OSError as e:  # netlink errors, an unwritable state directory
+        _fail(f"{'applying' if apply else 'reading the IPVS table'} failed: {e}")
+    finally:
         client.close()
-        _fail(f"reading the IPVS table failed: {e}")
 
 
 def _print_json(rnd: Round, applied: bool) -> None:
@@ -189,8 +196,7 @@ def plan(
 
       ipvsmgr plan -c lb.yaml --json | jq '.operations[].op'
     """
-    client, _store, rnd = _round(config or DEFAULT_CONFIG, state_dir)
-    client.close()
+    rnd, _ = _round(config or DEFAULT_CONFIG, state_dir)
     _print_round(rnd, as_json, applied=False, quiet=quiet)
     raise typer.Exit(2 if rnd.plan.changes else 0)
 
@@ -215,15 +221,7 @@ def apply(
 
       ipvsmgr apply -c lb.yaml --json
     """
-    from ipvsmgr.reconcile import engine
-
-    client, store, rnd = _round(config or DEFAULT_CONFIG, state_dir)
-    try:
-        engine.apply(rnd, client, store)
-    except OSError as e:
-        _fail(f"applying failed: {e}")
-    finally:
-        client.close()
+    rnd, _ = _round(config or DEFAULT_CONFIG, state_dir, apply=True)
     _print_round(rnd, as_json, applied=True, quiet=quiet)
     if rnd.failures:
         if not as_json:

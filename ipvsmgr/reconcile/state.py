@@ -9,9 +9,11 @@ so a drain's deadline survives restarts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +42,20 @@ class StateStore:
     def __init__(self, directory: str = DEFAULT_STATE_DIR) -> None:
         self.directory = directory
         self.path = os.path.join(directory, STATE_FILE)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the state directory's lock: two applies at once would each
+        diff against a kernel the other is changing, and lose ownership records."""
+        import fcntl
+
+        os.makedirs(self.directory, mode=0o750, exist_ok=True)
+        fd = os.open(os.path.join(self.directory, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def load(self) -> State:
         try:
