@@ -45,5 +45,6 @@ class Hysteresis:
         self.streak = 0
         if result.ok:
             self.weight = result.weight
-            return Transition(True, f"passed {self.rise} checks", result.weight)
+            checks = "check" if self.rise == 1 else "checks"
+            return Transition(True, f"passed {self.rise} {checks}", result.weight)
         return Transition(False, result.reason)

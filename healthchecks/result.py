@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +36,11 @@ class Result:
         return Result(False, reason)
 
 
-# A checker is an async callable: (target, timeout in seconds) -> Result.
-# It never raises for a failing server: every failure is a Result.down(reason).
-Checker = Callable[[Target, float], Awaitable[Result]]
+class Checker(Protocol):
+    """A check type's options with the check itself. It never raises for a
+    failing server: every failure is a Result.down(reason)."""
+
+    async def check(self, target: Target, timeout: float) -> Result: ...
 
 
 def describe_os_error(e: OSError) -> str:
@@ -55,7 +58,8 @@ def describe_os_error(e: OSError) -> str:
     }
     if e.errno in names:
         return names[e.errno]
-    return (e.strerror or str(e)).lower()
+    text = e.strerror or str(e)
+    return text.lower() if text else type(e).__name__  # e.g. a bare ConnectionResetError()
 
 
 async def bounded(check: Awaitable[Result], timeout: float) -> Result:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import json
 import os
 import subprocess
 import threading
@@ -109,30 +110,30 @@ def make_lab() -> Lab:
     sh("ip", "netns", "add", server)
     lab = Lab(client, server)
     try:
-        sh(
-            "ip",
-            "-n",
-            client,
-            "link",
-            "add",
-            "veth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "veth0",
-            "netns",
-            server,
-        )
+        veth = ["link", "add", "veth0", "type", "veth", "peer", "name", "veth0", "netns", server]
+        sh("ip", "-n", client, *veth)
         for ns, a4, a6 in ((client, CLIENT4, CLIENT6), (server, SERVER4, SERVER6)):
             sh("ip", "-n", ns, "addr", "add", f"{a4}/24", "dev", "veth0")
             sh("ip", "-n", ns, "addr", "add", f"{a6}/64", "dev", "veth0", "nodad")
             sh("ip", "-n", ns, "link", "set", "veth0", "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
+        # Static neighbours: a fresh pair leaves the first IPv6 neighbour
+        # solicitation unanswered (1 s retransmit), which a 1 s check sees as a timeout.
+        macs = {ns: _mac(ns) for ns in (client, server)}
+        for ns, peer, addr4, addr6 in (
+            (client, server, SERVER4, SERVER6),
+            (server, client, CLIENT4, CLIENT6),
+        ):
+            for addr in (addr4, addr6):
+                sh("ip", "-n", ns, "neigh", "replace", addr, "lladdr", macs[peer], "dev", "veth0")
     except BaseException:
         lab.close()
         raise
     return lab
+
+
+def _mac(ns: str) -> str:
+    return str(json.loads(sh("ip", "-j", "-n", ns, "link", "show", "veth0"))[0]["address"])
 
 
 def have_root() -> bool:

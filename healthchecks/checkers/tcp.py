@@ -1,0 +1,139 @@
+"""TCP check: the real passes when a TCP connection to it can be opened.
+
+Also the connection plumbing the http and tls checks share: `connect()` (bind
+to `target.source`, connect, close on every failure), `release()`, `guarded()`
+(check body -> Result, bounded in time) and `CheckFailed`.
+
+Option-less: `TcpCheck()`. Port 0 in the target is a failure (`no port`).
+
+Reasons: `connect refused`, `timeout after 1s`, `host unreachable`,
+`network unreachable`, `source address not available`,
+`source address family does not match target`, `bad target address`, `no port`
+and other `describe_os_error` phrases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+import sys
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from healthchecks.result import Result, Target, bounded, describe_os_error
+
+# Linux: let bind() to a source address leave the port to connect(), so checks
+# bound to one source do not exhaust the ephemeral ports (Python < 3.12 lacks the name).
+_IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+class CheckFailed(Exception):
+    """Raised inside a check with the operator-facing reason; becomes Result.down(reason)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def os_reason(e: OSError) -> str:
+    """describe_os_error, plus the errno-less errors asyncio makes (e.g. EOF in a TLS handshake)."""
+    if isinstance(e, ConnectionResetError) and e.errno is None:
+        return "connection closed"
+    if isinstance(e, ConnectionAbortedError) and e.errno is None:
+        return "connection aborted"
+    return describe_os_error(e) or type(e).__name__
+
+
+async def guarded(body: Coroutine[Any, Any, Result], timeout: float) -> Result:
+    """Run a check body within `timeout`: CheckFailed, OSError and overrunning become Result.down.
+
+    Anything else a body raises is a bug in the checker, still reported as a
+    failure (`check error: ...`) rather than raised into the scheduler.
+    """
+
+    async def run() -> Result:
+        try:
+            return await body
+        except CheckFailed as e:
+            return Result.down(e.reason)
+        except TimeoutError:
+            raise  # bounded() words it
+        except OSError as e:
+            return Result.down(os_reason(e))
+        except Exception as e:
+            return Result.down(f"check error: {type(e).__name__}: {e}")
+
+    return await bounded(run(), timeout)
+
+
+def _sockaddr(address: str, port: int, family: int = socket.AF_UNSPEC) -> tuple[int, Any]:
+    """(family, sockaddr) of a numeric address; never a DNS lookup."""
+    infos = socket.getaddrinfo(address, port, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+    return infos[0][0], infos[0][4]
+
+
+async def connect(target: Target, port: int) -> socket.socket:
+    """A connected non-blocking TCP socket to target.address:port, bound to
+    target.source when set. Raises CheckFailed or OSError; the socket is closed
+    on every failure, cancellation included."""
+    if not 0 < port < 65536:
+        raise CheckFailed("no port" if port == 0 else f"bad port {port}")
+    try:
+        family, dest = _sockaddr(target.address, port)
+    except (OSError, UnicodeError):
+        raise CheckFailed("bad target address") from None
+    source = None
+    if target.source:
+        try:
+            _, source = _sockaddr(target.source, 0, family)
+        except (OSError, UnicodeError):
+            raise CheckFailed("source address family does not match target") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if source is not None:
+            if sys.platform == "linux":
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+            try:
+                sock.bind(source)
+            except OSError as e:
+                if e.errno == errno.EADDRNOTAVAIL:
+                    raise CheckFailed("source address not available") from None
+                raise
+        await asyncio.get_running_loop().sock_connect(sock, dest)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def release(sock: socket.socket, writer: asyncio.StreamWriter | None = None) -> None:
+    """Close a check's connection now, without a graceful TLS shutdown or lingering.
+
+    abort() unregisters the socket from the loop at once; the sleep lets the
+    transport's connection_lost run (so no transport is left unclosed), and the
+    final close covers a socket no transport took over.
+    """
+    if writer is not None:
+        writer.transport.abort()
+    try:
+        await asyncio.sleep(0)
+    finally:
+        sock.close()
+
+
+@dataclass(frozen=True, slots=True)
+class TcpCheck:
+    """Connect only: up when the three-way handshake completes."""
+
+    async def check(self, target: Target, timeout: float) -> Result:
+        return await guarded(self._check(target), timeout)
+
+    async def _check(self, target: Target) -> Result:
+        sock = await connect(target, target.port)
+        sock.close()
+        return Result.up()

@@ -1,0 +1,332 @@
+"""Run many health checks on an asyncio loop; report state changes.
+
+Each ScheduledCheck runs in a task of its own on a fixed-rate schedule: the
+next run is due one interval after the previous *due* time (not after the
+previous run finished), so a slow check does not drift its schedule. A run
+that is still going when its next one falls due makes that one (and any
+further missed ones) skipped, counted in `skipped`; runs never pile up.
+Jitter delays each run by a random fraction of the interval, drawn per run,
+without moving the schedule it is drawn from.
+
+New checks (at start-up, or added by a later update()) are spread over
+their interval: the n checks an update() starts get first runs in n equal
+slices of the interval, one in each, at a random point within it. 5,000
+checks added at once do not all start at t=0.
+
+One run is up to 1 + `retries` attempts, `retry_delay` apart: the first
+success is the run's result; only when all attempts fail does the failure
+count. Each attempt is bounded by the check's timeout (plus a little grace,
+so that a checker that honours the timeout reports its own reason); a
+checker that overruns or raises is a failure, never the end of its task.
+
+The run's result is fed to a Hysteresis (rise/fall); subscribers are called
+with (key, Transition, Result) on each transition it reports. Subscribers
+are plain callables, called on the loop: they must not block (to do async
+work, create a task).
+
+update(checks) reconciles the running set with a new one: a check whose key
+and options (the whole ScheduledCheck, checker included, compared with ==)
+are unchanged keeps running with its Hysteresis state; a changed one is
+restarted with fresh state, and if that fresh state differs from what the
+subscribers were last told (it was up, it restarts down), they are told so
+at once with reason "check reconfigured"; a removed one is cancelled.
+
+The clock defaults to the running loop's (time.monotonic for asyncio's
+loops), sleeping to asyncio.sleep, randomness to a fresh random.Random: all
+three can be injected for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from healthchecks.hysteresis import Hysteresis, Transition
+from healthchecks.result import Result, Target, describe_os_error
+
+log = logging.getLogger(__name__)
+
+RECONFIGURED = "check reconfigured"
+LAG_WINDOW = 10_000  # the most recent lags the percentiles are taken over
+
+
+class SupportsCheck(Protocol):
+    def check(self, target: Target, timeout: float, /) -> Awaitable[Result]: ...
+
+
+Subscriber = Callable[[Hashable, Transition, Result], object]
+
+
+@dataclass(frozen=True)
+class ScheduledCheck:
+    key: Hashable
+    checker: SupportsCheck
+    target: Target
+    interval: float = 5.0  # seconds between due times
+    timeout: float = 2.0  # seconds, each attempt
+    rise: int = 2
+    fall: int = 3
+    jitter: float = 0.0  # each run starts up to jitter * interval late, drawn per run
+    retries: int = 0  # extra attempts before a failed run counts
+    retry_delay: float = 1.0  # seconds between attempts
+    initially_up: bool = False  # a new real is out of rotation until it passes `rise` checks
+
+    def __post_init__(self) -> None:
+        if not self.interval > 0:
+            raise ValueError(f"{self.key!r}: interval must be > 0")
+        if not self.timeout > 0:
+            raise ValueError(f"{self.key!r}: timeout must be > 0")
+        if self.rise < 1 or self.fall < 1:
+            raise ValueError(f"{self.key!r}: rise and fall must be >= 1")
+        if not 0 <= self.jitter < 1:
+            raise ValueError(f"{self.key!r}: jitter must be in [0, 1)")
+        if self.retries < 0 or self.retry_delay < 0:
+            raise ValueError(f"{self.key!r}: retries and retry_delay must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckState:
+    up: bool
+    weight: int | None
+    streak: int
+    last: Result | None
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStats:
+    checks: int
+    runs: int  # runs finished (one run: the attempt and its retries)
+    failures: int  # runs whose result was a failure
+    retries: int  # retry attempts
+    skipped: int  # due runs dropped because the run before was still going
+    transitions: int  # reported to subscribers (including "check reconfigured")
+    lag_p50: float  # seconds a run started after its due time, over the last LAG_WINDOW runs
+    lag_p99: float
+    lag_max: float  # since the scheduler started
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateSummary:
+    added: tuple[Hashable, ...]
+    replaced: tuple[Hashable, ...]
+    removed: tuple[Hashable, ...]
+    kept: tuple[Hashable, ...]
+
+
+@dataclass(eq=False)
+class _Entry:
+    spec: ScheduledCheck
+    hysteresis: Hysteresis
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[object]] | None = None,
+        rng: random.Random | None = None,
+        lag_window: int = LAG_WINDOW,
+    ) -> None:
+        self._clock_fn = clock
+        self._sleep: Callable[[float], Awaitable[object]] = sleep or asyncio.sleep
+        self._rng = rng or random.Random()
+        self._entries: dict[Hashable, _Entry] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # including cancelled ones not yet finished
+        self._subscribers: list[Subscriber] = []
+        self._closed = False
+        self._lags: deque[float] = deque(maxlen=lag_window)
+        self._lag_max = 0.0
+        self._runs = self._failures = self._retries = self._skipped = self._transitions = 0
+
+    # --- configuration -----------------------------------------------------
+
+    def subscribe(self, fn: Subscriber) -> Callable[[], None]:
+        """Call fn(key, transition, result) on every transition; returns an unsubscribe function."""
+        self._subscribers.append(fn)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(fn)
+
+        return unsubscribe
+
+    def update(self, checks: Iterable[ScheduledCheck]) -> UpdateSummary:
+        """Make the running set `checks` (see the module docstring). Call it on the loop."""
+        if self._closed:
+            raise RuntimeError("scheduler is closed")
+        wanted: dict[Hashable, ScheduledCheck] = {}
+        for spec in checks:
+            if spec.key in wanted:
+                raise ValueError(f"duplicate check key {spec.key!r}")
+            wanted[spec.key] = spec
+        removed = [key for key in self._entries if key not in wanted]
+        for key in removed:
+            self._stop(self._entries.pop(key))
+        added: list[Hashable] = []
+        replaced: list[Hashable] = []
+        kept: list[Hashable] = []
+        starting: list[_Entry] = []
+        for key, spec in wanted.items():
+            old = self._entries.get(key)
+            if old is not None and old.spec == spec:
+                kept.append(key)
+                continue
+            entry = _Entry(spec, Hysteresis(spec.rise, spec.fall, up=spec.initially_up))
+            if old is None:
+                added.append(key)
+            else:
+                replaced.append(key)
+                self._stop(old)
+            self._entries[key] = entry
+            starting.append(entry)
+            if old is not None and old.hysteresis.up != entry.hysteresis.up:
+                up = entry.hysteresis.up
+                self._notify(key, Transition(up, RECONFIGURED), Result(up, "" if up else RECONFIGURED))
+        now = self._clock()
+        n = len(starting)
+        for i, entry in enumerate(starting):
+            # One check per 1/n of its interval, at a random point in its slice.
+            first = now + (i + self._rng.random()) / n * entry.spec.interval
+            self._start(entry, first)
+        return UpdateSummary(tuple(added), tuple(replaced), tuple(removed), tuple(kept))
+
+    async def close(self) -> None:
+        """Cancel every check and wait until all their tasks are finished."""
+        self._closed = True
+        for entry in self._entries.values():
+            self._stop(entry)
+        self._entries.clear()
+        tasks = list(self._tasks)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> Scheduler:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- observation -------------------------------------------------------
+
+    def keys(self) -> list[Hashable]:
+        return list(self._entries)
+
+    def state(self, key: Hashable) -> CheckState | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        h = entry.hysteresis
+        return CheckState(h.up, h.weight, h.streak, h.last)
+
+    def snapshot(self) -> SchedulerStats:
+        lags = sorted(self._lags)
+        return SchedulerStats(
+            checks=len(self._entries),
+            runs=self._runs,
+            failures=self._failures,
+            retries=self._retries,
+            skipped=self._skipped,
+            transitions=self._transitions,
+            lag_p50=_percentile(lags, 0.50),
+            lag_p99=_percentile(lags, 0.99),
+            lag_max=self._lag_max,
+        )
+
+    # --- the work ----------------------------------------------------------
+
+    def _clock(self) -> float:
+        if self._clock_fn is not None:
+            return self._clock_fn()
+        return asyncio.get_running_loop().time()
+
+    def _start(self, entry: _Entry, first_due: float) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._run(entry, first_due), name=f"check {entry.spec.key!r}"
+        )
+        entry.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _stop(self, entry: _Entry) -> None:
+        if entry.task is not None:
+            entry.task.cancel()
+
+    async def _run(self, entry: _Entry, first_due: float) -> None:
+        spec = entry.spec
+        slot = first_due  # the fixed-rate schedule; `due` adds this run's jitter
+        while True:
+            due = slot + (self._rng.random() * spec.jitter * spec.interval if spec.jitter else 0.0)
+            delay = due - self._clock()
+            if delay > 0:
+                await self._sleep(delay)
+            lag = max(0.0, self._clock() - due)
+            self._lags.append(lag)
+            self._lag_max = max(self._lag_max, lag)
+            result = await self._attempts(spec)
+            if self._entries.get(spec.key) is not entry:
+                return  # replaced or removed while the check ran
+            self._runs += 1
+            if not result.ok:
+                self._failures += 1
+            transition = entry.hysteresis.feed(result)
+            if transition is not None:
+                self._notify(spec.key, transition, result)
+            slot += spec.interval
+            now = self._clock()
+            if slot <= now:  # this run overran the next due time(s): skip them
+                missed = math.floor((now - slot) / spec.interval) + 1
+                self._skipped += missed
+                slot += missed * spec.interval
+
+    async def _attempts(self, spec: ScheduledCheck) -> Result:
+        result = await self._attempt(spec)
+        for _ in range(spec.retries):
+            if result.ok:
+                break
+            self._retries += 1
+            await self._sleep(spec.retry_delay)
+            result = await self._attempt(spec)
+        return result
+
+    async def _attempt(self, spec: ScheduledCheck) -> Result:
+        start = self._clock()
+        try:
+            async with asyncio.timeout(spec.timeout + _grace(spec.timeout)):
+                result = await spec.checker.check(spec.target, spec.timeout)
+        except TimeoutError:
+            result = Result.down(f"timeout after {spec.timeout:g}s")
+        except OSError as e:
+            result = Result.down(describe_os_error(e) or type(e).__name__)
+        except Exception as e:
+            log.exception("health check %r raised", spec.key)
+            result = Result.down(f"checker error: {type(e).__name__}: {e}"[:160])
+        return Result(result.ok, result.reason, result.weight, self._clock() - start)
+
+    def _notify(self, key: Hashable, transition: Transition, result: Result) -> None:
+        self._transitions += 1
+        for fn in list(self._subscribers):
+            try:
+                fn(key, transition, result)
+            except Exception:
+                log.exception("health check subscriber %r failed on %r", fn, key)
+
+
+def _grace(timeout: float) -> float:
+    """How long past its timeout a checker may take before it is cut off."""
+    return min(1.0, max(0.05, 0.1 * timeout))
+
+
+def _percentile(ordered: list[float], p: float) -> float:
+    """Nearest-rank percentile of an ordered list (0.0 if empty)."""
+    if not ordered:
+        return 0.0
+    return ordered[max(0, math.ceil(p * len(ordered)) - 1)]
