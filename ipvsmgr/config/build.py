@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from dataclasses import replace
 from typing import Any
 
 from ipvsmgr.config.durations import parse_duration
 from ipvsmgr.config.errors import Path, Problem
+from ipvsmgr.config.health import BLOCKS, build_check, merge
 from ipvsmgr.config.model import (
     Config,
+    HealthCheck,
     Persistence,
+    Quorum,
     RealServer,
     Tunnel,
     VirtualServer,
@@ -220,6 +224,8 @@ class _Builder:
         reals: list[RealServer] = []
         seen: dict[tuple[int, str, int], Path] = {}
         skip = self.skip_reals.get(int(path[-1]), set())
+        default_raw = d.get("health_check")
+        default_check = self.health(default_raw, None, path, path) if default_raw else None
         for i, r in enumerate(d.get("reals", ())):
             if i in skip:
                 continue
@@ -227,6 +233,13 @@ class _Builder:
             real = self.real(d, v, r, rp, vs_tunnel)
             if real is None:
                 continue
+            override = r.get("health_check")
+            if override is False:
+                real = replace(real, health=None)
+            elif override:
+                real = replace(real, health=self.health(default_raw, override, path, rp))
+            elif default_check is not None:
+                real = replace(real, health=default_check)  # shared by every real without an override
             rk = (real.family, real.address, real.port)
             if rk in seen:
                 line = self.doc.locate(seen[rk])[0]
@@ -236,11 +249,34 @@ class _Builder:
                 continue
             seen[rk] = rp
             reals.append(real)
+        sorry = None
+        if "sorry_server" in d:
+            sp = path + ("sorry_server",)
+            sorry = self.real(d, v, {"weight": 1, **d["sorry_server"]}, sp, vs_tunnel)
+            if sorry is not None and (sorry.family, sorry.address, sorry.port) in seen:
+                self.error(sp, "the sorry server is also one of the reals: use a separate server")
+        quorum = None
+        if "quorum" in d or sorry is not None:
+            q = d.get("quorum") or {}
+            quorum = Quorum(int(q.get("min_up", 1)), int(q.get("min_weight", 0)), int(q.get("hysteresis", 0)))
         return VirtualServer(
             name=v.name, family=v.family, protocol=v.protocol, address=v.address, port=v.port,
             fwmark=v.fwmark, scheduler=v.scheduler, scheduler_flags=v.scheduler_flags,
             persistence=v.persistence, one_packet=v.one_packet, reals=tuple(reals), path=path,
+            quorum=quorum, sorry=sorry,
         )  # fmt: skip
+
+    def health(
+        self, default: dict[str, Any] | None, override: dict[str, Any] | None, vs_path: Path, path: Path
+    ) -> HealthCheck | None:
+        merged = merge(default, override)
+
+        def error(sub: tuple[str, ...], message: str) -> None:
+            # point at the real's own setting when it made it, else at the default
+            where = path if override is not None and (not sub or sub[0] in override) else vs_path
+            self.error(where + ("health_check", *sub), message, key=bool(sub) and sub[0] in BLOCKS)
+
+        return build_check(merged, error)
 
     def config(self, data: dict[str, Any], valid_vs: list[bool]) -> Config:
         ipvs = data.get("ipvs") or {}

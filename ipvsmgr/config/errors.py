@@ -22,5 +22,5 @@ class ConfigError(Exception):
     """One or more problems; nothing from this configuration may be applied."""
 
     def __init__(self, problems: list[Problem]) -> None:
-        self.problems = sorted(problems)
+        self.problems = sorted(set(problems))  # one line per problem, however often it was found
         super().__init__("\n".join(str(p) for p in self.problems))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ipvsmgr.config.errors import Path
 from ipvsmgr.ipvs.model import Timeouts  # plain seconds; 0 leaves the kernel's value
@@ -16,6 +17,33 @@ class Tunnel:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """A resolved health check: scheduling, hysteresis and the checker itself."""
+
+    type: str
+    checker: Any  # a healthchecks.checkers.* options object with async check()
+    interval: float = 2.0
+    timeout: float = 1.0
+    rise: int = 2
+    fall: int = 3
+    jitter: float = 0.1
+    retries: int = 0
+    retry_delay: float = 0.1
+    address: str | None = None  # override of the real's address
+    port: int | None = None  # override of the real's port
+    source: str | None = None
+    on_failure: str = "inhibit"  # inhibit | remove
+    start_up: bool = False  # state before the first verdict
+
+
+@dataclass(frozen=True, slots=True)
+class Quorum:
+    min_up: int = 1
+    min_weight: int = 0
+    hysteresis: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class RealServer:
     address: str  # canonical text form
     port: int
@@ -25,6 +53,7 @@ class RealServer:
     upper_threshold: int = 0
     lower_threshold: int = 0
     family: int = 0  # socket.AF_INET or AF_INET6
+    health: HealthCheck | None = None  # None: always up
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +76,8 @@ class VirtualServer:
     one_packet: bool
     reals: tuple[RealServer, ...]
     path: Path = field(default=(), compare=False)
+    quorum: Quorum | None = None
+    sorry: RealServer | None = None  # takes the traffic while the quorum is lost
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,6 +99,13 @@ def validate(doc: Document) -> list[Problem]:
                     msg += f"; valid keys here: {', '.join(allowed)}"
                 problems.append(doc.problem(path + (key,), msg, key=True))
             continue
+        if error.validator == "anyOf" and error.context and "x-error" not in error.schema:
+            # no wording of our own: report the alternative that got furthest
+            # into the value (for `false or a mapping`, the mapping's own error)
+            error = max(
+                error.context, key=lambda e: (len(e.absolute_path), e.validator not in ("const", "type"))
+            )
+            path = tuple(error.absolute_path)
         problems.append(doc.problem(path, _word(error)))
     return problems
 

@@ -19,7 +19,7 @@ from ipvsmgr.config.schema import fast_check, fast_def_check, reference_validato
 from ipvsmgr.config.yamlsource import parse
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = [ROOT / "etc" / "ipvsmgr" / "ipvsmgr.yaml", ROOT / "etc" / "examples" / "all-methods.yaml"]
+EXAMPLES = sorted([ROOT / "etc" / "ipvsmgr" / "ipvsmgr.yaml", *(ROOT / "etc" / "examples").glob("*.yaml")])
 
 HAND_WRITTEN: list[Any] = [
     {},
@@ -29,7 +29,15 @@ HAND_WRITTEN: list[Any] = [
         "ipvs": {"timeouts": {"tcp": 900, "tcp_fin": "2m", "udp": "1.5m"}, "drain_timeout": "100ms"},
         "virtual_servers": [
             {"fwmark": 7, "family": "ipv6", "scheduler": "sh", "scheduler_flags": ["sh-port", "sh-fallback"],
-             "one_packet": True, "reals": [{"address": "2001:db8::1", "weight": 0, "health_check": None}]},
+             "one_packet": True, "reals": [{"address": "2001:db8::1", "weight": 0, "health_check": False}]},
+            {"address": "198.18.0.2", "port": 443,
+             "health_check": {"type": "https", "interval": "2s", "timeout": "500ms", "rise": 2, "fall": 3,
+                              "http": {"path": "/healthz", "status": [200, "300-399"], "verify": False}},
+             "quorum": {"min_up": 2, "hysteresis": 1},
+             "sorry_server": {"address": "198.18.9.9", "port": 8080},
+             "reals": [{"address": "198.18.1.2", "health_check": {"port": 8443, "http": {"path": "/ok"}}},
+                       {"address": "198.18.1.3", "health_check": {"type": "script",
+                                                                  "script": {"argv": ["/bin/true"]}}}]},
             {"name": "x", "address": "198.18.0.1", "port": 0, "protocol": "udp",
              "persistence": {"timeout": 60, "netmask": "255.255.0.0"}, "forwarding": "tunnel",
              "tunnel": {"type": "gue", "port": 6080, "checksum": "remcsum"}, "weight": 3,
