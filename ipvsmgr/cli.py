@@ -230,6 +230,45 @@ def apply(
         raise typer.Exit(1)
 
 
+@app.command()
+def run(
+    config: Optional[str] = CONFIG_OPTION,  # noqa: UP007
+    state_dir: str = STATE_OPTION,
+    resync: str = typer.Option(
+        "10s", "--resync", metavar="DURATION", help="Full reconcile at least this often."
+    ),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Run the health checks and keep IPVS in step with them, until stopped.
+
+    Reals failing their checks get weight 0 (or are removed), a virtual server
+    that loses its quorum switches to its sorry server. SIGHUP reloads the
+    configuration (an invalid one is refused and the running one kept);
+    SIGTERM stops and leaves the IPVS table in place for a hitless restart.
+
+    Example:
+
+      ipvsmgr run -c /etc/ipvsmgr/ipvsmgr.yaml
+    """
+    import asyncio
+    import logging
+
+    from ipvsmgr.config.durations import parse_duration
+    from ipvsmgr.ipvs.client import IPVSUnavailable
+    from ipvsmgr.runtime import Daemon
+
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    path = config or DEFAULT_CONFIG
+    _load(path)  # refuse to start on an invalid file, with every problem listed
+    try:
+        asyncio.run(Daemon(path, state_dir, parse_duration(resync)).run())
+    except IPVSUnavailable as e:
+        _fail(str(e))
+
+
 def main() -> None:
     try:
         app(prog_name="ipvsmgr")

@@ -5,17 +5,13 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from ipvsmgr.ipvs import client as ipvs_client
 from ipvsmgr.ipvs import constants as c
 from ipvsmgr.ipvs.client import IPVSClient
 from ipvsmgr.ipvs.model import Destination, DestKey, Service, ServiceKey, SyncDaemon
 from ipvsmgr.reconcile.operations import DeleteReal, EditReal
-from tests.kernel.conftest import IN_VM
-from tests.kernel.helpers import Lab, connect, ipvsadm, listener, rules, sh
+from tests.kernel.helpers import Lab, connect, ipvsadm, listener, rules
 
 BASE = """
 ipvs:
@@ -126,41 +122,6 @@ def test_sync_daemon_start_query_stop(ipvs: Lab) -> None:
 
 
 # --------------------------------------------------------------- graceful drain
-
-LAB = [
-    "ip netns add cl", "ip netns add rs",
-    "ip link add lb-cl type veth peer name cl0 netns cl",
-    "ip link add lb-rs type veth peer name rs0 netns rs",
-    "ip addr add 198.18.3.1/24 dev lb-cl", "ip link set lb-cl up",
-    "ip addr add 198.18.2.1/24 dev lb-rs", "ip link set lb-rs up",
-    "ip -n cl addr add 198.18.3.2/24 dev cl0", "ip -n cl link set cl0 up", "ip -n cl link set lo up",
-    "ip -n cl route add default via 198.18.3.1",
-    "ip -n rs addr add 198.18.2.2/24 dev rs0",
-    *(f"ip -n rs addr add 198.18.2.{i}/32 dev rs0" for i in range(3, 8)),
-    "ip -n rs link set rs0 up", "ip -n rs link set lo up",
-    "ip -n rs route add default via 198.18.2.1",
-    "sysctl -qw net.ipv4.ip_forward=1",
-    "ip addr add 198.18.0.10/32 dev lo",  # IPVS takes packets for local VIPs (LOCAL_IN)
-]  # fmt: skip
-
-
-@pytest.fixture
-def nat_lab() -> Iterator[None]:
-    """client netns -> this VM as NAT load balancer -> real-server netns."""
-    if not IN_VM:
-        yield
-        return
-    try:
-        for cmd in LAB:
-            sh(*cmd.split())
-        yield
-    finally:
-        # deleting a netns frees its veths asynchronously: delete them first
-        sh("ip", "addr", "del", "198.18.0.10/32", "dev", "lo", check=False)
-        sh("ip", "link", "del", "lb-cl", check=False)
-        sh("ip", "link", "del", "lb-rs", check=False)
-        sh("ip", "netns", "del", "cl", check=False)
-        sh("ip", "netns", "del", "rs", check=False)
 
 
 def conns(real: str) -> tuple[int, int]:

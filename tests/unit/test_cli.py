@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = [ROOT / "etc" / "ipvsmgr" / "ipvsmgr.yaml", ROOT / "etc" / "examples" / "all-methods.yaml"]
 PACKAGE_SCHEMA = ROOT / "ipvsmgr" / "config" / "ipvsmgr.schema.json"
 ETC_SCHEMA = ROOT / "etc" / "ipvsmgr" / "ipvsmgr.schema.json"
-COMMANDS = ["check", "schema", "plan", "apply"]
+COMMANDS = ["check", "schema", "plan", "apply", "run"]
 
 
 @pytest.fixture

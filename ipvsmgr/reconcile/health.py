@@ -1,0 +1,85 @@
+"""Health applied to the desired state: pure, fed the checks' verdicts.
+
+A real that is down gets weight 0 (`on_failure: inhibit`) or is left out
+(`remove`); a real not checked yet is in its `start` state; an up real that
+reports a dynamic weight (script checks) uses it. A virtual server with a
+quorum is up while enough reals (and weight) are up; once lost it comes back
+only at min + hysteresis, and while it is lost its sorry server is added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from ipvsmgr.config.model import Config, Quorum, VirtualServer
+from ipvsmgr.ipvs.model import Destination, DestKey, ServiceKey
+from ipvsmgr.reconcile.desired import Desired, destination, service, service_key
+
+RealId = tuple[ServiceKey, DestKey]
+
+
+@dataclass(frozen=True, slots=True)
+class RealHealth:
+    up: bool
+    weight: int | None = None  # a dynamic weight reported by the check, while up
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QuorumState:
+    up: bool
+    reals_up: int
+    weight_up: int
+
+
+def real_id(vs: VirtualServer, dest: Destination) -> RealId:
+    return (service_key(vs), dest.key)
+
+
+def _quorum_up(q: Quorum, count: int, weight: int, before: bool | None) -> bool:
+    extra = q.hysteresis if before is False else 0  # regaining needs the margin
+    return count >= q.min_up + extra and weight >= q.min_weight + extra
+
+
+def healthy_state(
+    config: Config,
+    health: Mapping[RealId, RealHealth],
+    quorum_before: Mapping[ServiceKey, bool] | None = None,
+) -> tuple[Desired, dict[ServiceKey, QuorumState]]:
+    """The desired kernel state given each real's health, and each quorum."""
+    before = quorum_before or {}
+    out = Desired(timeouts=config.timeouts)
+    quorums: dict[ServiceKey, QuorumState] = {}
+    for vs in config.virtual_servers:
+        svc = service(vs)
+        key = svc.key
+        out.services[key] = svc
+        out.names[key] = vs.name
+        dests: dict[DestKey, Destination] = {}
+        count = weight = 0
+        for r in vs.reals:
+            d = destination(r)
+            if r.health is None:
+                up, dynamic = True, None
+            else:
+                h = health.get((key, d.key))
+                up = h.up if h is not None else r.health.start_up
+                dynamic = h.weight if h is not None and h.up else None
+            if up:
+                if dynamic is not None and dynamic != d.weight:
+                    d = replace(d, weight=dynamic)
+                count += 1
+                weight += d.weight
+                dests[d.key] = d
+            elif r.health is not None and r.health.on_failure == "inhibit":
+                dests[d.key] = replace(d, weight=0) if d.weight else d
+        q_up = True
+        if vs.quorum is not None:
+            q_up = _quorum_up(vs.quorum, count, weight, before.get(key))
+            if not q_up and vs.sorry is not None:
+                sorry = destination(vs.sorry)
+                dests[sorry.key] = sorry
+        quorums[key] = QuorumState(q_up, count, weight)
+        out.dests[key] = dests
+    return out, quorums

@@ -1,0 +1,179 @@
+"""`ipvsmgr run`: health checks drive the IPVS table, in one asyncio loop.
+
+Check transitions wake the reconciler; a periodic resync repairs drift and
+finishes drains. SIGHUP reloads the configuration (an invalid file is
+reported and the running one kept; unchanged checks keep their state).
+SIGTERM/SIGINT stop the checks and leave the IPVS table as it is, so a
+restart is hitless: on start, a checked real the kernel already has with a
+weight above 0 starts up instead of waiting for `rise` passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Iterator
+from typing import cast
+
+from healthchecks.hysteresis import Transition
+from healthchecks.result import Result, Target
+from healthchecks.scheduler import ScheduledCheck, Scheduler
+from ipvsmgr.config import Config, ConfigError, load
+from ipvsmgr.ipvs.client import IPVSClient
+from ipvsmgr.reconcile import engine
+from ipvsmgr.reconcile.desired import Desired, destination, service_key
+from ipvsmgr.reconcile.health import RealHealth, RealId, healthy_state
+from ipvsmgr.reconcile.state import StateStore
+
+log = logging.getLogger("ipvsmgr")
+
+
+def _checked_reals(config: Config) -> Iterator[tuple[RealId, ScheduledCheck]]:
+    for vs in config.virtual_servers:
+        skey = service_key(vs)
+        for r in vs.reals:
+            h = r.health
+            if h is None:
+                continue
+            key = (skey, destination(r).key)
+            target = Target(h.address or r.address, h.port or r.port, h.source)
+            spec = ScheduledCheck(
+                key=key, checker=h.checker, target=target, interval=h.interval, timeout=h.timeout,
+                rise=h.rise, fall=h.fall, jitter=h.jitter, retries=h.retries,
+                retry_delay=h.retry_delay, initially_up=h.start_up,
+            )  # fmt: skip
+            yield key, spec
+
+
+class Daemon:
+    def __init__(self, config_path: str, state_dir: str, resync: float = 10.0) -> None:
+        self.config_path = config_path
+        self.store = StateStore(state_dir)
+        self.resync = resync
+        self.health: dict[RealId, RealHealth] = {}
+        self.quorum: dict[object, bool] = {}
+        self.initially_up: dict[RealId, bool] = {}
+        self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.reload_requested = False
+        self.scheduler = Scheduler()
+        self.scheduler.subscribe(self._on_transition)
+        self.client: IPVSClient | None = None
+        self.config: Config | None = None
+
+    # ------------------------------------------------------------ checks
+
+    def _on_transition(self, key: object, t: Transition, result: Result) -> None:
+        rid: RealId = key  # type: ignore[assignment]
+        reason = t.reason or result.reason
+        self.health[rid] = RealHealth(t.up, t.weight, reason)
+        state = "UP" if t.up else "DOWN"
+        log.info("real %s of %s %s: %s", rid[1], rid[0], state, reason)
+        self.wake.set()
+
+    def _schedule(self, config: Config, kernel_up: set[RealId]) -> None:
+        specs = []
+        for key, spec in _checked_reals(config):
+            if key not in self.initially_up:  # decided once per real, so reloads keep the spec equal
+                self.initially_up[key] = spec.initially_up or key in kernel_up
+            up = self.initially_up[key]
+            if up != spec.initially_up:
+                spec = ScheduledCheck(**{**spec.__dict__, "initially_up": up})
+            specs.append(spec)
+        summary = self.scheduler.update(specs)
+        for gone in summary.removed:
+            rid = cast(RealId, gone)
+            self.health.pop(rid, None)
+            self.initially_up.pop(rid, None)
+        for new in summary.added:
+            rid = cast(RealId, new)
+            if self.initially_up.get(rid):
+                self.health[rid] = RealHealth(True, None, "in the kernel at start")
+
+    # ------------------------------------------------------------ reconcile
+
+    def _apply(self, desired: Desired, drain_timeout: float) -> engine.Round:
+        assert self.client is not None
+        with self.store.locked():
+            rnd = engine.plan_desired(desired, drain_timeout, self.client, self.store)
+            return engine.apply(rnd, self.client, self.store)
+
+    async def _reconcile(self) -> None:
+        assert self.config is not None
+        desired, quorums = healthy_state(self.config, self.health, self.quorum)  # type: ignore[arg-type]
+        for key, q in quorums.items():
+            before = self.quorum.get(key)
+            if before is not None and before != q.up:
+                log.warning(
+                    "virtual server %s quorum %s (%d reals up)", key, "UP" if q.up else "LOST", q.reals_up
+                )
+        self.quorum = {k: q.up for k, q in quorums.items()}
+        try:
+            rnd = await asyncio.to_thread(self._apply, desired, self.config.drain_timeout)
+        except OSError as e:
+            log.error("reconcile failed: %s", e)
+            return
+        for op in rnd.plan.operations:
+            log.info("%s", op.text())
+        for op, failure in rnd.failures:
+            log.error("kernel refused %s: %s", op.text(), failure)
+
+    def _kernel_up(self, config: Config) -> set[RealId]:
+        assert self.client is not None
+        table = self.client.table(stats=False)
+        return {
+            (skey, dkey) for skey, dests in table.dests.items() for dkey, d in dests.items() if d.weight > 0
+        }
+
+    def _reload(self) -> None:
+        try:
+            config = load(self.config_path)
+        except ConfigError as e:
+            for p in e.problems:
+                log.error("%s", p)
+            log.error(
+                "reload refused: %d problems; still running the previous configuration", len(e.problems)
+            )
+            return
+        self.config = config
+        self._schedule(config, set())
+        log.info("reloaded %s", self.config_path)
+
+    # ------------------------------------------------------------ main
+
+    async def run(self) -> None:
+        self.config = load(self.config_path)  # a ConfigError here ends the start
+        self.client = IPVSClient()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._request_reload)
+        self._schedule(self.config, await asyncio.to_thread(self._kernel_up, self.config))
+        log.info("running %s: %d checks", self.config_path, len(self.scheduler.keys()))
+        try:
+            while not self.stopping.is_set():
+                await self._reconcile()
+                deadline = time.monotonic() + self.resync
+                while not self.wake.is_set() and not self.stopping.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    waiter = asyncio.ensure_future(self.wake.wait())
+                    stopper = asyncio.ensure_future(self.stopping.wait())
+                    await asyncio.wait({waiter, stopper}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    stopper.cancel()
+                self.wake.clear()
+                if self.reload_requested:
+                    self.reload_requested = False
+                    self._reload()
+        finally:
+            await self.scheduler.close()
+            self.client.close()
+            log.info("stopped; IPVS services left in place")
+
+    def _request_reload(self) -> None:
+        self.reload_requested = True
+        self.wake.set()

@@ -1,0 +1,148 @@
+"""`ipvsmgr run` in the VM: health checks drive IPVS weights, quorum and the sorry server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.kernel.helpers import ROOT, Lab, in_netns, ipvsadm
+
+INTERVAL, TIMEOUT, RISE, FALL = 0.5, 0.4, 2, 2
+CONFIG = f"""\
+ipvs: {{drain_timeout: 5s}}
+virtual_servers:
+  - name: web
+    address: 198.18.0.10
+    port: 80
+    scheduler: wrr
+    health_check:
+      {{type: tcp, interval: {INTERVAL}s, timeout: {TIMEOUT}s, rise: {RISE}, fall: {FALL}, jitter: 0}}
+    quorum: {{min_up: 2}}
+    sorry_server: {{address: 198.18.2.9, port: 8080}}
+    reals:
+      - {{address: 198.18.2.2, port: 8080, weight: 5}}
+      - {{address: 198.18.2.3, port: 8080, weight: 5}}
+"""
+
+
+class Server:
+    """A TCP listener in the real-server namespace that can be stopped and started."""
+
+    def __init__(self, addr: str, port: int) -> None:
+        self.addr, self.port = addr, port
+        self.sock: socket.socket | None = None
+
+    def start(self) -> None:
+        def make() -> socket.socket:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((self.addr, self.port))
+            s.listen(128)
+            return s
+
+        self.sock = in_netns("rs", make)
+        sock = self.sock
+
+        def accept() -> None:
+            while True:
+                try:
+                    conn, _ = sock.accept()
+                except OSError:
+                    return
+                conn.close()
+
+        threading.Thread(target=accept, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.sock is not None:
+            self.sock.shutdown(socket.SHUT_RDWR)
+            self.sock.close()
+            self.sock = None
+
+
+def weights() -> dict[str, int]:
+    out = {}
+    for line in ipvsadm("-Ln").splitlines():
+        parts = line.split()
+        if line.strip().startswith("->") and parts[1][0].isdigit():
+            out[parts[1]] = int(parts[3])
+    return out
+
+
+def wait_for(what: Callable[[], bool], limit: float, step: float = 0.05) -> float:
+    start = time.monotonic()
+    while not what():
+        if time.monotonic() - start > limit:
+            raise AssertionError(f"not within {limit}s; table: {weights()}")
+        time.sleep(step)
+    return time.monotonic() - start
+
+
+def test_health_drives_weights_quorum_sorry_and_reload(ipvs: Lab, nat_lab: None) -> None:
+    cfg = ipvs.write("lb.yaml", CONFIG)
+    log = Path(ipvs.work / "daemon.log")
+    servers = {a: Server(a, 8080) for a in ("198.18.2.2", "198.18.2.3")}
+    for s in servers.values():
+        s.start()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with log.open("w") as out:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "ipvsmgr", "run", "-c", cfg, "--state-dir", ipvs.state_dir,
+             "--resync", "1s"],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    try:
+        a, b, sorry = "198.18.2.2:8080", "198.18.2.3:8080", "198.18.2.9:8080"
+        # new reals start out of rotation and come in after `rise` passes
+        wait_for(lambda: weights().get(a) == 5 and weights().get(b) == 5, 60)
+        assert sorry not in weights()
+
+        # a real server dies: weight 0 within fall x interval + timeout (+ the reconcile itself)
+        servers["198.18.2.2"].stop()
+        took = wait_for(lambda: weights().get(a) == 0, FALL * INTERVAL + TIMEOUT + 0.5)
+        print(
+            f"down detected and applied in {took:.2f}s (bound {FALL * INTERVAL + TIMEOUT:.1f}s + reconcile)"
+        )
+        # one real up < min_up 2: the sorry server takes over
+        wait_for(lambda: weights().get(sorry) == 1, 5)
+        assert weights()[b] == 5
+
+        # it comes back after `rise` passes, and the sorry server leaves
+        servers["198.18.2.2"].start()
+        took = wait_for(lambda: weights().get(a) == 5 and sorry not in weights(), RISE * INTERVAL + 3.0)
+        print(f"recovery applied in {took:.2f}s")
+
+        # reload with the reals unchanged (scheduler edited): no real leaves rotation
+        Path(cfg).write_text(CONFIG.replace("scheduler: wrr", "scheduler: rr"))
+        mark = log.stat().st_size
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reloaded" in log.read_text()[mark:], 60)
+        wait_for(lambda: ipvsadm("-Ln").splitlines()[3].split()[2] == "rr", 10)
+        end = time.monotonic() + 3 * INTERVAL * max(RISE, FALL)
+        while time.monotonic() < end:  # health state survived: weights never dropped
+            assert weights() == {a: 5, b: 5}, weights()
+            time.sleep(0.05)
+        after = log.read_text()[mark:]
+        assert "reloaded" in after and "DOWN" not in after, after
+
+        # an invalid file is refused with positions, the running configuration stays
+        Path(cfg).write_text(CONFIG.replace("port: 80\n", "port: eighty\n"))
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload refused" in log.read_text(), 60)
+        line = CONFIG.splitlines().index("    port: 80") + 1
+        assert f"{cfg}:{line}:11: expected integer" in log.read_text()
+        assert daemon.poll() is None and weights() == {a: 5, b: 5}
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(30)
+        for s in servers.values():
+            s.stop()
+    assert code == 0, log.read_text()[-3000:]
+    assert "198.18.0.10:80" in ipvsadm("-Ln")  # left in place for a hitless restart

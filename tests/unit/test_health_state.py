@@ -1,0 +1,86 @@
+"""healthy_state: inhibit/remove, start state, dynamic weights, quorum with hysteresis, sorry server."""
+
+from __future__ import annotations
+
+import socket
+
+from ipvsmgr.config import load_text
+from ipvsmgr.ipvs.model import DestKey, ServiceKey
+from ipvsmgr.reconcile.health import QuorumState, RealHealth, healthy_state
+
+TEXT = """\
+virtual_servers:
+  - address: 198.18.0.10
+    port: 80
+    health_check: {type: tcp}
+    quorum: {min_up: 2, hysteresis: 1}
+    sorry_server: {address: 198.18.9.9, weight: 7}
+    reals:
+      - {address: 198.18.1.1, weight: 10}
+      - {address: 198.18.1.2, weight: 10, health_check: {on_failure: remove}}
+      - {address: 198.18.1.3, weight: 10, health_check: {start: up}}
+      - {address: 198.18.1.4, weight: 3, health_check: false}
+"""
+CFG = load_text(TEXT, "t.yaml")
+VS = ServiceKey(socket.AF_INET, 6, "198.18.0.10", 80)
+
+
+def rid(n: int) -> tuple[ServiceKey, DestKey]:
+    return (VS, DestKey(socket.AF_INET, f"198.18.1.{n}", 80))
+
+
+SORRY = DestKey(socket.AF_INET, "198.18.9.9", 80)
+
+
+def weights(
+    health: dict[tuple[ServiceKey, DestKey], RealHealth], before: bool | None = None
+) -> tuple[dict[str, int], QuorumState]:
+    desired, q = healthy_state(CFG, health, None if before is None else {VS: before})
+    return {d.key.addr: d.weight for d in desired.dests[VS].values()}, q[VS]
+
+
+def test_unchecked_reals_take_their_start_state() -> None:
+    w, q = weights({})
+    # .1 starts down (inhibit: weight 0), .2 starts down (remove: absent), .3 starts up, .4 has no check
+    assert w == {"198.18.1.1": 0, "198.18.1.3": 10, "198.18.1.4": 3}
+    assert q == QuorumState(True, 2, 13)
+
+
+def test_down_reals_are_inhibited_or_removed() -> None:
+    all_up = {rid(n): RealHealth(True) for n in (1, 2, 3)}
+    w, q = weights(all_up)
+    assert w == {"198.18.1.1": 10, "198.18.1.2": 10, "198.18.1.3": 10, "198.18.1.4": 3}
+    assert q == QuorumState(True, 4, 33)
+    w, _ = weights({**all_up, rid(1): RealHealth(False, None, "connect refused"), rid(2): RealHealth(False)})
+    assert w == {"198.18.1.1": 0, "198.18.1.3": 10, "198.18.1.4": 3}
+
+
+def test_dynamic_weight_only_while_up() -> None:
+    w, _ = weights({rid(1): RealHealth(True, 4), rid(3): RealHealth(False, 9)})
+    assert w["198.18.1.1"] == 4 and w["198.18.1.3"] == 0
+
+
+def test_quorum_loss_brings_the_sorry_server_and_hysteresis_delays_its_leaving() -> None:
+    down = {rid(n): RealHealth(False) for n in (1, 2, 3)}
+    w, q = weights(down, before=True)  # only the unchecked .4 is up: 1 < 2
+    assert q.up is False and w == {"198.18.1.1": 0, "198.18.1.3": 0, "198.18.1.4": 3, "198.18.9.9": 7}
+    assert SORRY in healthy_state(CFG, down, {VS: True})[0].dests[VS]
+    one_back = {**down, rid(1): RealHealth(True)}
+    w, q = weights(one_back, before=False)  # 2 up: enough to keep a quorum, not to regain one (needs 3)
+    assert q.up is False and "198.18.9.9" in w
+    w, q = weights(one_back, before=True)
+    assert q.up is True and "198.18.9.9" not in w
+    two_back = {**one_back, rid(3): RealHealth(True)}
+    w, q = weights(two_back, before=False)
+    assert q.up is True and "198.18.9.9" not in w
+
+
+def test_services_without_quorum_are_always_up_and_unchanged_otherwise() -> None:
+    cfg = load_text(
+        "virtual_servers:\n  - {address: 198.18.0.10, port: 80, reals: [{address: 198.18.1.1}]}\n", "t"
+    )
+    desired, q = healthy_state(cfg, {})
+    assert q[VS] == QuorumState(True, 1, 1)
+    from ipvsmgr.reconcile.desired import desired_state
+
+    assert desired.dests == desired_state(cfg).dests and desired.services == desired_state(cfg).services
