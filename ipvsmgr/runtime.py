@@ -21,6 +21,7 @@ from healthchecks.hysteresis import Transition
 from healthchecks.result import Result, Target
 from healthchecks.scheduler import ScheduledCheck, Scheduler
 from ipvsmgr.config import Config, ConfigError, load
+from ipvsmgr.events import EventBus, QuorumChanged, RealChanged, describe
 from ipvsmgr.ipvs.client import IPVSClient
 from ipvsmgr.reconcile import engine
 from ipvsmgr.reconcile.desired import Desired, destination, service_key
@@ -60,6 +61,8 @@ class Daemon:
         self.reload_requested = False
         self.scheduler = Scheduler()
         self.scheduler.subscribe(self._on_transition)
+        self.events = EventBus()
+        self.events.subscribe(lambda e: log.info("%s", describe(e)))
         self.client: IPVSClient | None = None
         self.config: Config | None = None
 
@@ -69,8 +72,7 @@ class Daemon:
         rid: RealId = key  # type: ignore[assignment]
         reason = t.reason or result.reason
         self.health[rid] = RealHealth(t.up, t.weight, reason)
-        state = "UP" if t.up else "DOWN"
-        log.info("real %s of %s %s: %s", rid[1], rid[0], state, reason)
+        self.events.emit(RealChanged(rid[0], rid[1], t.up, reason, t.weight))
         self.wake.set()
 
     def _schedule(self, config: Config, kernel_up: set[RealId]) -> None:
@@ -106,8 +108,9 @@ class Daemon:
         for key, q in quorums.items():
             before = self.quorum.get(key)
             if before is not None and before != q.up:
-                log.warning(
-                    "virtual server %s quorum %s (%d reals up)", key, "UP" if q.up else "LOST", q.reals_up
+                reason = f"{q.reals_up} reals up, weight {q.weight_up}"
+                self.events.emit(
+                    QuorumChanged(key, desired.names.get(key, str(key)), q.up, q.reals_up, reason)
                 )
         self.quorum = {k: q.up for k, q in quorums.items()}
         try:

@@ -113,6 +113,9 @@ def test_health_drives_weights_quorum_sorry_and_reload(ipvs: Lab, nat_lab: None)
         # one real up < min_up 2: the sorry server takes over
         wait_for(lambda: weights().get(sorry) == 1, 5)
         assert weights()[b] == 5
+        events = log.read_text()
+        assert f"real {a} of tcp 198.18.0.10:80 DOWN: connect refused" in events, events
+        assert "virtual server web (tcp 198.18.0.10:80) quorum LOST: 1 reals up, weight 5" in events
 
         # it comes back after `rise` passes, and the sorry server leaves
         servers["198.18.2.2"].start()

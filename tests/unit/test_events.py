@@ -1,0 +1,59 @@
+"""Health events: the bus, and what the daemon emits for a check transition."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import pytest
+
+from healthchecks.hysteresis import Transition
+from healthchecks.result import Result
+from ipvsmgr.events import EventBus, QuorumChanged, RealChanged, describe
+from ipvsmgr.ipvs.model import DestKey, ServiceKey
+from ipvsmgr.reconcile.health import RealHealth
+from ipvsmgr.runtime import Daemon
+
+SVC = ServiceKey(socket.AF_INET, 6, "198.18.0.10", 80)
+REAL = DestKey(socket.AF_INET, "198.18.1.1", 8080)
+
+
+def test_bus_fans_out_and_survives_a_failing_listener(caplog: pytest.LogCaptureFixture) -> None:
+    bus = EventBus()
+    got: list[object] = []
+
+    def broken(_e: object) -> None:
+        raise RuntimeError("listener bug")
+
+    bus.subscribe(broken)
+    unsubscribe = bus.subscribe(got.append)
+    event = RealChanged(SVC, REAL, False, "connect refused")
+    with caplog.at_level(logging.ERROR):
+        bus.emit(event)
+    assert got == [event] and "listener bug" in caplog.text
+    unsubscribe()
+    bus.emit(event)
+    assert got == [event]
+
+
+def test_descriptions() -> None:
+    assert describe(RealChanged(SVC, REAL, False, "status 503")) == (
+        "real 198.18.1.1:8080 of tcp 198.18.0.10:80 DOWN: status 503"
+    )
+    assert describe(QuorumChanged(SVC, "web", False, 1, "1 reals up, weight 5")) == (
+        "virtual server web (tcp 198.18.0.10:80) quorum LOST: 1 reals up, weight 5"
+    )
+
+
+def test_daemon_turns_transitions_into_health_and_events(tmp_path: object) -> None:
+    daemon = Daemon("/nonexistent.yaml", str(tmp_path))
+    seen: list[object] = []
+    daemon.events.subscribe(seen.append)
+    daemon._on_transition((SVC, REAL), Transition(False, "timeout after 1s"), Result.down("timeout after 1s"))
+    daemon._on_transition((SVC, REAL), Transition(True, "", 7), Result.up(7))
+    assert daemon.health[(SVC, REAL)] == RealHealth(True, 7, "")
+    assert seen == [
+        RealChanged(SVC, REAL, False, "timeout after 1s"),
+        RealChanged(SVC, REAL, True, "", 7),
+    ]
+    assert daemon.wake.is_set()
