@@ -240,6 +240,11 @@ class _Builder:
                 real = replace(real, health=self.health(default_raw, override, path, rp))
             elif default_check is not None:
                 real = replace(real, health=default_check)  # shared by every real without an override
+            h = real.health
+            if h is not None and not real.port and h.port is None and h.type not in ("icmp", "script"):
+                self.error(
+                    rp, f"this real has no port to check (fwmark service): set the {h.type} check's `port`"
+                )
             rk = (real.family, real.address, real.port)
             if rk in seen:
                 line = self.doc.locate(seen[rk])[0]

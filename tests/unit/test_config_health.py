@@ -153,3 +153,18 @@ virtual_servers:
     reals: [{address: 198.18.1.1}]
 """
     assert problems(text) == [(4, 19, "the sorry server is also one of the reals: use a separate server")]
+
+
+def test_fwmark_reals_need_a_check_port() -> None:
+    text = """\
+virtual_servers:
+  - fwmark: 7
+    health_check: {type: tcp}
+    reals:
+      - {address: 198.18.1.1}
+      - {address: 198.18.1.2, health_check: {port: 443}}
+      - {address: 198.18.1.3, health_check: {type: icmp}}
+"""
+    assert problems(text) == [
+        (5, 9, "this real has no port to check (fwmark service): set the tcp check's `port`")
+    ]
