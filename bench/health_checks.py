@@ -1,7 +1,7 @@
 """Benchmark: ipvsmgr's health-check scheduler at 5,000 reals, against keepalived's checker.
 
     python -m bench.health_checks --where host [--reals 5000] [--duration 60] [--kinds tcp,http]
-    python -m bench.health_checks --where vm [--reals 5000,500] [--duration 60]
+    python -m bench.health_checks --where vm [--reals 5000,500,100] [--warmup 10] [--no-keepalived]
 
 Every run gets two fresh network namespaces joined by a veth pair: a server
 namespace whose veth carries 198.18.1.1-50, where bench/health_server.py
@@ -33,6 +33,13 @@ ipvsmgr CPU per check / keepalived CPU per check (Python runs about 25x slower
 in that TCG VM: the printout says how many checks per second really ran).
 The benchmark never installs anything: without keepalived it says how to get
 it and skips the baseline.
+
+keepalived's delay_loop counts from the end of a check, ipvsmgr's interval is
+fixed-rate: at 1 s both aim at one check per real per second. Noise: each run
+prints how busy the machine was in its window; in vm mode a host thread also
+samples how many CPUs processes other than this VM used (another VM on a
+2-core host doubles the CPU figures measured inside). Namespaces are named
+hcb-[cs]-<pid>-<tag>; a run deletes those whose pid is gone (left by a SIGKILL).
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -60,6 +68,7 @@ from bench.health_server import die_with_parent, endpoints, raise_nofile  # noqa
 
 PY = sys.executable
 CLIENT, SERVER = "198.18.0.1", "198.18.0.2"  # the veth pair; servers listen on 198.18.1.0/24
+NS_PREFIX = "hcb-"
 VIP_NET = "198.19.0."  # keepalived's virtual servers (never sent to)
 INTERVAL = 1.0
 TIMEOUT = 1.0
@@ -108,8 +117,8 @@ class Lab:
     """Client and server namespaces joined by a veth pair; see the module docstring."""
 
     def __init__(self, reals: int, work: Path) -> None:
-        tag = uuid.uuid4().hex[:6]
-        self.client, self.server = f"hcb-c-{tag}", f"hcb-s-{tag}"
+        tag = f"{os.getpid()}-{uuid.uuid4().hex[:4]}"  # the pid lets a later run reap leftovers
+        self.client, self.server = f"{NS_PREFIX}c-{tag}", f"{NS_PREFIX}s-{tag}"
         self.reals = reals
         self.work = work
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -177,6 +186,21 @@ class Lab:
         sh("ip", "netns", "del", self.server, check=False)
 
 
+def reap_stale_namespaces() -> list[str]:
+    """Delete namespaces a killed (SIGKILL) earlier run left behind: hcb-[cs]-<dead pid>-*."""
+    reaped = []
+    for line in sh("ip", "netns", "list", check=False).splitlines():
+        name = line.split()[0] if line.split() else ""
+        parts = name.split("-")
+        mine = name.startswith(NS_PREFIX) and len(parts) == 4 and parts[2].isdigit()
+        if mine and not Path(f"/proc/{parts[2]}").exists():
+            if parts[1] == "c":
+                sh("ip", "-n", name, "link", "del", "veth0", check=False)
+            sh("ip", "netns", "del", name, check=False)
+            reaped.append(name)
+    return reaped
+
+
 def _mac(ns: str) -> str:
     return str(json.loads(sh("ip", "-j", "-n", ns, "link", "show", "veth0"))[0]["address"])
 
@@ -199,6 +223,63 @@ def _proc_state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, IndexError):
         return ""
+
+
+def _busy_s() -> float:
+    """CPU seconds this machine has been busy (all CPUs: user, nice, system, irq, softirq)."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    return (f[0] + f[1] + f[2] + f[5] + f[6]) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_s(root: int) -> float:
+    """CPU seconds of the live processes descended from pid `root` (itself included)."""
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parent[int(d.name)] = int(f[1])
+        cpu[int(d.name)] = (int(f[11]) + int(f[12])) / tick
+    total = 0.0
+    for pid in cpu:
+        p = pid
+        while p > 1 and p != root:
+            p = parent.get(p, 0)
+        if p == root:
+            total += cpu[pid]
+    return total
+
+
+class Contention(threading.Thread):
+    """Samples, every 5 s, how many CPUs the machine's other processes (not ours) keep busy."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, float]] = []  # (unix time, CPUs busy with others)
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        me = os.getpid()
+        last = (time.monotonic(), _busy_s(), _tree_cpu_s(me))
+        while not self.done.wait(5.0):
+            now = (time.monotonic(), _busy_s(), _tree_cpu_s(me))
+            others = ((now[1] - last[1]) - (now[2] - last[2])) / (now[0] - last[0])
+            self.samples.append((time.time(), max(0.0, others)))
+            last = now
+
+    def summary(self) -> Figures:
+        busy = [o for _, o in self.samples]
+        return {
+            "others_mean_cpus": sum(busy) / len(busy) if busy else None,
+            "others_max_cpus": max(busy, default=None),
+            "others_busy_share": sum(o > 0.5 for o in busy) / len(busy) if busy else None,
+            "others_samples": self.samples,
+        }
 
 
 class Server:
@@ -268,6 +349,7 @@ async def _measure(kind: str, reals: int, duration: float, warmup: float) -> Fig
     try:
         await asyncio.sleep(warmup)
         s0, (u0, k0), t0 = sched.snapshot(), cpu(), time.monotonic()
+        started = time.time()
         print("window-start", flush=True)
         p50s: list[float] = []
         p99s: list[float] = []
@@ -314,6 +396,8 @@ async def _measure(kind: str, reals: int, duration: float, warmup: float) -> Fig
         "lag_p50_ms": 1000 * p50s[len(p50s) // 2] if p50s else None,
         "lag_p99_ms": 1000 * max(p99s) if p99s else None,
         "lag_p99_median_ms": 1000 * sorted(p99s)[len(p99s) // 2] if p99s else None,
+        "lag_samples": len(p99s),
+        "window_start_unix": started,
         "lag_max_ms": 1000 * s1.lag_max,
         "rss_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "down_at_end": sum(reasons.values()),
@@ -330,10 +414,10 @@ def run_ipvsmgr(lab: Lab, kind: str, duration: float, warmup: float) -> Figures:
     try:
         line = lines.next(START_ALLOWANCE + warmup)
         assert line == "window-start", line
-        c0, sc0 = server.count(), server.cpu()
+        c0, sc0, b0 = server.count(), server.cpu(), _busy_s()
         line = lines.next(duration + 120)
         assert line == "window-end", line
-        c1, sc1 = server.count(), server.cpu()
+        c1, sc1, b1 = server.count(), server.cpu(), _busy_s()
         r: Figures = json.loads(lines.next(120))
     except (TimeoutError, EOFError, AssertionError) as e:
         err = (lab.work / f"ipvsmgr-{kind}-{lab.reals}.err").read_text()[-3000:]
@@ -341,6 +425,7 @@ def run_ipvsmgr(lab: Lab, kind: str, duration: float, warmup: float) -> Figures:
     proc.wait(timeout=120)
     r["server_count"] = c1 - c0
     r["server_cpu_s"] = sc1 - sc0
+    r["machine_busy_cpus"] = (b1 - b0) / r["window_s"]
     return r
 
 
@@ -427,9 +512,10 @@ def run_keepalived(lab: Lab, exe: str, duration: float, warmup: float) -> Figure
     first_check_s = time.monotonic() - started
     time.sleep(warmup)
     tick = os.sysconf("SC_CLK_TCK")
-    (u0, k0), c0, sc0, t0 = _cpu_ticks(checker), server.count(), server.cpu(), time.monotonic()
+    started = time.time()
+    (u0, k0), c0, sc0, b0, t0 = _cpu_ticks(checker), server.count(), server.cpu(), _busy_s(), time.monotonic()
     time.sleep(duration)
-    (u1, k1), c1, sc1, t1 = _cpu_ticks(checker), server.count(), server.cpu(), time.monotonic()
+    (u1, k1), c1, sc1, b1, t1 = _cpu_ticks(checker), server.count(), server.cpu(), _busy_s(), time.monotonic()
     if proc.poll() is not None:
         raise RuntimeError(f"keepalived exited during the window:\n{log.read_text()[-3000:]}")
     hwm_kib = int(_status(checker, "VmHWM").split()[0])
@@ -458,6 +544,8 @@ def run_keepalived(lab: Lab, exe: str, duration: float, warmup: float) -> Figure
         "first_check_after_s": first_check_s,
         "server_count": checks,
         "server_cpu_s": sc1 - sc0,
+        "machine_busy_cpus": (b1 - b0) / window,
+        "window_start_unix": started,
         "log_removing_service": text.count("Removing service"),
         "log_failed": text.count("failed"),
     }
@@ -476,6 +564,8 @@ def measure(
 ) -> Figures:
     """All runs on this kernel (host, or inside the VM); returns the raw figures."""
     raise_nofile()
+    for name in reap_stale_namespaces():
+        print(f"deleted {name}, left by a killed earlier run", file=sys.stderr)
     work = Path(tempfile.mkdtemp(prefix="hcbench-"))
     out: Figures = {"where": "vm" if IN_VM else "host", "duration": duration, "warmup": warmup}
     out["cpus"] = os.cpu_count()
@@ -524,13 +614,20 @@ def in_vm(args: argparse.Namespace) -> Figures:
     sets = len(args.reals.split(",")) * 2
     timeout = 600 + sets * (2 * START_ALLOWANCE + 2 * args.warmup + args.duration + 300)
     start = time.monotonic()
-    proc = run_in_vm(cmd, out, timeout=timeout, memory="4G")
+    contention = Contention()
+    contention.start()
+    try:
+        proc = run_in_vm(cmd, out, timeout=timeout, memory="4G")
+    finally:
+        contention.done.set()
+        contention.join()
     try:
         r: Figures = json.loads(Path(res).read_text().strip().splitlines()[-1])
     except (FileNotFoundError, IndexError, ValueError):
         err = Path(res + ".err").read_text() if os.path.exists(res + ".err") else proc.stderr
         raise SystemExit(f"the benchmark failed inside the VM:\n{err[-4000:]}") from None
     r["vm_total_s"] = time.monotonic() - start
+    r["host"] = contention.summary()
     shutil.rmtree(out, ignore_errors=True)
     return r
 
@@ -546,6 +643,14 @@ def _line(r: Figures) -> str:
         f"({r['runs_per_s']:,.0f}/s of {r['reals'] / INTERVAL:,.0f}/s), "
         f"CPU {r['cpu_s']:.2f} s, {'-' if per is None else f'{per:.4f}'} s per 1,000"
     )
+
+
+def _host_others(res: Figures, r: Figures) -> float | None:
+    """Mean CPUs that host processes other than our VM kept busy during run r's window."""
+    samples = res.get("host", {}).get("others_samples") or []
+    start = r["window_start_unix"]
+    inside = [o for t, o in samples if start + 5 <= t <= start + r["window_s"] + 5]
+    return sum(inside) / len(inside) if inside else None
 
 
 def report(res: Figures) -> str:
@@ -589,9 +694,17 @@ def report(res: Figures) -> str:
         if r["tool"] == "ipvsmgr":
             lines.append(
                 f"  schedule lag       p50 {_ms(r['lag_p50_ms'])}, p99 {_ms(r['lag_p99_ms'])}"
-                f" (median 1-s sample {_ms(r['lag_p99_median_ms'])}), max {_ms(r['lag_max_ms'])}"
+                f" (worst of {r['lag_samples']} 1-s samples; median {_ms(r['lag_p99_median_ms'])}),"
+                f" max {_ms(r['lag_max_ms'])}"
             )
         lines.append(f"  peak RSS           {r['rss_peak_mib']:.1f} MiB")
+        own = (r["cpu_s"] + r.get("sampling_cpu_s", 0.0) + r["server_cpu_s"]) / r["window_s"]
+        busy = f"  machine busy       {r['machine_busy_cpus']:.2f} CPUs in the window"
+        busy += f" ({r['machine_busy_cpus'] - own:.2f} besides checker and server)"
+        host = _host_others(res, r)
+        if host is not None:
+            busy += f"; on the host, other processes than this VM: {host:.2f} CPUs"
+        lines.append(busy)
         if r["tool"] == "ipvsmgr" and res["where"] == "host":
             p99 = r["lag_p99_ms"]
             ok = p99 is not None and p99 <= 50
@@ -607,6 +720,14 @@ def report(res: Figures) -> str:
             )
     if ratios:
         lines += ["", "CPU per check, ipvsmgr / keepalived (same VM, same server):", *ratios]
+    host = res.get("host")
+    if host and host["others_mean_cpus"] is not None:
+        lines += [
+            "",
+            f"host during the VM run ({res['vm_total_s']:.0f} s): other processes kept"
+            f" {host['others_mean_cpus']:.2f} CPUs busy on average (max {host['others_max_cpus']:.2f};"
+            f" {100 * host['others_busy_share']:.0f}% of 5-s samples above 0.5 CPU)",
+        ]
     if res.get("keepalived_missing"):
         lines += ["", "keepalived is not installed (apt-get install keepalived): no baseline"]
     return "\n".join(lines)
