@@ -16,6 +16,8 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from healthchecks.net import CheckFailed as _Fail
+from healthchecks.net import SockAddrs, sockaddrs, udp_exchange
 from healthchecks.result import Result, Target, bounded
 
 if TYPE_CHECKING:
@@ -44,10 +46,6 @@ def _require_dnspython() -> None:
             importlib.import_module(module)
     except ImportError as e:
         raise DnspythonMissing(_MISSING) from e
-
-
-class _Fail(Exception):
-    """A failure with an operator-facing reason (internal control flow)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +104,7 @@ class DnsCheck:
         try:
             family, addr, src = _sockaddrs(target, DEFAULT_PORT, stype)
             if self.transport == "udp":
-                reply = await _udp_exchange(family, addr, src, wire)
+                reply = await udp_exchange((family, addr, src), wire)
             else:
                 reply = await _tcp_exchange(family, addr, src, wire)
             self._judge(query, reply)
@@ -193,42 +191,8 @@ def _answer_texts(reply: dns.message.Message) -> set[str]:
     return texts
 
 
-def _sockaddrs(
-    target: Target, default_port: int, stype: int
-) -> tuple[int, tuple[Any, ...], tuple[Any, ...] | None]:
-    """(family, remote sockaddr, local sockaddr or None) for numeric addresses."""
-    port = target.port or default_port
-    try:
-        family, _, _, _, addr = socket.getaddrinfo(
-            target.address, port, type=stype, flags=socket.AI_NUMERICHOST
-        )[0]
-    except (OSError, UnicodeError) as e:
-        raise _Fail(f"bad address {target.address!r}") from e
-    if target.source is None:
-        return family, addr, None
-    try:
-        src = socket.getaddrinfo(target.source, 0, family, stype, flags=socket.AI_NUMERICHOST)[0][4]
-    except (OSError, UnicodeError) as e:
-        raise _Fail(f"bad source address {target.source!r} for {target.address}") from e
-    return family, addr, src
-
-
-async def _udp_exchange(
-    family: int, addr: tuple[Any, ...], src: tuple[Any, ...] | None, wire: bytes
-) -> bytes:
-    loop = asyncio.get_running_loop()
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.setblocking(False)
-        if src is not None:
-            sock.bind(src)
-        # Connected, so the kernel drops datagrams from anyone else and turns
-        # an ICMP port unreachable into ECONNREFUSED on the next receive.
-        sock.connect(addr)
-        try:
-            await loop.sock_sendall(sock, wire)
-            return await loop.sock_recv(sock, 65535)
-        except ConnectionRefusedError as e:
-            raise _Fail("port unreachable") from e
+def _sockaddrs(target: Target, default_port: int, stype: int) -> SockAddrs:
+    return sockaddrs(target.address, target.port or default_port, target.source, stype)
 
 
 async def _tcp_exchange(

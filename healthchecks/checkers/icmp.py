@@ -14,8 +14,9 @@ import random
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Any
 
+from healthchecks.net import CheckFailed as _Fail
+from healthchecks.net import SockAddrs, sockaddrs
 from healthchecks.result import Result, Target, bounded
 
 # IPv4 (RFC 792) and IPv6 (RFC 4443) message types.
@@ -46,10 +47,6 @@ _UNREACH6 = {
 _SOL_RAW = 255  # Linux: setsockopt level of ICMP_FILTER
 _ICMP_FILTER = 1
 _ICMP6_FILTER = 1
-
-
-class _Fail(Exception):
-    """A failure with an operator-facing reason (internal control flow)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,22 +81,8 @@ def checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def _sockaddrs(target: Target) -> tuple[int, tuple[Any, ...], tuple[Any, ...] | None]:
-    try:
-        family, _, _, _, addr = socket.getaddrinfo(
-            target.address, 0, type=socket.SOCK_DGRAM, flags=socket.AI_NUMERICHOST
-        )[0]
-    except (OSError, UnicodeError) as e:
-        raise _Fail(f"bad address {target.address!r}") from e
-    if target.source is None:
-        return family, addr, None
-    try:
-        src = socket.getaddrinfo(target.source, 0, family, socket.SOCK_DGRAM, flags=socket.AI_NUMERICHOST)[0][
-            4
-        ]
-    except (OSError, UnicodeError) as e:
-        raise _Fail(f"bad source address {target.source!r} for {target.address}") from e
-    return family, addr, src
+def _sockaddrs(target: Target) -> SockAddrs:
+    return sockaddrs(target.address, 0, target.source, socket.SOCK_DGRAM)
 
 
 def _packed(family: int, address: str) -> bytes:

@@ -12,8 +12,9 @@ import contextlib
 import re
 import socket
 from dataclasses import dataclass
-from typing import Any
 
+from healthchecks.net import CheckFailed as _Fail
+from healthchecks.net import SockAddrs, sockaddrs
 from healthchecks.result import Result, Target, bounded
 
 DEFAULT_PORT = 25
@@ -21,10 +22,6 @@ MAX_LINE = 4096  # RFC 5321 allows 512 per reply line; be lenient
 MAX_LINES = 200
 _REPLY = re.compile(rb"([1-5][0-9][0-9])(?:[ -].*)?", re.DOTALL)
 _NAME = re.compile(r"[A-Za-z0-9.:\[\]_-]+")
-
-
-class _Fail(Exception):
-    """A failure with an operator-facing reason (internal control flow)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,19 +121,5 @@ class _Replies:
         raise _Fail("garbage response: too many lines")
 
 
-def _sockaddrs(target: Target) -> tuple[int, tuple[Any, ...], tuple[Any, ...] | None]:
-    try:
-        family, _, _, _, addr = socket.getaddrinfo(
-            target.address, target.port or DEFAULT_PORT, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
-        )[0]
-    except (OSError, UnicodeError) as e:
-        raise _Fail(f"bad address {target.address!r}") from e
-    if target.source is None:
-        return family, addr, None
-    try:
-        src = socket.getaddrinfo(target.source, 0, family, socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)[
-            0
-        ][4]
-    except (OSError, UnicodeError) as e:
-        raise _Fail(f"bad source address {target.source!r} for {target.address}") from e
-    return family, addr, src
+def _sockaddrs(target: Target) -> SockAddrs:
+    return sockaddrs(target.address, target.port or DEFAULT_PORT, target.source, socket.SOCK_STREAM)

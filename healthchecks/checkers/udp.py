@@ -8,17 +8,13 @@ slow server).
 
 from __future__ import annotations
 
-import asyncio
 import re
 import socket
 from dataclasses import dataclass
-from typing import Any
 
+from healthchecks.net import CheckFailed as _Fail
+from healthchecks.net import SockAddrs, sockaddrs, udp_exchange
 from healthchecks.result import Result, Target, bounded
-
-
-class _Fail(Exception):
-    """A failure with an operator-facing reason (internal control flow)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,36 +62,11 @@ def _show(data: bytes) -> str:
     return repr(data[:40]) + ("..." if len(data) > 40 else "")
 
 
-def _sockaddrs(target: Target) -> tuple[int, tuple[Any, ...], tuple[Any, ...] | None]:
+def _sockaddrs(target: Target) -> SockAddrs:
     if not target.port:
         raise _Fail("no port to check")
-    try:
-        family, _, _, _, addr = socket.getaddrinfo(
-            target.address, target.port, type=socket.SOCK_DGRAM, flags=socket.AI_NUMERICHOST
-        )[0]
-    except (OSError, UnicodeError) as e:
-        raise _Fail(f"bad address {target.address!r}") from e
-    if target.source is None:
-        return family, addr, None
-    try:
-        src = socket.getaddrinfo(target.source, 0, family, socket.SOCK_DGRAM, flags=socket.AI_NUMERICHOST)[0][
-            4
-        ]
-    except (OSError, UnicodeError) as e:
-        raise _Fail(f"bad source address {target.source!r} for {target.address}") from e
-    return family, addr, src
+    return sockaddrs(target.address, target.port, target.source, socket.SOCK_DGRAM)
 
 
 async def _exchange(target: Target, payload: bytes) -> bytes:
-    family, addr, src = _sockaddrs(target)
-    loop = asyncio.get_running_loop()
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.setblocking(False)
-        if src is not None:
-            sock.bind(src)
-        sock.connect(addr)
-        try:
-            await loop.sock_sendall(sock, payload)
-            return await loop.sock_recv(sock, 65535)
-        except ConnectionRefusedError as e:
-            raise _Fail("port unreachable") from e
+    return await udp_exchange(_sockaddrs(target), payload)
