@@ -123,7 +123,7 @@ class Daemon:
         for op, failure in rnd.failures:
             log.error("kernel refused %s: %s", op.text(), failure)
 
-    def _kernel_up(self, config: Config) -> set[RealId]:
+    def _kernel_up(self) -> set[RealId]:
         assert self.client is not None
         table = self.client.table(stats=False)
         return {
@@ -153,7 +153,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._request_reload)
-        self._schedule(self.config, await asyncio.to_thread(self._kernel_up, self.config))
+        self._schedule(self.config, await asyncio.to_thread(self._kernel_up))
         log.info("running %s: %d checks", self.config_path, len(self.scheduler.keys()))
         try:
             while not self.stopping.is_set():

@@ -74,6 +74,11 @@ def _quit(sock: socket.socket) -> None:
     """Say goodbye politely without waiting: the verdict never depends on it."""
     with contextlib.suppress(OSError):
         sock.send(b"QUIT\r\n")  # non-blocking: a full send buffer just skips it
+        sock.shutdown(socket.SHUT_WR)
+        # Unread bytes at close turn the FIN into an RST, and an RST can make
+        # the server drop the QUIT it has not read yet: empty what has arrived.
+        while sock.recv(4096, socket.MSG_DONTWAIT):
+            pass
 
 
 def _show(data: bytes) -> str:

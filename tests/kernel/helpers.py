@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from ipvsmgr.config import load_text
 from ipvsmgr.ipvs.client import IPVSClient
 from ipvsmgr.reconcile import engine
 from ipvsmgr.reconcile.state import StateStore
+from tests.netns.lab import in_netns  # one namespace-switching helper for both suites
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
 
 
 def sh(*argv: str, check: bool = True) -> str:
@@ -66,36 +63,6 @@ class Lab:
             if apply:
                 engine.apply(rnd, client, store)
             return rnd
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def in_netns(name: str, fn: Callable[[], T]) -> T:
-    """Run fn with this thread inside network namespace `name` (sockets stay there)."""
-    result: list[Any] = []
-
-    def body() -> None:
-        with open(f"/var/run/netns/{name}") as target:
-            if _libc.setns(target.fileno(), CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns")
-            result.append(fn())
-
-    # a throwaway thread: its namespace switch never leaks into the caller
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            body()
-        except BaseException as e:
-            errors.append(e)
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    if errors:
-        raise errors[0]
-    return result[0]  # type: ignore[no-any-return]
 
 
 def listener(ns: str, addr: str, port: int) -> socket.socket:

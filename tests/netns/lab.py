@@ -18,6 +18,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from healthchecks.result import Result
+
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -48,14 +50,14 @@ class Lab:
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def in_client(self, fn: Callable[[], T]) -> T:
-        return _in_thread(self.client, fn)
+        return in_netns(self.client, fn)
 
     def in_server(self, fn: Callable[[], T]) -> T:
-        return _in_thread(self.server, fn)
+        return in_netns(self.server, fn)
 
     def run(self, coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run an asyncio coroutine (made by coro_fn) on a fresh loop in the client namespace."""
-        return _in_thread(self.client, lambda: asyncio.run(coro_fn()))
+        return in_netns(self.client, lambda: asyncio.run(coro_fn()))
 
     def serve(self, target: Callable[[], None]) -> threading.Thread:
         """Start a daemon thread in the server namespace (a server's accept loop)."""
@@ -84,7 +86,7 @@ class Lab:
         sh("ip", "netns", "del", self.server, check=False)
 
 
-def _in_thread(ns: str, fn: Callable[[], T]) -> T:
+def in_netns(ns: str, fn: Callable[[], T]) -> T:
     out: list[Any] = []
     err: list[BaseException] = []
 
@@ -134,6 +136,13 @@ def make_lab() -> Lab:
 
 def _mac(ns: str) -> str:
     return str(json.loads(sh("ip", "-j", "-n", ns, "link", "show", "veth0"))[0]["address"])
+
+
+def down(result: Result) -> str:
+    """The reason of a failed result (and that it failed)."""
+    assert not result.ok, "expected a failure"
+    assert result.reason
+    return result.reason
 
 
 def have_root() -> bool:

@@ -22,7 +22,7 @@ import pytest
 
 from healthchecks.checkers.dns import DnsCheck
 from healthchecks.result import Result, Target
-from tests.netns.lab import CLIENT4, SERVER4, SERVER6, Lab, sh
+from tests.netns.lab import CLIENT4, SERVER4, SERVER6, Lab, down, sh
 
 pytestmark = [
     pytest.mark.filterwarnings("error::ResourceWarning"),
@@ -129,13 +129,6 @@ def server(lab: Lab) -> Iterator[DnsServer]:
 
 def check(lab: Lab, opts: DnsCheck, target: Target, timeout: float = TIMEOUT) -> Result:
     return lab.run(lambda: opts.check(target, timeout))
-
-
-def down(result: Result) -> str:
-    """The reason of a failed result (and that it failed)."""
-    assert not result.ok, "expected a failure"
-    assert result.reason
-    return result.reason
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])

@@ -8,7 +8,7 @@ import pytest
 
 from healthchecks.checkers.icmp import IcmpCheck, checksum
 from healthchecks.result import Result, Target
-from tests.netns.lab import CLIENT4, CLIENT6, SERVER4, SERVER6, Lab, sh
+from tests.netns.lab import CLIENT4, CLIENT6, SERVER4, SERVER6, Lab, down, sh
 
 pytestmark = [
     pytest.mark.filterwarnings("error::ResourceWarning"),
@@ -21,13 +21,6 @@ UNUSED4, UNUSED6 = "198.18.200.77", "2001:db8:200::77"  # in the lab's subnets, 
 
 def check(lab: Lab, target: Target, timeout: float = TIMEOUT, opts: IcmpCheck | None = None) -> Result:
     return lab.run(lambda: (opts or IcmpCheck()).check(target, timeout))
-
-
-def down(result: Result) -> str:
-    """The reason of a failed result (and that it failed)."""
-    assert not result.ok, "expected a failure"
-    assert result.reason
-    return result.reason
 
 
 def test_checksum() -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from healthchecks.checkers.smtp import SmtpCheck
 from healthchecks.result import Result, Target
-from tests.netns.lab import CLIENT4, SERVER4, SERVER6, Lab, sh
+from tests.netns.lab import CLIENT4, SERVER4, SERVER6, Lab, down, sh
 
 pytestmark = [
     pytest.mark.filterwarnings("error::ResourceWarning"),
@@ -137,13 +137,6 @@ def servers(lab: Lab) -> Iterator[SmtpServers]:
 
 def check(lab: Lab, target: Target, timeout: float = TIMEOUT, opts: SmtpCheck | None = None) -> Result:
     return lab.run(lambda: (opts or SmtpCheck()).check(target, timeout))
-
-
-def down(result: Result) -> str:
-    """The reason of a failed result (and that it failed)."""
-    assert not result.ok, "expected a failure"
-    assert result.reason
-    return result.reason
 
 
 def wait_for(cond: Callable[[], bool], limit: float = 2.0) -> None:

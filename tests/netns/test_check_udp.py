@@ -12,7 +12,7 @@ import pytest
 
 from healthchecks.checkers.udp import UdpCheck
 from healthchecks.result import Result, Target
-from tests.netns.lab import CLIENT4, SERVER4, SERVER6, Lab, sh
+from tests.netns.lab import CLIENT4, SERVER4, SERVER6, Lab, down, sh
 
 pytestmark = [
     pytest.mark.filterwarnings("error::ResourceWarning"),
@@ -68,13 +68,6 @@ def servers(lab: Lab) -> Iterator[UdpServers]:
 
 def check(lab: Lab, opts: UdpCheck, target: Target, timeout: float = TIMEOUT) -> Result:
     return lab.run(lambda: opts.check(target, timeout))
-
-
-def down(result: Result) -> str:
-    """The reason of a failed result (and that it failed)."""
-    assert not result.ok, "expected a failure"
-    assert result.reason
-    return result.reason
 
 
 @pytest.mark.parametrize("address", [SERVER4, SERVER6])
