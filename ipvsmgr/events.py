@@ -1,4 +1,4 @@
-"""Health events that other parts subscribe to (VRRP tracking, BGP, metrics)."""
+"""Health and VRRP events that other parts subscribe to (VRRP tracking, BGP, metrics)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,17 @@ class QuorumChanged:
     reason: str
 
 
-Event = RealChanged | QuorumChanged
+@dataclass(frozen=True, slots=True)
+class VrrpChanged:
+    """A VRRP instance changed state (init, backup, master, fault)."""
+
+    instance: str
+    old: str
+    new: str
+    reason: str
+
+
+Event = RealChanged | QuorumChanged | VrrpChanged
 Listener = Callable[[Event], object]
 
 
@@ -59,5 +69,7 @@ def describe(event: Event) -> str:
     if isinstance(event, RealChanged):
         state = "UP" if event.up else "DOWN"
         return f"real {event.real} of {event.service} {state}: {event.reason}"
+    if isinstance(event, VrrpChanged):
+        return f"VRRP instance {event.instance} {event.old.upper()} -> {event.new.upper()}: {event.reason}"
     state = "UP" if event.up else "LOST"
     return f"virtual server {event.name} ({event.service}) quorum {state}: {event.reason}"

@@ -15,18 +15,21 @@ import logging
 import signal
 import time
 from collections.abc import Iterator
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from healthchecks.hysteresis import Transition
 from healthchecks.result import Result, Target
 from healthchecks.scheduler import ScheduledCheck, Scheduler
 from ipvsmgr.config import Config, ConfigError, load
-from ipvsmgr.events import EventBus, QuorumChanged, RealChanged, describe
+from ipvsmgr.events import EventBus, QuorumChanged, RealChanged, VrrpChanged, describe
 from ipvsmgr.ipvs.client import IPVSClient
 from ipvsmgr.reconcile import engine
 from ipvsmgr.reconcile.desired import Desired, destination, service_key
 from ipvsmgr.reconcile.health import RealHealth, RealId, healthy_state
 from ipvsmgr.reconcile.state import StateStore
+
+if TYPE_CHECKING:
+    from vrrp.service import VrrpService
 
 log = logging.getLogger("ipvsmgr")
 
@@ -59,12 +62,15 @@ class Daemon:
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.reload_requested = False
+        self._vrrp_restart = False
         self.scheduler = Scheduler()
         self.scheduler.subscribe(self._on_transition)
         self.events = EventBus()
         self.events.subscribe(lambda e: log.info("%s", describe(e)))
         self.client: IPVSClient | None = None
         self.config: Config | None = None
+        self.vrrp: VrrpService | None = None
+        self._vrrp_restart = False
 
     # ------------------------------------------------------------ checks
 
@@ -113,6 +119,11 @@ class Daemon:
                     QuorumChanged(key, desired.names.get(key, str(key)), q.up, q.reals_up, reason)
                 )
         self.quorum = {k: q.up for k, q in quorums.items()}
+        if self.vrrp is not None:
+            for key, q in quorums.items():
+                self.vrrp.set_virtual_server(desired.names.get(key, str(key)), q.up)
+        if self.client is None:
+            return
         try:
             rnd = await asyncio.to_thread(self._apply, desired, self.config.drain_timeout)
         except OSError as e:
@@ -140,23 +151,59 @@ class Daemon:
                 "reload refused: %d problems; still running the previous configuration", len(e.problems)
             )
             return
+        old = self.config
         self.config = config
         self._schedule(config, set())
+        if old is None or old.vrrp != config.vrrp:
+            # Until instances are reloaded one by one, a changed vrrp: section
+            # restarts VRRP (masters hand over with priority 0 first).
+            self._vrrp_restart = True
         log.info("reloaded %s", self.config_path)
 
     # ------------------------------------------------------------ main
 
+    async def _start_vrrp(self) -> None:
+        assert self.config is not None
+        if not self.config.vrrp.instances:
+            return
+        from vrrp.service import VrrpService  # pyroute2: only for configurations with VRRP
+
+        service = VrrpService(self.config.vrrp.instances, self.config.vrrp.sync_groups)
+        service.listeners.append(
+            lambda name, old, new, reason: self.events.emit(VrrpChanged(name, old.value, new.value, reason))
+        )
+        for v in self.config.virtual_servers:
+            key = service_key(v)
+            if key in self.quorum:  # known before start: an instance starts in the right state
+                service.set_virtual_server(v.name, self.quorum[key])
+        await service.start()
+        self.vrrp = service
+
+    async def _stop_vrrp(self) -> None:
+        if self.vrrp is not None:
+            await self.vrrp.stop()
+            self.vrrp.close()
+            self.vrrp = None
+
     async def run(self) -> None:
         self.config = load(self.config_path)  # a ConfigError here ends the start
-        self.client = IPVSClient()
+        if self.config.virtual_servers:
+            self.client = IPVSClient()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._request_reload)
-        self._schedule(self.config, await asyncio.to_thread(self._kernel_up))
+        kernel_up = await asyncio.to_thread(self._kernel_up) if self.client is not None else set()
+        self._schedule(self.config, kernel_up)
         log.info("running %s: %d checks", self.config_path, len(self.scheduler.keys()))
         try:
+            await self._reconcile()
+            await self._start_vrrp()
             while not self.stopping.is_set():
+                if self._vrrp_restart:
+                    self._vrrp_restart = False
+                    await self._stop_vrrp()
+                    await self._start_vrrp()
                 await self._reconcile()
                 deadline = time.monotonic() + self.resync
                 while not self.wake.is_set() and not self.stopping.is_set():
@@ -173,8 +220,10 @@ class Daemon:
                     self.reload_requested = False
                     self._reload()
         finally:
+            await self._stop_vrrp()
             await self.scheduler.close()
-            self.client.close()
+            if self.client is not None:
+                self.client.close()
             log.info("stopped; IPVS services left in place")
 
     def _request_reload(self) -> None:

@@ -17,12 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import socket
 import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from healthchecks import connectprobe
+from healthchecks.connectprobe import Cancel, Done
 from healthchecks.result import Result, Target, bounded, describe_os_error
 
 # Linux: let bind() to a source address leave the port to connect(), so checks
@@ -69,8 +72,10 @@ async def guarded(body: Coroutine[Any, Any, Result], timeout: float) -> Result:
     return await bounded(run(), timeout)
 
 
+@functools.lru_cache(maxsize=65536)
 def _sockaddr(address: str, port: int, family: int = socket.AF_UNSPEC) -> tuple[int, Any]:
-    """(family, sockaddr) of a numeric address; never a DNS lookup."""
+    """(family, sockaddr) of a numeric address; never a DNS lookup. Cached:
+    getaddrinfo (with its IDNA pass) would otherwise cost more than a connect."""
     infos = socket.getaddrinfo(address, port, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
     return infos[0][0], infos[0][4]
 
@@ -126,14 +131,54 @@ async def release(sock: socket.socket, writer: asyncio.StreamWriter | None = Non
         sock.close()
 
 
+@functools.lru_cache(maxsize=65536)
+def _probe_addrs(target: Target) -> tuple[int, Any, Any] | Result:
+    """(family, dest, source sockaddr or None) for a probe, or the failure to report."""
+    if not 0 < target.port < 65536:
+        return Result.down("no port" if target.port == 0 else f"bad port {target.port}")
+    try:
+        family, dest = _sockaddr(target.address, target.port)
+    except (OSError, UnicodeError):
+        return Result.down("bad target address")
+    if not target.source:
+        return family, dest, None
+    try:
+        return family, dest, _sockaddr(target.source, 0, family)[1]
+    except (OSError, UnicodeError):
+        return Result.down("source address family does not match target")
+
+
 @dataclass(frozen=True, slots=True)
 class TcpCheck:
-    """Connect only: up when the three-way handshake completes."""
+    """Connect only: up when the three-way handshake completes.
+
+    start() is the scheduler's path: a callback probe on the loop's
+    ConnectProber, no coroutine (see healthchecks/connectprobe.py); check()
+    awaits the same probe.
+    """
+
+    def start(self, target: Target, timeout: float, done: Done, /) -> Cancel | None:
+        addrs = _probe_addrs(target)
+        if isinstance(addrs, Result):
+            done(addrs)
+            return None
+        family, dest, source = addrs
+        return connectprobe.for_loop(asyncio.get_running_loop()).start(family, dest, source, timeout, done)
 
     async def check(self, target: Target, timeout: float) -> Result:
-        return await guarded(self._check(target), timeout)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Result] = loop.create_future()
+        start = loop.time()
 
-    async def _check(self, target: Target) -> Result:
-        sock = await connect(target, target.port)
-        sock.close()
-        return Result.up()
+        def done(result: Result) -> None:
+            if not future.done():
+                future.set_result(result)
+
+        cancel = self.start(target, timeout, done)
+        try:
+            result = await future
+        except BaseException:
+            if cancel is not None:
+                cancel()
+            raise
+        return Result(result.ok, result.reason, result.weight, loop.time() - start)

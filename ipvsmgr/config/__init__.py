@@ -44,10 +44,10 @@ def load_text(text: str, filename: str) -> Config:
                     valid.append(True)
                     continue
             valid.append(False)
-        ipvs_ok = fast_def_check("ipvs")(data.get("ipvs") or {})
-        if not ipvs_ok:
-            data = {k: v for k, v in data.items() if k != "ipvs"}
-            doc.data = data
+        for section in ("ipvs", "vrrp"):  # a section the schema refused is not built
+            if not fast_def_check(section)(data.get(section) or {}):
+                data = {k: v for k, v in data.items() if k != section}
+                doc.data = data
     else:
         valid = [True] * len(servers)
     config, semantic = build(doc, valid, skip_reals)

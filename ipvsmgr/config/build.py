@@ -23,6 +23,7 @@ from ipvsmgr.config.model import (
     Tunnel,
     VirtualServer,
 )
+from ipvsmgr.config.vrrpbuild import build_vrrp
 from ipvsmgr.config.yamlsource import Document
 from ipvsmgr.ipvs.model import Timeouts
 
@@ -316,8 +317,15 @@ class _Builder:
             keys[key] = path
             names[v.name] = path
             servers.append(v)
+        vrrp = build_vrrp(
+            data.get("vrrp"), self.error, lambda p: self.doc.locate(p)[0], {v.name for v in servers}
+        )
         return Config(
-            source=self.doc.filename, virtual_servers=tuple(servers), timeouts=timeouts, drain_timeout=drain
+            source=self.doc.filename,
+            virtual_servers=tuple(servers),
+            timeouts=timeouts,
+            drain_timeout=drain,
+            vrrp=vrrp,
         )
 
 

@@ -33,7 +33,20 @@ def is_ipv4_netmask(value: object) -> bool:
     return mask != 0 and inverted & (inverted + 1) == 0
 
 
+def is_ip_interface(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    address, _, prefix = value.partition("/")
+    if not is_ip_address(address):
+        return False
+    if not prefix:
+        return True
+    bits = 32 if "." in address else 128
+    return prefix.isdigit() and len(prefix) <= 3 and int(prefix) <= bits
+
+
 FORMATS: dict[str, Callable[[object], bool]] = {
     "ip-address": is_ip_address,
     "ipv4-netmask": is_ipv4_netmask,
+    "ip-interface": is_ip_interface,
 }

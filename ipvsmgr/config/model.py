@@ -7,6 +7,7 @@ from typing import Any
 
 from ipvsmgr.config.errors import Path
 from ipvsmgr.ipvs.model import Timeouts  # plain seconds; 0 leaves the kernel's value
+from vrrp.instance import InstanceConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +82,15 @@ class VirtualServer:
 
 
 @dataclass(frozen=True, slots=True)
+class VrrpConfig:
+    instances: tuple[InstanceConfig, ...] = ()
+    sync_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (name, member instance names)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str
     virtual_servers: tuple[VirtualServer, ...]
     timeouts: Timeouts = field(default_factory=Timeouts)
     drain_timeout: float = 300.0
+    vrrp: VrrpConfig = field(default_factory=VrrpConfig)

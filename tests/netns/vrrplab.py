@@ -1,0 +1,219 @@
+"""A switched LAN of namespaces for VRRP tests: nodes a and b (the VRRP
+peers) and c (a client) hang off a bridge in namespace sw.
+
+    a: 198.18.10.1  2001:db8:10::1     b: .2 / ::2     c: .3 / ::3
+    VIP 198.18.10.100/24, 2001:db8:10::100/64
+
+DAD is off so link-local addresses are usable at once. A sniffer (AF_PACKET
+on a's switch port, an independent reader of what is on the wire) records
+the VRRP packets a sends and receives.
+Daemons run as processes entered into a node's namespace with nsenter; the
+lab kills them and deletes its namespaces on close.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.netns.lab import in_netns, sh
+
+ROOT = Path(__file__).resolve().parents[2]
+ADDR4 = {"a": "198.18.10.1", "b": "198.18.10.2", "c": "198.18.10.3"}
+ADDR6 = {"a": "2001:db8:10::1", "b": "2001:db8:10::2", "c": "2001:db8:10::3"}
+VIP4, VIP6 = "198.18.10.100", "2001:db8:10::100"
+ETH_P_ALL = 0x0003
+
+
+@dataclass(frozen=True)
+class Captured:
+    at: float  # time.monotonic()
+    src_mac: bytes
+    src: str
+    dst: str
+    ttl: int
+    tos: int
+    vrrp: bytes  # the VRRP message
+
+
+def keepalived() -> str | None:
+    return shutil.which("keepalived") or (
+        "/usr/sbin/keepalived" if os.path.exists("/usr/sbin/keepalived") else None
+    )
+
+
+@dataclass
+class VrrpLab:
+    work: Path
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    captured: list[Captured] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _sniffer: threading.Thread | None = None
+
+    def ns(self, node: str) -> str:
+        return f"vr-{node}-{self.tag}"
+
+    def setup(self) -> None:
+        sw = self.ns("sw")
+        sh("ip", "netns", "add", sw)
+        sh("ip", "-n", sw, "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0")
+        sh("ip", "-n", sw, "link", "set", "br0", "up")
+        for node in ("a", "b", "c"):
+            ns = self.ns(node)
+            sh("ip", "netns", "add", ns)
+            for key in ("all", "default"):
+                sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{key}.accept_dad=0")
+            sh("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"p{node}", "netns", sw)
+            sh("ip", "-n", sw, "link", "set", f"p{node}", "master", "br0", "up")
+            sh("ip", "-n", ns, "addr", "add", f"{ADDR4[node]}/24", "dev", "eth0")
+            sh("ip", "-n", ns, "addr", "add", f"{ADDR6[node]}/64", "dev", "eth0", "nodad")
+            sh("ip", "-n", ns, "link", "set", "eth0", "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+    def close(self) -> None:
+        self._stop.set()
+        for p in self.procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+        for p in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=10)
+        if self._sniffer is not None:
+            self._sniffer.join(timeout=5)
+        for node in ("a", "b", "c", "sw"):
+            sh("ip", "netns", "del", self.ns(node), check=False)
+
+    # ------------------------------------------------------------ daemons
+
+    def spawn(self, node: str, argv: list[str], name: str) -> subprocess.Popen[bytes]:
+        err = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - the child keeps it
+        p = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{self.ns(node)}", *argv],
+            stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, cwd=ROOT,
+            start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+        err.close()
+        self.procs.append(p)
+        return p
+
+    def log(self, name: str) -> str:
+        return (self.work / f"{name}.log").read_text(errors="replace")
+
+    def ipvsmgr(self, node: str, config: str, name: str) -> subprocess.Popen[bytes]:
+        path = self.work / f"{name}.yaml"
+        path.write_text(config)
+        state = self.work / f"{name}-state"
+        state.mkdir(exist_ok=True)
+        import sys
+
+        argv = [
+            sys.executable,
+            "-m",
+            "ipvsmgr",
+            "run",
+            "-c",
+            str(path),
+            "--state-dir",
+            str(state),
+            "--log-level",
+            "debug",
+        ]
+        return self.spawn(node, argv, name)
+
+    def keepalived(self, node: str, config: str, name: str) -> subprocess.Popen[bytes]:
+        exe = keepalived()
+        assert exe is not None
+        conf = self.work / f"{name}.conf"
+        conf.write_text(config)
+        pids = [self.work / f"{name}.{k}.pid" for k in ("main", "vrrp", "check")]
+        argv = [
+            exe, "-n", "-l", "-D", "-G", "-P", "-f", str(conf),
+            "-p", str(pids[0]), "-r", str(pids[1]), "-c", str(pids[2]),
+        ]  # fmt: skip
+        return self.spawn(node, argv, name)
+
+    def stop(self, p: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, sig)
+        p.wait(timeout=timeout)
+
+    # ------------------------------------------------------------ observation
+
+    def has_address(self, node: str, address: str) -> bool:
+        out = sh("ip", "-n", self.ns(node), "-o", "addr", "show", "dev", "eth0")
+        return any(f" {address}/" in line for line in out.splitlines())
+
+    def wait_for(self, cond: Callable[[], bool], timeout: float, what: str) -> float:
+        start = time.monotonic()
+        while not cond():
+            if time.monotonic() - start > timeout:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(0.02)
+        return time.monotonic() - start
+
+    def link(self, node: str, up: bool) -> None:
+        sh("ip", "-n", self.ns("sw"), "link", "set", f"p{node}", "up" if up else "down")
+
+    def mac(self, node: str) -> bytes:
+        text = sh("ip", "-n", self.ns(node), "-br", "link", "show", "eth0").split()[2]
+        return bytes.fromhex(text.replace(":", ""))
+
+    def sniff(self) -> None:
+        """Record every VRRP packet (IPv4 and IPv6) through a's switch port from now on."""
+        ready = threading.Event()
+
+        def body() -> None:
+            def make() -> socket.socket:
+                return socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+
+            s = in_netns(self.ns("sw"), make)
+            with s:
+                s.bind(("pa", 0))
+                s.settimeout(0.1)
+                ready.set()
+                while not self._stop.is_set():
+                    try:
+                        frame = s.recv(2048)
+                    except TimeoutError:
+                        continue
+                    c = parse_vrrp_frame(frame)
+                    if c is not None:
+                        self.captured.append(c)
+
+        self._sniffer = threading.Thread(target=body, daemon=True)
+        self._sniffer.start()
+        ready.wait(5)
+
+
+def parse_vrrp_frame(frame: bytes) -> Captured | None:
+    if len(frame) < 14:
+        return None
+    ethertype = struct.unpack_from("!H", frame, 12)[0]
+    ip = frame[14:]
+    if ethertype == 0x0800 and len(ip) >= 20 and ip[9] == 112:
+        ihl = (ip[0] & 0x0F) * 4
+        total = struct.unpack_from("!H", ip, 2)[0]
+        src = str(ipaddress.IPv4Address(ip[12:16]))
+        dst = str(ipaddress.IPv4Address(ip[16:20]))
+        return Captured(time.monotonic(), frame[6:12], src, dst, ip[8], ip[1], ip[ihl:total])
+    if ethertype == 0x86DD and len(ip) >= 40 and ip[6] == 112:
+        plen = struct.unpack_from("!H", ip, 4)[0]
+        tclass = ((ip[0] & 0x0F) << 4) | (ip[1] >> 4)
+        src = str(ipaddress.IPv6Address(ip[8:24]))
+        dst = str(ipaddress.IPv6Address(ip[24:40]))
+        return Captured(time.monotonic(), frame[6:12], src, dst, ip[7], tclass, ip[40 : 40 + plen])
+    return None

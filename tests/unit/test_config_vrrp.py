@@ -1,0 +1,151 @@
+"""The vrrp: section: defaults, every rule, and where each problem points."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from ipvsmgr.config import ConfigError, load_text
+from vrrp.instance import Garp, TrackFile, TrackInterface, TrackVirtualServer
+from vrrp.machine import Params
+
+F = "lb.yaml"
+
+
+def problems(text: str) -> list[tuple[int, int, str]]:
+    with pytest.raises(ConfigError) as e:
+        load_text(text, F)
+    return [(p.line, p.col, p.message) for p in e.value.problems]
+
+
+FULL = """\
+virtual_servers:
+  - {name: web, address: 198.18.0.100, port: 80, reals: [{address: 198.18.1.1}]}
+vrrp:
+  instances:
+    - name: outside
+      interface: eth0
+      vrid: 51
+      priority: 150
+      advert_interval: 100ms
+      preempt_delay: 5s
+      virtual_addresses: [198.18.0.100/24, 198.18.0.101]
+      garp: {count: 3, interval: 10ms, refresh: 60s}
+      track:
+        interfaces: [{name: eth1}, {name: eth2, weight: -20}]
+        virtual_servers: [{name: web, weight: -60}]
+        files: [{path: /run/lb/weight}]
+      notify: [/usr/local/bin/vrrp-notify, --quiet]
+    - name: inside
+      interface: eth1
+      vrid: 51
+      version: 2
+      advert_interval: 2s
+      preempt: false
+      virtual_addresses: [198.18.5.1/24]
+      unicast_peers: [198.18.5.3]
+      source_address: 198.18.5.2
+    - name: v6
+      interface: eth0
+      vrid: 51
+      virtual_addresses: ["2001:db8::100/64"]
+  sync_groups:
+    - {name: gw, instances: [outside, inside]}
+"""
+
+
+def test_full_section() -> None:
+    cfg = load_text(FULL, F).vrrp
+    out, inside, v6 = cfg.instances
+    assert out.params == Params(
+        vrid=51, priority=150, interval_cs=10, version=3, preempt=True, preempt_delay=5.0
+    )
+    assert out.vips == (ipaddress.ip_interface("198.18.0.100/24"), ipaddress.ip_interface("198.18.0.101/32"))
+    assert out.garp == Garp(3, 0.01, 60.0)
+    assert out.track_interfaces == (TrackInterface("eth1", 0), TrackInterface("eth2", -20))
+    assert out.track_virtual_servers == (TrackVirtualServer("web", -60),)
+    assert out.track_files == (TrackFile("/run/lb/weight", 1),)
+    assert out.notify == ("/usr/local/bin/vrrp-notify", "--quiet")
+    assert out.family == 4 and out.unicast_peers == () and out.source is None
+    assert inside.params == Params(vrid=51, priority=100, interval_cs=200, version=2, preempt=False)
+    assert inside.unicast_peers == (ipaddress.ip_address("198.18.5.3"),)
+    assert inside.source == ipaddress.ip_address("198.18.5.2")
+    assert v6.family == 6 and v6.params.interval_cs == 100  # the same VRID: another family
+    assert cfg.sync_groups == (("gw", ("outside", "inside")),)
+
+
+def test_empty_and_absent_sections() -> None:
+    assert load_text("vrrp:\n", F).vrrp.instances == ()
+    assert load_text("virtual_servers: []\n", F).vrrp.instances == ()
+
+
+def inst(body: str) -> str:
+    return "vrrp:\n  instances:\n    - name: a\n      interface: eth0\n      vrid: 1\n" + body
+
+
+def test_rules_each_point_at_the_node() -> None:
+    text = inst(
+        "      version: 2\n"  # line 6
+        "      advert_interval: 1500ms\n"  # 7
+        '      virtual_addresses: [198.18.0.1, "2001:db8::1"]\n'  # 8
+        '      unicast_peers: ["2001:db8::2"]\n'  # 9
+    )
+    got = problems(text)
+    assert (6, 16, "VRRP version 2 is IPv4 only: use version 3 for IPv6") not in got  # first VIP is IPv4
+    assert (7, 24, "VRRPv2 advert_interval must be whole seconds, 1s-255s (got 1.5s)") in got
+    assert (8, 39, "2001:db8::1 is IPv6 but the first VIP is IPv4: one family per instance") in got
+    assert (9, 23, "peer 2001:db8::2 is IPv6 but the VIPs are IPv4") in got
+    assert len(got) == 3
+
+
+def test_v3_interval_steps_and_range() -> None:
+    assert problems(inst("      advert_interval: 15ms\n      virtual_addresses: [198.18.0.1]\n")) == [
+        (6, 24, "VRRPv3 advert_interval must be 10ms-40.95s in steps of 10ms (got 0.015s)")
+    ]
+    assert problems(inst("      advert_interval: 41s\n      virtual_addresses: [198.18.0.1]\n"))[0][
+        2
+    ].endswith("(got 41s)")
+
+
+def test_v2_is_ipv4_only() -> None:
+    got = problems(inst('      version: 2\n      virtual_addresses: ["2001:db8::1"]\n'))
+    assert got == [(6, 16, "VRRP version 2 is IPv4 only: use version 3 for IPv6")]
+
+
+def test_duplicates_and_references() -> None:
+    text = """\
+virtual_servers:
+  - {name: web, address: 198.18.0.100, port: 80, reals: [{address: 198.18.1.1}]}
+vrrp:
+  instances:
+    - {name: a, interface: eth0, vrid: 7, virtual_addresses: [198.18.0.1]}
+    - {name: a, interface: eth1, vrid: 8, virtual_addresses: [198.18.0.2]}
+    - {name: b, interface: eth0, vrid: 7, virtual_addresses: [198.18.0.3]}
+    - {name: c, interface: eth0, vrid: 9, virtual_addresses: [198.18.0.4],
+       track: {virtual_servers: [{name: x}]}}
+    - {name: d, interface: eth0, vrid: 10, virtual_addresses: [198.18.0.5]}
+  sync_groups:
+    - {name: g1, instances: [a, nope]}
+    - {name: g2, instances: [a, d]}
+    - {name: g3, instances: [d, a]}
+"""
+    got = problems(text)
+    assert got == [
+        (6, 14, "instance name 'a' is already used on line 5"),
+        (7, 40, "VRID 7 is already used for IPv4 on eth0 (line 5)"),
+        (9, 41, "no virtual server named 'x' (virtual servers: web)"),
+        (12, 33, "no VRRP instance named 'nope' (instances: a, d)"),
+        # g1 was refused, so a joined g2; g3 then repeats both of g2's members
+        (14, 30, "instance 'd' is already in sync group 'g2'"),
+        (14, 33, "instance 'a' is already in sync group 'g2'"),
+    ]
+
+
+def test_schema_errors() -> None:
+    got = problems(inst("      priority: 0\n      virtual_addresses: [198.18.0.1/33]\n      colour: red\n"))
+    assert [(line, col) for line, col, _ in got] == [(6, 17), (7, 27), (8, 7)]
+    assert "prefix length" in got[1][2]
+    assert "colour" in got[2][2]
+    missing = problems("vrrp:\n  instances:\n    - {name: a, interface: eth0}\n")
+    assert missing == [(3, 7, "'virtual_addresses' is required here"), (3, 7, "'vrid' is required here")]

@@ -1,0 +1,96 @@
+"""VRRP advertisements: encoding, the RFCs' receive checks, and robustness."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vrrp.packet import GROUP4, GROUP6, Advert, Drop, checksum, decode, encode
+
+V4 = ipaddress.IPv4Address
+V6 = ipaddress.IPv6Address
+SRC4 = V4("198.18.0.11")
+SRC6 = V6("fe80::11")
+
+
+def test_v3_advert_matches_keepalived_bytes() -> None:
+    # keepalived 2.2.7: VRID 51, priority 150, 1 s, VIP 198.18.0.100, sent from 198.18.0.11.
+    advert = Advert(3, 51, 150, 100, (V4("198.18.0.100"),))
+    assert encode(advert, SRC4, GROUP4).hex(" ") == "31 33 96 01 00 64 cb 43 c6 12 00 64"
+
+
+def test_v3_roundtrip_ipv4_and_ipv6() -> None:
+    a4 = Advert(3, 7, 200, 10, (V4("198.18.0.100"), V4("198.18.0.101")))
+    assert decode(encode(a4, SRC4, GROUP4), SRC4, GROUP4, 255) == a4
+    a6 = Advert(3, 7, 100, 4095, (V6("2001:db8::100"),))
+    data = encode(a6, SRC6, GROUP6)
+    assert len(data) == 8 + 16
+    assert decode(data, SRC6, GROUP6, 255) == a6
+
+
+def test_v3_checksum_covers_the_pseudo_header() -> None:
+    a = Advert(3, 1, 100, 100, (V4("198.18.0.100"),))
+    data = encode(a, SRC4, GROUP4)
+    # The same bytes from another source, or to another destination, do not verify.
+    assert decode(data, V4("198.18.0.12"), GROUP4, 255) is Drop.CHECKSUM
+    assert decode(data, SRC4, V4("198.18.0.2"), 255) is Drop.CHECKSUM
+    unicast = encode(a, SRC4, V4("198.18.0.2"))
+    assert decode(unicast, SRC4, V4("198.18.0.2"), 255) == a
+
+
+def test_v2_layout_and_checksum_over_the_message_only() -> None:
+    a = Advert(2, 51, 150, 100, (V4("198.18.0.100"),))
+    data = encode(a, SRC4, GROUP4)
+    assert len(data) == 8 + 4 + 8  # header, one address, 8 bytes of auth data
+    ver_type, vrid, prio, count, auth, secs = struct.unpack_from("!6B", data)
+    assert (ver_type, vrid, prio, count, auth, secs) == (0x21, 51, 150, 1, 0, 1)
+    assert checksum(data) == 0
+    assert decode(data, V4("198.18.9.9"), GROUP4, 255) == a  # no pseudo-header in v2
+
+
+def test_receive_checks() -> None:
+    a = Advert(3, 51, 150, 100, (V4("198.18.0.100"),))
+    good = encode(a, SRC4, GROUP4)
+    assert decode(good, SRC4, GROUP4, 64) is Drop.TTL
+    assert decode(good[:7], SRC4, GROUP4, 255) is Drop.TRUNCATED
+    assert decode(good[:11], SRC4, GROUP4, 255) is Drop.TRUNCATED  # the address list is cut
+    assert decode(bytes([0x41]) + good[1:], SRC4, GROUP4, 255) is Drop.VERSION
+    assert decode(bytes([0x32]) + good[1:], SRC4, GROUP4, 255) is Drop.TYPE
+    flipped = good[:8] + bytes([good[8] ^ 1]) + good[9:]
+    assert decode(flipped, SRC4, GROUP4, 255) is Drop.CHECKSUM
+    assert decode(good + b"\0" * 6, SRC4, GROUP4, 255) == a  # Ethernet padding is ignored
+    v2 = encode(Advert(2, 51, 150, 100, (V4("198.18.0.100"),)), SRC4, GROUP4)
+    assert decode(v2, SRC6, GROUP6, 255) is Drop.VERSION  # v2 is IPv4 only
+    zero = encode(Advert(3, 51, 150, 0, (V4("198.18.0.100"),)), SRC4, GROUP4)
+    assert decode(zero, SRC4, GROUP4, 255) is Drop.ZERO_INTERVAL
+
+
+@given(st.binary(max_size=200), st.integers(0, 255), st.booleans())
+def test_random_bytes_never_raise(data: bytes, ttl: int, v6: bool) -> None:
+    src, dst = (SRC6, GROUP6) if v6 else (SRC4, GROUP4)
+    out = decode(data, src, dst, ttl)
+    assert isinstance(out, Advert | Drop)
+
+
+@given(
+    st.integers(1, 255),
+    st.integers(0, 255),
+    st.integers(1, 4095),
+    st.lists(st.integers(0, 2**32 - 1), min_size=0, max_size=20),
+    st.integers(0, 11),
+    st.integers(0, 255),
+)
+def test_mutated_adverts_never_raise_and_a_flipped_byte_is_caught(
+    vrid: int, prio: int, interval: int, addrs: list[int], pos: int, xor: int
+) -> None:
+    a = Advert(3, vrid, prio, interval, tuple(V4(x) for x in addrs))
+    data = bytearray(encode(a, SRC4, GROUP4))
+    assert decode(bytes(data), SRC4, GROUP4, 255) == a
+    pos = pos % len(data)
+    data[pos] ^= xor
+    out = decode(bytes(data), SRC4, GROUP4, 255)
+    if xor:
+        assert isinstance(out, Drop) or out != a

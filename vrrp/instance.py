@@ -1,0 +1,90 @@
+"""A configured VRRP instance, and the receive rules that need its configuration."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from vrrp.machine import OWNER, Params
+from vrrp.packet import AUTH_NONE, VIP, Advert, Drop, IPAddress
+
+
+@dataclass(frozen=True, slots=True)
+class TrackInterface:
+    name: str
+    weight: int = 0  # 0: the instance goes to FAULT while the link is down; else added while down
+
+
+@dataclass(frozen=True, slots=True)
+class TrackFile:
+    path: str
+    weight: int = 1  # priority += weight x the integer in the file (a missing or bad file counts 0)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackScript:
+    command: tuple[str, ...]
+    interval: float = 2.0
+    timeout: float = 2.0
+    weight: int = 0  # 0: FAULT while failing; < 0: added while failing; > 0: added while passing
+    rise: int = 1
+    fall: int = 1
+    user: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrackVirtualServer:
+    name: str
+    weight: int = 0  # 0: FAULT while its quorum is lost; else added while lost
+
+
+@dataclass(frozen=True, slots=True)
+class Garp:
+    count: int = 5  # gratuitous ARPs / unsolicited NAs on becoming master
+    interval: float = 0.0  # seconds between them (0: back to back)
+    refresh: float = 0.0  # repeat one round every this many seconds while master (0: never)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceConfig:
+    name: str
+    interface: str
+    params: Params
+    vips: tuple[VIP, ...]
+    unicast_peers: tuple[IPAddress, ...] = ()
+    source: IPAddress | None = None  # default: the interface's primary (IPv4) / link-local (IPv6)
+    accept: bool = True
+    garp: Garp = field(default_factory=Garp)
+    track_interfaces: tuple[TrackInterface, ...] = ()
+    track_files: tuple[TrackFile, ...] = ()
+    track_scripts: tuple[TrackScript, ...] = ()
+    track_virtual_servers: tuple[TrackVirtualServer, ...] = ()
+    notify: tuple[str, ...] = ()  # argv; instance name, state and priority are appended
+
+    @property
+    def family(self) -> int:
+        return self.vips[0].version
+
+    @property
+    def addresses(self) -> tuple[IPAddress, ...]:
+        return tuple(v.ip for v in self.vips)
+
+
+def check_for_instance(advert: Advert, cfg: InstanceConfig) -> Drop | None:
+    """RFC 5798 7.1 / RFC 3768 7.1 rules that depend on the instance's configuration."""
+    p = cfg.params
+    if advert.version != p.version:
+        return Drop.VERSION
+    if p.version == 2:
+        if advert.auth_type != AUTH_NONE:
+            return Drop.AUTH
+        if advert.interval_cs != p.interval_cs:
+            return Drop.INTERVAL
+    if p.priority != OWNER and set(advert.addresses) != set(cfg.addresses):
+        return Drop.ADDRESSES
+    return None
+
+
+def parse_vip(text: str) -> VIP:
+    """198.18.0.100 (/32), 198.18.0.100/24, 2001:db8::1 (/128), 2001:db8::1/64."""
+    return ipaddress.ip_interface(text)

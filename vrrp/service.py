@@ -1,0 +1,518 @@
+"""The asyncio side of VRRP: raw sockets, timers, VIPs, tracking, sync groups.
+
+One raw IP socket (protocol 112) per interface and family receives for every
+instance there (dispatched by VRID) and sends with the instance's source
+address chosen per packet (IP_PKTINFO / IPV6_PKTINFO), so that the v3
+checksum, computed over the pseudo-header, matches what goes on the wire.
+Multicast loopback is off; packets from our own addresses are dropped too.
+
+Every dropped packet is counted by reason (packet.Drop values plus
+`unknown_peer` for a unicast instance hearing a stranger); nothing a peer
+sends can raise out of the receive path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import socket
+import struct
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from vrrp.instance import InstanceConfig, check_for_instance
+from vrrp.machine import Action, Become, Machine, Send, State
+from vrrp.netlink import Announcer, Host, Link
+from vrrp.packet import GROUP4, GROUP6, PROTO, TOS, TTL, Advert, Drop, IPAddress, decode, encode
+
+log = logging.getLogger("ipvsmgr.vrrp")
+
+UNKNOWN_PEER = "unknown_peer"
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; typeshed lacks the name
+NOTIFY_TIMEOUT = 10.0
+LINK_POLL = 0.2  # seconds between checks of tracked links, files (files: x5)
+
+StateListener = Callable[[str, State, State, str], object]  # instance, old, new, reason
+
+
+@dataclass(eq=False)
+class _Instance:
+    cfg: InstanceConfig
+    machine: Machine
+    link: Link
+    timer: asyncio.TimerHandle | None = None
+    garp: list[asyncio.TimerHandle] = field(default_factory=list)
+    deltas: dict[str, int] = field(default_factory=dict)  # tracked object -> priority delta
+    faults: dict[str, str] = field(default_factory=dict)  # tracked object -> reason
+    group: str | None = None
+    sent: int = 0
+    send_errors: int = 0
+
+    @property
+    def source(self) -> IPAddress:
+        if self.cfg.source is not None:
+            return self.cfg.source
+        if self.cfg.family == 4:
+            if not self.link.addresses4:
+                raise OSError(f"{self.link.name} has no IPv4 address to send VRRP from")
+            return self.link.addresses4[0]
+        if self.link.link_local6 is None:
+            raise OSError(f"{self.link.name} has no usable link-local IPv6 address")
+        return self.link.link_local6
+
+
+class _Channel:
+    """The raw socket of one (interface, family)."""
+
+    def __init__(self, link: Link, family: int, multicast: bool) -> None:
+        self.link = link
+        self.family = family
+        af = socket.AF_INET if family == 4 else socket.AF_INET6
+        s = socket.socket(af, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, PROTO)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, link.name.encode())
+            if family == 4:
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, TTL)
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, TTL)
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, TOS)
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+                mreqn = GROUP4.packed + bytes(4) + struct.pack("i", link.index)
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+                if multicast:
+                    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+            else:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, TTL)
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, TTL)
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, TOS)
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, link.index)
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+                if multicast:
+                    mreq = GROUP6.packed + struct.pack("I", link.index)
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        except BaseException:
+            s.close()
+            raise
+        self.sock = s
+        self.instances: dict[int, _Instance] = {}
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes, src: IPAddress, dst: IPAddress) -> None:
+        if self.family == 4:
+            info = struct.pack("i4s4s", self.link.index, src.packed, bytes(4))
+            cmsg = [(socket.IPPROTO_IP, IP_PKTINFO, info)]
+            self.sock.sendmsg([data], cmsg, 0, (str(dst), 0))
+        else:
+            info6 = src.packed + struct.pack("I", self.link.index)
+            cmsg = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info6)]
+            self.sock.sendmsg([data], cmsg, 0, (str(dst), 0, 0, self.link.index))
+
+    def receive(self) -> Iterable[tuple[bytes, IPAddress, IPAddress, int]]:
+        """(VRRP message, source, destination, TTL or hop limit) of each waiting packet."""
+        while True:
+            try:
+                if self.family == 4:
+                    packet = self.sock.recv(65535)
+                    if len(packet) < 20:
+                        continue
+                    ihl = (packet[0] & 0x0F) * 4
+                    total = int.from_bytes(packet[2:4], "big")
+                    src = ipaddress.IPv4Address(packet[12:16])
+                    dst = ipaddress.IPv4Address(packet[16:20])
+                    yield packet[ihl : max(ihl, min(total, len(packet)))], src, dst, packet[8]
+                else:
+                    data, anc, _, addr = self.sock.recvmsg(65535, 256)
+                    hops, dst6 = -1, GROUP6
+                    for level, kind, value in anc:
+                        if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_HOPLIMIT and len(value) >= 4:
+                            hops = struct.unpack("i", value[:4])[0]
+                        elif (
+                            level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(value) >= 16
+                        ):
+                            dst6 = ipaddress.IPv6Address(value[:16])
+                    yield data, ipaddress.IPv6Address(addr[0].split("%")[0]), dst6, hops
+            except (BlockingIOError, InterruptedError):
+                return
+
+
+class VrrpService:
+    """Runs instances on the running loop. start() / stop() / status()."""
+
+    def __init__(
+        self,
+        instances: Iterable[InstanceConfig],
+        sync_groups: Iterable[tuple[str, tuple[str, ...]]] = (),
+        host: Host | None = None,
+    ) -> None:
+        self.configs = {c.name: c for c in instances}
+        self.groups = {name: members for name, members in sync_groups}
+        self.host = host or Host()
+        self.announcer = Announcer()
+        self.drops: Counter[str] = Counter()
+        self.listeners: list[StateListener] = []
+        self._instances: dict[str, _Instance] = {}
+        self._channels: dict[tuple[int, int], _Channel] = {}
+        self._local: set[IPAddress] = set()
+        self._poller: asyncio.Task[None] | None = None
+        self._notify_tasks: set[asyncio.Task[None]] = set()
+        self._vs_up: dict[str, bool] = {}
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for cfg in self.configs.values():
+            link = self.host.link(cfg.interface)
+            if link is None:
+                raise OSError(f"VRRP instance {cfg.name}: no interface {cfg.interface}")
+            key = (link.index, cfg.family)
+            chan = self._channels.get(key)
+            if chan is None:
+                chan = self._channels[key] = _Channel(link, cfg.family, multicast=True)
+                loop.add_reader(chan.sock.fileno(), self._readable, chan)
+            if cfg.params.vrid in chan.instances:
+                raise OSError(
+                    f"VRRP instance {cfg.name}: VRID {cfg.params.vrid} is used twice on {link.name}"
+                )
+            inst = _Instance(cfg, Machine(cfg.params, ipaddress.ip_address(0)), link)
+            inst.machine.local_address = inst.source
+            for group, members in self.groups.items():
+                if cfg.name in members:
+                    inst.group = group
+            chan.instances[cfg.params.vrid] = inst
+            self._instances[cfg.name] = inst
+            self._local.update(link.addresses4)
+            if link.link_local6 is not None:
+                self._local.add(link.link_local6)
+            if cfg.source is not None:
+                self._local.add(cfg.source)
+            # VIPs belong to the master: one left behind (a crash, kill -9) goes now.
+            for vip in cfg.vips:
+                with contextlib.suppress(OSError):
+                    self.host.del_vip(link.index, vip)
+        for inst in self._instances.values():
+            self._track_links(inst, now)
+            self._track_files(inst)
+            for t in inst.cfg.track_virtual_servers:
+                self._apply_vs(inst, t.name, self._vs_up.get(t.name, True), now)
+            if inst.faults:
+                inst.machine.state = State.FAULT
+                self._emit(inst, Become(State.INIT, State.FAULT, "; ".join(inst.faults.values())))
+            else:
+                inst.machine.set_priority(self._priority(inst), now)
+                self._run(inst, inst.machine.start(now))
+        if any(c.track_interfaces or c.track_files for c in self.configs.values()) or self._instances:
+            self._poller = loop.create_task(self._poll(), name="vrrp tracking")
+
+    async def stop(self) -> None:
+        """Graceful: masters send priority 0 and release their VIPs."""
+        loop = asyncio.get_running_loop()
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        for inst in self._instances.values():
+            self._run(inst, inst.machine.shutdown(loop.time()), propagate=False)
+            if inst.timer is not None:
+                inst.timer.cancel()
+        for chan in self._channels.values():
+            loop.remove_reader(chan.sock.fileno())
+            chan.close()
+        self._channels.clear()
+        self.announcer.close()
+        if self._notify_tasks:
+            await asyncio.wait(self._notify_tasks, timeout=NOTIFY_TIMEOUT)
+
+    def close(self) -> None:
+        self.host.close()
+
+    # ------------------------------------------------------------ inputs from the daemon
+
+    def set_virtual_server(self, name: str, up: bool) -> None:
+        """A tracked virtual server's quorum changed."""
+        self._vs_up[name] = up
+        now = asyncio.get_running_loop().time()
+        for inst in self._instances.values():
+            self._apply_vs(inst, name, up, now)
+
+    def status(self) -> list[dict[str, object]]:
+        out = []
+        for inst in self._instances.values():
+            m = inst.machine
+            out.append(
+                {
+                    "name": inst.cfg.name,
+                    "interface": inst.link.name,
+                    "vrid": inst.cfg.params.vrid,
+                    "state": m.state.value,
+                    "priority": m.priority,
+                    "configured_priority": inst.cfg.params.priority,
+                    "master": str(m.master_address) if m.master_address else None,
+                    "master_priority": m.master_priority,
+                    "advert_interval": m.params.interval_cs / 100.0,
+                    "master_advert_interval": m.master_interval_cs / 100.0,
+                    "transitions": m.transitions,
+                    "adverts_sent": inst.sent,
+                    "adverts_received": m.received,
+                    "send_errors": inst.send_errors,
+                    "faults": dict(inst.faults),
+                    "sync_group": inst.group,
+                }
+            )
+        return out
+
+    def state(self, name: str) -> State:
+        return self._instances[name].machine.state
+
+    # ------------------------------------------------------------ receive path
+
+    def _readable(self, chan: _Channel) -> None:
+        now = asyncio.get_running_loop().time()
+        try:
+            packets = list(chan.receive())
+        except OSError as e:
+            log.warning("VRRP receive on %s failed: %s", chan.link.name, e)
+            return
+        for data, src, dst, ttl in packets:
+            reason = self._accept(chan, data, src, dst, ttl, now)
+            if reason is not None:
+                self.drops[reason] += 1
+
+    def _accept(
+        self, chan: _Channel, data: bytes, src: IPAddress, dst: IPAddress, ttl: int, now: float
+    ) -> str | None:
+        if src in self._local:
+            return Drop.OWN.value
+        out = decode(data, src, dst, ttl)
+        if isinstance(out, Drop):
+            return out.value
+        inst = chan.instances.get(out.vrid)
+        if inst is None:
+            return Drop.VRID.value
+        if inst.cfg.unicast_peers and src not in inst.cfg.unicast_peers:
+            return UNKNOWN_PEER
+        bad = check_for_instance(out, inst.cfg)
+        if bad is not None:
+            return bad.value
+        self._run(inst, inst.machine.receive(out, src, now))
+        return None
+
+    # ------------------------------------------------------------ actions
+
+    def _run(self, inst: _Instance, actions: list[Action], propagate: bool = True) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self._send(inst, action.priority)
+            else:
+                self._transition(inst, action, propagate)
+        self._arm(inst)
+
+    def _arm(self, inst: _Instance) -> None:
+        if inst.timer is not None:
+            inst.timer.cancel()
+            inst.timer = None
+        deadline = inst.machine.deadline()
+        if deadline is not None:
+            inst.timer = asyncio.get_running_loop().call_at(deadline, self._fire, inst)
+
+    def _fire(self, inst: _Instance) -> None:
+        inst.timer = None
+        self._run(inst, inst.machine.timer(asyncio.get_running_loop().time()))
+
+    def _send(self, inst: _Instance, priority: int) -> None:
+        chan = self._channels.get((inst.link.index, inst.cfg.family))
+        if chan is None:
+            return
+        p = inst.cfg.params
+        advert = Advert(p.version, p.vrid, priority, p.interval_cs, inst.cfg.addresses)
+        src = inst.source
+        targets = inst.cfg.unicast_peers or ((GROUP4,) if inst.cfg.family == 4 else (GROUP6,))
+        for dst in targets:
+            try:
+                chan.send(encode(advert, src, dst), src, dst)
+                inst.sent += 1
+            except OSError as e:
+                inst.send_errors += 1
+                log.warning("VRRP %s: sending to %s failed: %s", inst.cfg.name, dst, e)
+
+    def _transition(self, inst: _Instance, b: Become, propagate: bool) -> None:
+        log.info(
+            "VRRP %s: %s -> %s (%s), priority %d",
+            inst.cfg.name, b.old.value, b.new.value, b.reason, inst.machine.priority,
+        )  # fmt: skip
+        if b.new is State.MASTER:
+            self._take_vips(inst)
+        elif b.old is State.MASTER:
+            self._release_vips(inst)
+        self._emit(inst, b)
+        if propagate and inst.group is not None:
+            self._sync(inst, b)
+
+    def _take_vips(self, inst: _Instance) -> None:
+        for vip in inst.cfg.vips:
+            try:
+                self.host.add_vip(inst.link.index, vip)
+            except OSError as e:
+                log.error("VRRP %s: cannot add %s to %s: %s", inst.cfg.name, vip, inst.link.name, e)
+        self._announce_round(inst, inst.cfg.garp.count)
+
+    def _announce_round(self, inst: _Instance, count: int) -> None:
+        loop = asyncio.get_running_loop()
+        g = inst.cfg.garp
+        for vip in inst.cfg.vips:
+            try:
+                self.announcer.announce(inst.link, vip)
+            except OSError as e:
+                log.warning("VRRP %s: announcing %s failed: %s", inst.cfg.name, vip, e)
+        inst.garp = [h for h in inst.garp if not h.cancelled()]
+        if count > 1:
+            delay = g.interval if g.interval > 0 else 0.0
+            inst.garp.append(loop.call_later(delay, self._announce_round, inst, count - 1))
+        elif g.refresh > 0:
+            inst.garp.append(loop.call_later(g.refresh, self._announce_round, inst, 1))
+
+    def _release_vips(self, inst: _Instance) -> None:
+        for h in inst.garp:
+            h.cancel()
+        inst.garp.clear()
+        for vip in inst.cfg.vips:
+            try:
+                self.host.del_vip(inst.link.index, vip)
+            except OSError as e:
+                log.error("VRRP %s: cannot remove %s from %s: %s", inst.cfg.name, vip, inst.link.name, e)
+
+    def _emit(self, inst: _Instance, b: Become) -> None:
+        for fn in list(self.listeners):
+            try:
+                fn(inst.cfg.name, b.old, b.new, b.reason)
+            except Exception:
+                log.exception("VRRP state listener failed")
+        if inst.cfg.notify:
+            argv = [*inst.cfg.notify, inst.cfg.name, b.new.value, str(inst.machine.priority)]
+            task = asyncio.get_running_loop().create_task(_notify(argv))
+            self._notify_tasks.add(task)
+            task.add_done_callback(self._notify_tasks.discard)
+
+    # ------------------------------------------------------------ sync groups
+
+    def _sync(self, origin: _Instance, b: Become) -> None:
+        """Members of a sync group follow a member that became MASTER, BACKUP or FAULT."""
+        now = asyncio.get_running_loop().time()
+        for other in self._instances.values():
+            if other is origin or other.group != origin.group or other.machine.state is b.new:
+                continue
+            reason = f"sync group {origin.group}: {origin.cfg.name} is {b.new.value}"
+            m = other.machine
+            if b.new is State.MASTER and m.state is State.BACKUP:
+                self._run(other, m.force_master(now, reason), propagate=False)
+            elif b.new is State.BACKUP and m.state is State.MASTER:
+                self._run(other, m.force_backup(now, reason), propagate=False)
+            elif b.new is State.FAULT:
+                self._run(other, m.set_fault(True, now, reason), propagate=False)
+            elif b.old is State.FAULT and m.state is State.FAULT and not other.faults:
+                self._run(other, m.set_fault(False, now, reason), propagate=False)
+
+    # ------------------------------------------------------------ tracking
+
+    def _priority(self, inst: _Instance) -> int:
+        return inst.cfg.params.priority + sum(inst.deltas.values())
+
+    def _tracked(self, inst: _Instance, key: str, weight: int, bad: bool, reason: str, now: float) -> None:
+        """Account one tracked object: weight 0 faults while bad, else adds weight while bad."""
+        if weight == 0:
+            had = bool(inst.faults)
+            if bad:
+                inst.faults[key] = reason
+            else:
+                inst.faults.pop(key, None)
+            if inst.machine.state is State.INIT:
+                return
+            if inst.faults and not had:
+                self._run(inst, inst.machine.set_fault(True, now, reason))
+            elif had and not inst.faults:
+                self._run(inst, inst.machine.set_fault(False, now, f"{key} recovered"))
+            return
+        delta = weight if bad else 0
+        if inst.deltas.get(key, 0) != delta:
+            inst.deltas[key] = delta
+            if inst.machine.state is not State.INIT:
+                self._run(inst, inst.machine.set_priority(self._priority(inst), now))
+
+    def _apply_vs(self, inst: _Instance, name: str, up: bool, now: float) -> None:
+        for t in inst.cfg.track_virtual_servers:
+            if t.name == name:
+                self._tracked(
+                    inst,
+                    f"virtual server {name}",
+                    t.weight,
+                    not up,
+                    f"virtual server {name} quorum lost",
+                    now,
+                )
+
+    def _track_links(self, inst: _Instance, now: float) -> None:
+        link = self.host.link(inst.cfg.interface)
+        own_down = link is None or not link.up
+        self._tracked(inst, f"interface {inst.cfg.interface}", 0, own_down, f"{inst.cfg.interface} down", now)
+        for t in inst.cfg.track_interfaces:
+            other = self.host.link(t.name)
+            down = other is None or not other.up
+            self._tracked(inst, f"interface {t.name}", t.weight, down, f"{t.name} down", now)
+
+    def _track_files(self, inst: _Instance) -> None:
+        for t in inst.cfg.track_files:
+            try:
+                with open(t.path, encoding="ascii") as f:
+                    value = int(f.read().strip() or 0)
+            except (OSError, ValueError):
+                value = 0
+            inst.deltas[f"file {t.path}"] = t.weight * value
+
+    async def _poll(self) -> None:
+        loop = asyncio.get_running_loop()
+        n = 0
+        while True:
+            await asyncio.sleep(LINK_POLL)
+            n += 1
+            now = loop.time()
+            for inst in self._instances.values():
+                try:
+                    self._track_links(inst, now)
+                except OSError as e:
+                    log.warning("VRRP %s: reading links failed: %s", inst.cfg.name, e)
+                if n % 5 == 0 and inst.cfg.track_files:
+                    before = self._priority(inst)
+                    self._track_files(inst)
+                    if self._priority(inst) != before and inst.machine.state is not State.INIT:
+                        self._run(inst, inst.machine.set_priority(self._priority(inst), now))
+
+
+async def _notify(argv: list[str]) -> None:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+    except OSError as e:
+        log.error("VRRP notify %s: %s", argv[0], e)
+        return
+    try:
+        async with asyncio.timeout(NOTIFY_TIMEOUT):
+            _, err = await proc.communicate()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+        await proc.wait()
+        log.error("VRRP notify %s: killed after %ss", argv[0], NOTIFY_TIMEOUT)
+        return
+    if proc.returncode:
+        first = err.decode(errors="replace").strip().splitlines()[:1]
+        log.warning("VRRP notify %s exited %s: %s", argv[0], proc.returncode, first[0] if first else "")
