@@ -11,6 +11,7 @@ APT_PACKAGES=(
   linux-image-amd64 # Debian's kernel: ip_vs with every scheduler, ipip, gre
   ipvsadm           # the independent reader of kernel state
   busybox-static    # virtme-ng's initramfs
+  keepalived        # the VRRP peer of the interop tests, and the health-check baseline
   iproute2 procps kmod
 )
 missing=()
@@ -20,6 +21,12 @@ done
 if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
+  # Packages with services (keepalived) must not start them here: policy-rc.d says no.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
