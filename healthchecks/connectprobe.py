@@ -16,6 +16,10 @@ its own epoll set, registered once with the loop as a single reader:
   timer at most every SWEEP seconds instead of one timer per probe. A timeout
   is reported up to SWEEP late.
 
+Closing is a reset (SO_LINGER 0), as HAProxy's checks do: no FIN exchange
+and no TIME_WAIT socket per check on the load balancer (at 5,000 checks a
+second that would be 300,000 of them), less work for both kernels.
+
 `done(result)` is called exactly once per started probe unless cancelled,
 possibly before start() returns (a connect that completes or fails at once).
 """
@@ -28,6 +32,7 @@ import errno
 import os
 import select
 import socket
+import struct
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -38,7 +43,8 @@ from healthchecks.result import Result, describe_os_error
 SWEEP = 0.01  # seconds: how late a timeout may be reported, and how often the sweep may run
 _STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 _IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
-_BATCH = 1024  # events taken from the epoll set per epoll_wait
+_BATCH = 1024
+_LINGER0 = struct.pack("ii", 1, 0)  # events taken from the epoll set per epoll_wait
 
 Done = Callable[[Result], object]
 Cancel = Callable[[], None]
@@ -108,6 +114,7 @@ class ConnectProber:
             done(failure(e.errno or errno.EIO))
             return None
         try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
             if source is not None:
                 # Leave the port to connect(): checks bound to one source
                 # address must not exhaust the ephemeral ports.

@@ -70,7 +70,7 @@ LAG_WINDOW = 10_000  # the most recent lags the percentiles are taken over
 # in one wake-up of the loop, and the connects they start are collected in
 # the same one. Each wake-up costs more than a check; runs start up to one
 # step late (counted in the lag).
-COALESCE = 0.005
+COALESCE = 0.01
 
 
 class SupportsCheck(Protocol):
@@ -181,6 +181,7 @@ class Scheduler:
         self._wakeup: asyncio.TimerHandle | None = None
         self._wakeup_at = math.inf
         self._ticking = False
+        self._now: float | None = None
         self._lag_max = 0.0
         self._runs = self._failures = self._retries = self._skipped = self._transitions = 0
 
@@ -285,6 +286,8 @@ class Scheduler:
     # --- the work ----------------------------------------------------------
 
     def _clock(self) -> float:
+        if self._now is not None:  # inside a tick: one reading serves every check it runs
+            return self._now
         if self._clock_fn is not None:
             return self._clock_fn()
         return asyncio.get_running_loop().time()
@@ -312,7 +315,7 @@ class Scheduler:
         self._wakeup = None
         self._wakeup_at = math.inf
         heap = self._heap
-        now = self._clock()
+        now = self._now = self._clock()
         self._ticking = True
         try:
             while heap and heap[0][0] <= now:
@@ -325,9 +328,12 @@ class Scheduler:
             # their answers in this wake-up rather than in the next.
             prober = connectprobe.existing(asyncio.get_running_loop())
             if prober is not None and prober.pending:
+                self._now = None
+                self._now = self._clock()
                 prober.collect()
         finally:
             self._ticking = False
+            self._now = None
         if heap:
             self._rearm(heap[0][0])
 
@@ -414,10 +420,11 @@ class Scheduler:
         entry.task = None
         entry.cancel = None
         spec = entry.spec
-        result = Result(result.ok, result.reason, result.weight, self._clock() - entry.started)
+        now = self._clock()
+        result = Result(result.ok, result.reason, result.weight, now - entry.started)
         if not result.ok and entry.tries <= spec.retries:
             self._retries += 1
-            self._at(self._clock() + spec.retry_delay, self._attempt, entry)
+            self._at(now + spec.retry_delay, self._attempt, entry)
             return
         self._runs += 1
         if not result.ok:
@@ -428,7 +435,6 @@ class Scheduler:
             if entry.stopped:  # a subscriber replaced or removed this check
                 return
         entry.slot += spec.interval
-        now = self._clock()
         if entry.slot <= now:  # this run overran the next due time(s): skip them
             missed = math.floor((now - entry.slot) / spec.interval) + 1
             self._skipped += missed

@@ -87,7 +87,8 @@ def check(
     path = file or config or DEFAULT_CONFIG
     cfg = _load(path)
     reals = sum(len(v.reals) for v in cfg.virtual_servers)
-    typer.echo(f"{path}: OK ({len(cfg.virtual_servers)} virtual servers, {reals} real servers)")
+    vrrp = f", {len(cfg.vrrp.instances)} VRRP instances" if cfg.vrrp.instances else ""
+    typer.echo(f"{path}: OK ({len(cfg.virtual_servers)} virtual servers, {reals} real servers{vrrp})")
 
 
 @app.command()

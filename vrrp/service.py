@@ -23,7 +23,12 @@ import struct
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
+from healthchecks.checkers.script import ScriptCheck
+from healthchecks.hysteresis import Transition
+from healthchecks.result import Result, Target
+from healthchecks.scheduler import ScheduledCheck, Scheduler
 from vrrp.instance import InstanceConfig, check_for_instance
 from vrrp.machine import Action, Become, Machine, Send, State
 from vrrp.netlink import Announcer, Host, Link
@@ -163,6 +168,7 @@ class VrrpService:
         self._poller: asyncio.Task[None] | None = None
         self._notify_tasks: set[asyncio.Task[None]] = set()
         self._vs_up: dict[str, bool] = {}
+        self._scripts: Scheduler | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -209,8 +215,8 @@ class VrrpService:
             else:
                 inst.machine.set_priority(self._priority(inst), now)
                 self._run(inst, inst.machine.start(now))
-        if any(c.track_interfaces or c.track_files for c in self.configs.values()) or self._instances:
-            self._poller = loop.create_task(self._poll(), name="vrrp tracking")
+        self._poller = loop.create_task(self._poll(), name="vrrp tracking")
+        self._start_scripts()
 
     async def stop(self) -> None:
         """Graceful: masters send priority 0 and release their VIPs."""
@@ -219,6 +225,8 @@ class VrrpService:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
+        if self._scripts is not None:
+            await self._scripts.close()
         for inst in self._instances.values():
             self._run(inst, inst.machine.shutdown(loop.time()), propagate=False)
             if inst.timer is not None:
@@ -333,7 +341,12 @@ class VrrpService:
             return
         p = inst.cfg.params
         advert = Advert(p.version, p.vrid, priority, p.interval_cs, inst.cfg.addresses)
-        src = inst.source
+        try:
+            src = inst.source
+        except OSError as e:
+            inst.send_errors += 1
+            log.warning("VRRP %s: cannot send: %s", inst.cfg.name, e)
+            return
         targets = inst.cfg.unicast_peers or ((GROUP4,) if inst.cfg.family == 4 else (GROUP6,))
         for dst in targets:
             try:
@@ -458,9 +471,46 @@ class VrrpService:
                     now,
                 )
 
+    def _start_scripts(self) -> None:
+        """Tracking scripts run on the health-check scheduler (rise/fall, timeout, process group kill)."""
+        specs = []
+        for inst in self._instances.values():
+            for i, t in enumerate(inst.cfg.track_scripts):
+                specs.append(
+                    ScheduledCheck(
+                        key=(inst.cfg.name, i),
+                        checker=ScriptCheck(t.command, user=t.user),
+                        target=Target("127.0.0.1"),
+                        interval=t.interval,
+                        timeout=t.timeout,
+                        rise=t.rise,
+                        fall=t.fall,
+                        initially_up=True,
+                    )  # fmt: skip
+                )
+        if not specs:
+            return
+        self._scripts = Scheduler()
+        self._scripts.subscribe(self._script_changed)
+        self._scripts.update(specs)
+
+    def _script_changed(self, key: object, t: Transition, result: Result) -> None:
+        name, i = cast(tuple[str, int], key)
+        inst = self._instances[name]
+        script = inst.cfg.track_scripts[i]
+        label = f"script {script.command[0]}"
+        reason = f"{label}: {t.reason or result.reason}"
+        now = asyncio.get_running_loop().time()
+        self._tracked(inst, f"{label} #{i}", script.weight, not t.up, reason, now)
+
     def _track_links(self, inst: _Instance, now: float) -> None:
         link = self.host.link(inst.cfg.interface)
         own_down = link is None or not link.up
+        if link is not None and link.index == inst.link.index:
+            inst.link = link  # addresses may have changed (the advert source follows the primary)
+            if inst.cfg.source is None:
+                with contextlib.suppress(OSError):  # no address right now: keep the last one
+                    inst.machine.local_address = inst.source
         self._tracked(inst, f"interface {inst.cfg.interface}", 0, own_down, f"{inst.cfg.interface} down", now)
         for t in inst.cfg.track_interfaces:
             other = self.host.link(t.name)

@@ -16,7 +16,7 @@ from typing import Any
 from ipvsmgr.config.durations import parse_duration
 from ipvsmgr.config.errors import Path
 from ipvsmgr.config.model import VrrpConfig
-from vrrp.instance import Garp, InstanceConfig, TrackFile, TrackInterface, TrackVirtualServer
+from vrrp.instance import Garp, InstanceConfig, TrackFile, TrackInterface, TrackScript, TrackVirtualServer
 from vrrp.machine import Params
 
 Error = Callable[[Path, str], None]
@@ -137,6 +137,24 @@ def _instance(d: dict[str, Any], path: Path, error: Error, vs_names: set[str]) -
                 f"no virtual server named {tv['name']!r} (virtual servers: {known})",
             )
         tracked_vs.append(TrackVirtualServer(tv["name"], tv.get("weight", 0)))
+    scripts = []
+    for j, sc in enumerate(t.get("scripts") or ()):
+        interval_s = parse_duration(sc.get("interval", 2))
+        timeout_s = parse_duration(sc.get("timeout", 2))
+        if interval_s <= 0 or timeout_s <= 0:
+            bad(("track", "scripts", j), "a tracking script needs an interval and a timeout above 0")
+            continue
+        scripts.append(
+            TrackScript(
+                tuple(sc["argv"]),
+                interval_s,
+                timeout_s,
+                sc.get("weight", 0),
+                sc.get("rise", 1),
+                sc.get("fall", 1),
+                sc.get("user"),
+            )  # fmt: skip
+        )
     priority = d.get("priority", 100)
     if not ok:
         return None
@@ -156,6 +174,7 @@ def _instance(d: dict[str, Any], path: Path, error: Error, vs_names: set[str]) -
             TrackInterface(x["name"], x.get("weight", 0)) for x in t.get("interfaces") or ()
         ),
         track_files=tuple(TrackFile(x["path"], x.get("weight", 1)) for x in t.get("files") or ()),
+        track_scripts=tuple(scripts),
         track_virtual_servers=tuple(tracked_vs),
         notify=tuple(d.get("notify") or ()),
     )  # fmt: skip

@@ -130,3 +130,21 @@ def test_source_problems(lab: Lab) -> None:
 def test_bad_targets(lab: Lab) -> None:
     assert check(lab, Target(SERVER4, 0))[0].reason == "no port"
     assert check(lab, Target("not-an-address", 80))[0].reason == "bad target address"
+
+
+def test_closes_with_a_reset_and_leaves_no_time_wait(lab: Lab, listeners: list[socket.socket]) -> None:
+    s = listen(lab, listeners)
+    for _ in range(5):
+        result, _ = check(lab, Target(SERVER4, s.getsockname()[1]))
+        assert result.ok, result
+    conns = [s.accept()[0] for _ in range(5)]
+    try:
+        for c in conns:
+            c.settimeout(2)
+            with pytest.raises(ConnectionResetError):
+                c.recv(1)
+    finally:
+        for c in conns:
+            c.close()
+    out = sh("ip", "netns", "exec", lab.client, "ss", "-tanH", "state", "time-wait")
+    assert out.strip() == ""

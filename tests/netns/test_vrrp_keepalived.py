@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.netns.lab import have_root
 from tests.netns.vrrplab import ADDR4, VIP4, VIP6, VrrpLab, keepalived
 from vrrp.packet import GROUP4, Advert, decode, encode
 
@@ -23,6 +24,8 @@ pytestmark = pytest.mark.skipif(keepalived() is None, reason="keepalived is not 
 
 @pytest.fixture
 def vlab(tmp_path: Path) -> Iterator[VrrpLab]:
+    if not have_root():
+        pytest.skip("network namespaces need root")
     lab = VrrpLab(tmp_path)
     try:
         lab.setup()
@@ -93,6 +96,9 @@ def test_ipvsmgr_higher_priority_is_master_keepalived_backup(vlab: VrrpLab) -> N
     # Only ipvsmgr advertises (keepalived, as backup, is silent), ~10 per second.
     assert not adverts_from(vlab, ADDR4["b"], t)
     assert 3 <= len(adverts_from(vlab, ADDR4["a"], t)) <= 7
+    # Becoming master, a announced the VIP: 5 gratuitous ARPs (the default count) with its MAC.
+    garps = [mac for _, mac, addr in vlab.announced if addr == VIP4]
+    assert garps.count(vlab.mac("a")) >= 5
 
 
 def test_keepalived_higher_priority_is_master_ipvsmgr_backup(vlab: VrrpLab) -> None:
@@ -189,3 +195,5 @@ def test_ipv6_vrrpv3_with_keepalived(vlab: VrrpLab) -> None:
     src = ipaddress.IPv6Address(mine[-1].src)
     out = decode(mine[-1].vrrp, src, ipaddress.IPv6Address("ff02::12"), 255)
     assert isinstance(out, Advert) and out.addresses == (ipaddress.IPv6Address(VIP6),)
+    # ...and announced the VIP with unsolicited neighbour advertisements carrying a's MAC.
+    assert [mac for _, mac, addr in vlab.announced if addr == VIP6].count(vlab.mac("a")) >= 5

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import select
 import shutil
 import signal
 import socket
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.netns.lab import in_netns, sh
+from tests.netns.lab import enter, in_netns, sh
 
 ROOT = Path(__file__).resolve().parents[2]
 ADDR4 = {"a": "198.18.10.1", "b": "198.18.10.2", "c": "198.18.10.3"}
@@ -60,6 +61,7 @@ class VrrpLab:
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     captured: list[Captured] = field(default_factory=list)
+    announced: list[tuple[float, bytes, str]] = field(default_factory=list)  # (at, sender MAC, address)
     _stop: threading.Event = field(default_factory=threading.Event)
     _sniffer: threading.Thread | None = None
 
@@ -172,8 +174,8 @@ class VrrpLab:
         text = sh("ip", "-n", self.ns(node), "-br", "link", "show", "eth0").split()[2]
         return bytes.fromhex(text.replace(":", ""))
 
-    def sniff(self) -> None:
-        """Record every VRRP packet (IPv4 and IPv6) through a's switch port from now on."""
+    def sniff(self, port: str = "pa") -> None:
+        """Record every VRRP packet (IPv4 and IPv6) through a switch port (a's by default) from now on."""
         ready = threading.Event()
 
         def body() -> None:
@@ -182,7 +184,7 @@ class VrrpLab:
 
             s = in_netns(self.ns("sw"), make)
             with s:
-                s.bind(("pa", 0))
+                s.bind((port, 0))
                 s.settimeout(0.1)
                 ready.set()
                 while not self._stop.is_set():
@@ -193,10 +195,31 @@ class VrrpLab:
                     c = parse_vrrp_frame(frame)
                     if c is not None:
                         self.captured.append(c)
+                        continue
+                    a = parse_announcement(frame)
+                    if a is not None:
+                        self.announced.append((time.monotonic(), *a))
 
         self._sniffer = threading.Thread(target=body, daemon=True)
         self._sniffer.start()
         ready.wait(5)
+
+
+def parse_announcement(frame: bytes) -> tuple[bytes, str] | None:
+    """(sender MAC, address) of a gratuitous ARP or an unsolicited neighbour advertisement."""
+    if len(frame) < 42:
+        return None
+    ethertype = struct.unpack_from("!H", frame, 12)[0]
+    if ethertype == 0x0806:
+        op = struct.unpack_from("!H", frame, 20)[0]
+        spa, tpa = frame[28:32], frame[38:42]
+        if op in (1, 2) and spa == tpa and frame[0:6] == b"\xff" * 6:
+            return frame[22:28], str(ipaddress.IPv4Address(spa))
+    elif ethertype == 0x86DD and len(frame) >= 14 + 40 + 24 and frame[14 + 6] == 58:
+        icmp = frame[14 + 40 :]
+        if icmp[0] == 136 and icmp[4] & 0x20 and not icmp[4] & 0x40:  # override, not solicited
+            return frame[6:12], str(ipaddress.IPv6Address(icmp[8:24]))
+    return None
 
 
 def parse_vrrp_frame(frame: bytes) -> Captured | None:
@@ -217,3 +240,60 @@ def parse_vrrp_frame(frame: bytes) -> Captured | None:
         dst = str(ipaddress.IPv6Address(ip[24:40]))
         return Captured(time.monotonic(), frame[6:12], src, dst, ip[7], tclass, ip[40 : 40 + plen])
     return None
+
+
+PING_EVERY = 0.01
+
+
+class Pinger(threading.Thread):
+    """ICMP echo to an IPv4 address every 10 ms from a namespace, for `duration` s; records reply times."""
+
+    def __init__(self, ns: str, target: str, duration: float) -> None:
+        super().__init__(daemon=True)
+        self.ns, self.target, self.duration = ns, target, duration
+        self.replies: list[float] = []
+        self.sent = 0
+        self.stop_at = time.monotonic() + duration
+
+    def run(self) -> None:
+        enter(self.ns)
+        ident = os.getpid() & 0xFFFF
+        with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as s:
+            s.setblocking(False)
+            next_send = time.monotonic()
+            seq = 0
+            while (now := time.monotonic()) < self.stop_at:
+                if now >= next_send:
+                    seq = (seq + 1) & 0xFFFF
+                    s.sendto(_echo(ident, seq), (self.target, 0))
+                    self.sent += 1
+                    next_send += PING_EVERY
+                ready, _, _ = select.select([s], [], [], max(0.0, next_send - time.monotonic()))
+                if not ready:
+                    continue
+                while True:
+                    try:
+                        packet = s.recv(2048)
+                    except BlockingIOError:
+                        break
+                    ihl = (packet[0] & 0x0F) * 4
+                    kind, _, _, rid, _ = struct.unpack_from("!BBHHH", packet, ihl)
+                    if kind == 0 and rid == ident:
+                        self.replies.append(time.monotonic())
+
+    def outage(self, event: float) -> float | None:
+        """The longest gap between two consecutive replies, the later one after `event`
+        (a reply already in flight at the event must not hide the gap that follows it);
+        None if no reply came after the event at all."""
+        gaps = [b - a for a, b in zip(self.replies, self.replies[1:], strict=False) if b >= event]
+        if not any(t >= event for t in self.replies) or not gaps:
+            return None
+        return max(gaps)
+
+
+def _echo(ident: int, seq: int) -> bytes:
+    head = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"ipvsmgr-failover"
+    total = sum(struct.unpack(f"!{len(head) // 2}H", head))
+    total = (total & 0xFFFF) + (total >> 16)
+    total += total >> 16
+    return head[:2] + struct.pack("!H", ~total & 0xFFFF) + head[4:]

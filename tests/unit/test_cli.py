@@ -13,7 +13,7 @@ from ipvsmgr import __version__
 from ipvsmgr.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = [ROOT / "etc" / "ipvsmgr" / "ipvsmgr.yaml", ROOT / "etc" / "examples" / "all-methods.yaml"]
+EXAMPLES = [ROOT / "etc" / "ipvsmgr" / "ipvsmgr.yaml", *sorted((ROOT / "etc" / "examples").glob("*.yaml"))]
 PACKAGE_SCHEMA = ROOT / "ipvsmgr" / "config" / "ipvsmgr.schema.json"
 ETC_SCHEMA = ROOT / "etc" / "ipvsmgr" / "ipvsmgr.schema.json"
 COMMANDS = ["check", "schema", "plan", "apply", "run"]
@@ -45,7 +45,10 @@ def test_no_arguments_shows_help(runner: CliRunner) -> None:
 def test_check_examples(runner: CliRunner, path: Path) -> None:
     r = invoke(runner, "check", str(path))
     assert r.exit_code == 0, r.stderr
-    assert re.fullmatch(rf"{re.escape(str(path))}: OK \(\d+ virtual servers, \d+ real servers\)\n", r.stdout)
+    assert re.fullmatch(
+        rf"{re.escape(str(path))}: OK \(\d+ virtual servers, \d+ real servers(, \d+ VRRP instances)?\)\n",
+        r.stdout,
+    )
     assert r.stderr == ""
 
 

@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 
 from ipvsmgr.config import ConfigError, load_text
-from vrrp.instance import Garp, TrackFile, TrackInterface, TrackVirtualServer
+from vrrp.instance import Garp, TrackFile, TrackInterface, TrackScript, TrackVirtualServer
 from vrrp.machine import Params
 
 F = "lb.yaml"
@@ -36,6 +36,7 @@ vrrp:
         interfaces: [{name: eth1}, {name: eth2, weight: -20}]
         virtual_servers: [{name: web, weight: -60}]
         files: [{path: /run/lb/weight}]
+        scripts: [{argv: [/usr/local/bin/ok, -q], interval: 1s, weight: -30, fall: 2}]
       notify: [/usr/local/bin/vrrp-notify, --quiet]
     - name: inside
       interface: eth1
@@ -66,6 +67,7 @@ def test_full_section() -> None:
     assert out.track_interfaces == (TrackInterface("eth1", 0), TrackInterface("eth2", -20))
     assert out.track_virtual_servers == (TrackVirtualServer("web", -60),)
     assert out.track_files == (TrackFile("/run/lb/weight", 1),)
+    assert out.track_scripts == (TrackScript(("/usr/local/bin/ok", "-q"), 1.0, 2.0, -30, 1, 2, None),)
     assert out.notify == ("/usr/local/bin/vrrp-notify", "--quiet")
     assert out.family == 4 and out.unicast_peers == () and out.source is None
     assert inside.params == Params(vrid=51, priority=100, interval_cs=200, version=2, preempt=False)
@@ -149,3 +151,13 @@ def test_schema_errors() -> None:
     assert "colour" in got[2][2]
     missing = problems("vrrp:\n  instances:\n    - {name: a, interface: eth0}\n")
     assert missing == [(3, 7, "'virtual_addresses' is required here"), (3, 7, "'vrid' is required here")]
+
+
+def test_authentication_other_than_none_is_refused_clearly() -> None:
+    got = problems(
+        inst("      version: 2\n      authentication: pass\n      virtual_addresses: [198.18.0.1]\n")
+    )
+    assert len(got) == 1 and got[0][:2] == (7, 23)
+    assert got[0][2].startswith("VRRP authentication is not supported")
+    ok = load_text(inst("      authentication: none\n      virtual_addresses: [198.18.0.1]\n"), F)
+    assert ok.vrrp.instances[0].params.version == 3

@@ -94,3 +94,29 @@ def test_mutated_adverts_never_raise_and_a_flipped_byte_is_caught(
     out = decode(bytes(data), SRC4, GROUP4, 255)
     if xor:
         assert isinstance(out, Drop) or out != a
+
+
+def test_instance_rules() -> None:
+    from vrrp.instance import InstanceConfig, check_for_instance, parse_vip
+    from vrrp.machine import Params
+
+    def cfg(version: int = 3, priority: int = 100, interval_cs: int = 100) -> InstanceConfig:
+        return InstanceConfig(
+            "vi", "eth0", Params(51, priority, interval_cs, version), (parse_vip("198.18.0.100/24"),)
+        )
+
+    vip = (V4("198.18.0.100"),)
+    assert check_for_instance(Advert(3, 51, 200, 100, vip), cfg()) is None
+    assert (
+        check_for_instance(Advert(3, 51, 200, 50, vip), cfg()) is None
+    )  # v3: a different interval is learnt
+    assert check_for_instance(Advert(2, 51, 200, 100, vip), cfg()) is Drop.VERSION
+    assert check_for_instance(Advert(3, 51, 200, 100, (V4("198.18.0.1"),)), cfg()) is Drop.ADDRESSES
+    assert check_for_instance(Advert(3, 51, 200, 100, ()), cfg()) is Drop.ADDRESSES
+    assert (
+        check_for_instance(Advert(3, 51, 200, 100, (V4("198.18.0.1"),)), cfg(priority=255)) is None
+    )  # owner
+    v2 = cfg(version=2)
+    assert check_for_instance(Advert(2, 51, 200, 100, vip), v2) is None
+    assert check_for_instance(Advert(2, 51, 200, 200, vip), v2) is Drop.INTERVAL
+    assert check_for_instance(Advert(2, 51, 200, 100, vip, auth_type=1), v2) is Drop.AUTH
