@@ -62,7 +62,6 @@ class Daemon:
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.reload_requested = False
-        self._vrrp_restart = False
         self.scheduler = Scheduler()
         self.scheduler.subscribe(self._on_transition)
         self.events = EventBus()
@@ -70,7 +69,7 @@ class Daemon:
         self.client: IPVSClient | None = None
         self.config: Config | None = None
         self.vrrp: VrrpService | None = None
-        self._vrrp_restart = False
+        self._vrrp_reload = False
 
     # ------------------------------------------------------------ checks
 
@@ -155,9 +154,7 @@ class Daemon:
         self.config = config
         self._schedule(config, set())
         if old is None or old.vrrp != config.vrrp:
-            # Until instances are reloaded one by one, a changed vrrp: section
-            # restarts VRRP (masters hand over with priority 0 first).
-            self._vrrp_restart = True
+            self._vrrp_reload = True
         log.info("reloaded %s", self.config_path)
 
     # ------------------------------------------------------------ main
@@ -178,6 +175,24 @@ class Daemon:
                 service.set_virtual_server(v.name, self.quorum[key])
         await service.start()
         self.vrrp = service
+
+    async def _reload_vrrp(self) -> None:
+        """Unchanged instances keep their state and VIPs; only the changed ones restart."""
+        assert self.config is not None
+        if self.vrrp is None:
+            await self._start_vrrp()
+            return
+        try:
+            added, removed, restarted = self.vrrp.update(
+                self.config.vrrp.instances, self.config.vrrp.sync_groups
+            )
+        except OSError as e:
+            log.error("VRRP reload failed: %s", e)
+            return
+        log.info(
+            "VRRP reloaded: added %s, removed %s, restarted %s",
+            ", ".join(added) or "none", ", ".join(removed) or "none", ", ".join(restarted) or "none",
+        )  # fmt: skip
 
     async def _stop_vrrp(self) -> None:
         if self.vrrp is not None:
@@ -200,10 +215,9 @@ class Daemon:
             await self._reconcile()
             await self._start_vrrp()
             while not self.stopping.is_set():
-                if self._vrrp_restart:
-                    self._vrrp_restart = False
-                    await self._stop_vrrp()
-                    await self._start_vrrp()
+                if self._vrrp_reload:
+                    self._vrrp_reload = False
+                    await self._reload_vrrp()
                 await self._reconcile()
                 deadline = time.monotonic() + self.resync
                 while not self.wake.is_set() and not self.stopping.is_set():

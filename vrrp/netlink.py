@@ -121,20 +121,32 @@ class Announcer:
         self._arp.clear()
         self._icmp6.clear()
 
-    def announce(self, link: Link, vip: VIP) -> None:
-        if vip.version == 4:
-            sock = self._arp.get(link.index)
-            if sock is None:
-                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+    def prepare(self, link: Link, family: int) -> None:
+        """Open the link's socket now: binding a packet socket can take tens of
+        milliseconds (an RCU grace period), which must not delay the first
+        gratuitous ARP of a take-over."""
+        if family == 4 and link.index not in self._arp:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+            try:
                 sock.bind((link.name, ETH_P_ARP))
-                self._arp[link.index] = sock
-            sock.send(garp_frame(link.mac, vip.ip))
-            return
-        sock = self._icmp6.get(link.index)
-        if sock is None:
+            except OSError:
+                sock.close()
+                raise
+            self._arp[link.index] = sock
+        elif family == 6 and link.index not in self._icmp6:
             sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, link.name.encode())
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, link.index)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, link.name.encode())
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, link.index)
+            except OSError:
+                sock.close()
+                raise
             self._icmp6[link.index] = sock
-        sock.sendto(unsolicited_na(link.mac, vip.ip), ("ff02::1", 0, 0, link.index))
+
+    def announce(self, link: Link, vip: VIP) -> None:
+        self.prepare(link, vip.version)
+        if vip.version == 4:
+            self._arp[link.index].send(garp_frame(link.mac, vip.ip))
+        else:
+            self._icmp6[link.index].sendto(unsolicited_na(link.mac, vip.ip), ("ff02::1", 0, 0, link.index))

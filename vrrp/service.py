@@ -30,7 +30,7 @@ from healthchecks.hysteresis import Transition
 from healthchecks.result import Result, Target
 from healthchecks.scheduler import ScheduledCheck, Scheduler
 from vrrp.instance import InstanceConfig, check_for_instance
-from vrrp.machine import Action, Become, Machine, Send, State
+from vrrp.machine import Action, Become, Machine, Send, State, master_down_interval
 from vrrp.netlink import Announcer, Host, Link
 from vrrp.packet import GROUP4, GROUP6, PROTO, TOS, TTL, Advert, Drop, IPAddress, decode, encode
 
@@ -39,6 +39,8 @@ log = logging.getLogger("ipvsmgr.vrrp")
 UNKNOWN_PEER = "unknown_peer"
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; typeshed lacks the name
 NOTIFY_TIMEOUT = 10.0
+HANDOVER_LINGER = 0.02  # seconds the VIPs stay after the successor's first advert (its GARPs travel)
+TIMER_EARLY = 0.001  # seconds a protocol timer may fire early (the loop's wait resolution)
 LINK_POLL = 0.2  # seconds between checks of tracked links, files (files: x5)
 
 StateListener = Callable[[str, State, State, str], object]  # instance, old, new, reason
@@ -56,6 +58,7 @@ class _Instance:
     group: str | None = None
     sent: int = 0
     send_errors: int = 0
+    leaving: asyncio.Future[None] | None = None  # handing over on stop: VIPs kept until this is done
 
     @property
     def source(self) -> IPAddress:
@@ -175,51 +178,118 @@ class VrrpService:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        for cfg in self.configs.values():
-            link = self.host.link(cfg.interface)
-            if link is None:
-                raise OSError(f"VRRP instance {cfg.name}: no interface {cfg.interface}")
-            key = (link.index, cfg.family)
-            chan = self._channels.get(key)
-            if chan is None:
-                chan = self._channels[key] = _Channel(link, cfg.family, multicast=True)
-                loop.add_reader(chan.sock.fileno(), self._readable, chan)
-            if cfg.params.vrid in chan.instances:
-                raise OSError(
-                    f"VRRP instance {cfg.name}: VRID {cfg.params.vrid} is used twice on {link.name}"
-                )
-            inst = _Instance(cfg, Machine(cfg.params, ipaddress.ip_address(0)), link)
-            inst.machine.local_address = inst.source
-            for group, members in self.groups.items():
-                if cfg.name in members:
-                    inst.group = group
-            chan.instances[cfg.params.vrid] = inst
-            self._instances[cfg.name] = inst
-            self._local.update(link.addresses4)
-            if link.link_local6 is not None:
-                self._local.add(link.link_local6)
-            if cfg.source is not None:
-                self._local.add(cfg.source)
-            # VIPs belong to the master: one left behind (a crash, kill -9) goes now.
-            for vip in cfg.vips:
-                with contextlib.suppress(OSError):
-                    self.host.del_vip(link.index, vip)
-        for inst in self._instances.values():
-            self._track_links(inst, now)
-            self._track_files(inst)
-            for t in inst.cfg.track_virtual_servers:
-                self._apply_vs(inst, t.name, self._vs_up.get(t.name, True), now)
-            if inst.faults:
-                inst.machine.state = State.FAULT
-                self._emit(inst, Become(State.INIT, State.FAULT, "; ".join(inst.faults.values())))
-            else:
-                inst.machine.set_priority(self._priority(inst), now)
-                self._run(inst, inst.machine.start(now))
+        added = [self._add(cfg) for cfg in self.configs.values()]
+        for inst in added:
+            self._begin(inst, now)
         self._poller = loop.create_task(self._poll(), name="vrrp tracking")
         self._start_scripts()
 
+    def update(
+        self, instances: Iterable[InstanceConfig], sync_groups: Iterable[tuple[str, tuple[str, ...]]] = ()
+    ) -> tuple[list[str], list[str], list[str]]:
+        """Reload: an instance whose configuration is unchanged keeps running
+        (state, timers, VIPs: no failover); a removed one shuts down (priority
+        0, VIPs released); a changed one restarts; a new one starts.
+        Returns (added, removed, restarted) names."""
+        now = asyncio.get_running_loop().time()
+        wanted = {c.name: c for c in instances}
+        self.groups = {name: members for name, members in sync_groups}
+        removed = [n for n in self._instances if n not in wanted]
+        changed = [n for n, c in wanted.items() if n in self._instances and self._instances[n].cfg != c]
+        restarted = [n for n in changed if not _soft_change(self._instances[n].cfg, wanted[n])]
+        added = [n for n in wanted if n not in self._instances]
+        for name in removed + restarted:
+            self._remove(self._instances[name], now)
+        for name in changed:
+            if name not in restarted:  # priority, preemption, tracking, GARP, notify: applied in place
+                inst = self._instances[name]
+                inst.cfg = wanted[name]
+                inst.machine.params = wanted[name].params
+                keys = _tracked_keys(inst.cfg)  # forget objects no longer tracked
+                inst.deltas = {k: v for k, v in inst.deltas.items() if k in keys}
+                inst.faults = {k: v for k, v in inst.faults.items() if k in keys}
+                self._track_files(inst)
+                for t in inst.cfg.track_virtual_servers:
+                    self._apply_vs(inst, t.name, self._vs_up.get(t.name, True), now)
+                if inst.machine.state is not State.INIT:
+                    self._run(inst, inst.machine.set_priority(self._priority(inst), now))
+        self.configs = wanted
+        fresh = [self._add(wanted[n]) for n in restarted + added]
+        for inst in self._instances.values():
+            inst.group = next((g for g, members in self.groups.items() if inst.cfg.name in members), None)
+        for inst in fresh:
+            self._begin(inst, now)
+        if self._scripts is not None:
+            self._scripts.update(self._script_specs())
+        else:
+            self._start_scripts()
+        return added, removed, restarted
+
+    def _add(self, cfg: InstanceConfig) -> _Instance:
+        """Open (or share) the channel and register the instance; it starts in INIT."""
+        loop = asyncio.get_running_loop()
+        link = self.host.link(cfg.interface)
+        if link is None:
+            raise OSError(f"VRRP instance {cfg.name}: no interface {cfg.interface}")
+        key = (link.index, cfg.family)
+        chan = self._channels.get(key)
+        if chan is None:
+            chan = self._channels[key] = _Channel(link, cfg.family, multicast=True)
+            loop.add_reader(chan.sock.fileno(), self._readable, chan)
+        if cfg.params.vrid in chan.instances:
+            raise OSError(f"VRRP instance {cfg.name}: VRID {cfg.params.vrid} is used twice on {link.name}")
+        inst = _Instance(cfg, Machine(cfg.params, ipaddress.ip_address(0)), link)
+        inst.machine.local_address = inst.source
+        inst.group = next((g for g, members in self.groups.items() if cfg.name in members), None)
+        chan.instances[cfg.params.vrid] = inst
+        self._instances[cfg.name] = inst
+        self._local.update(link.addresses4)
+        if link.link_local6 is not None:
+            self._local.add(link.link_local6)
+        if cfg.source is not None:
+            self._local.add(cfg.source)
+        try:
+            self.announcer.prepare(link, cfg.family)
+        except OSError as e:
+            log.warning("VRRP %s: cannot open the announcement socket on %s: %s", cfg.name, link.name, e)
+        # VIPs belong to the master: one left behind (a crash, kill -9) goes now.
+        for vip in cfg.vips:
+            with contextlib.suppress(OSError):
+                self.host.del_vip(link.index, vip)
+        return inst
+
+    def _begin(self, inst: _Instance, now: float) -> None:
+        self._track_links(inst, now)
+        self._track_files(inst)
+        for t in inst.cfg.track_virtual_servers:
+            self._apply_vs(inst, t.name, self._vs_up.get(t.name, True), now)
+        if inst.faults:
+            inst.machine.state = State.FAULT
+            self._emit(inst, Become(State.INIT, State.FAULT, "; ".join(inst.faults.values())))
+        else:
+            inst.machine.set_priority(self._priority(inst), now)
+            self._run(inst, inst.machine.start(now))
+
+    def _remove(self, inst: _Instance, now: float) -> None:
+        self._run(inst, inst.machine.shutdown(now), propagate=False)
+        self._unregister(inst)
+
+    def _unregister(self, inst: _Instance) -> None:
+        if inst.timer is not None:
+            inst.timer.cancel()
+            inst.timer = None
+        self._instances.pop(inst.cfg.name, None)
+        key = (inst.link.index, inst.cfg.family)
+        chan = self._channels.get(key)
+        if chan is not None:
+            chan.instances.pop(inst.cfg.params.vrid, None)
+            if not chan.instances:
+                asyncio.get_running_loop().remove_reader(chan.sock.fileno())
+                chan.close()
+                del self._channels[key]
+
     async def stop(self) -> None:
-        """Graceful: masters send priority 0 and release their VIPs."""
+        """Graceful: masters hand over (priority 0; VIPs kept until a new master speaks), others stop."""
         loop = asyncio.get_running_loop()
         if self._poller is not None:
             self._poller.cancel()
@@ -227,20 +297,41 @@ class VrrpService:
                 await self._poller
         if self._scripts is not None:
             await self._scripts.close()
-        for inst in self._instances.values():
-            self._run(inst, inst.machine.shutdown(loop.time()), propagate=False)
-            if inst.timer is not None:
-                inst.timer.cancel()
-        for chan in self._channels.values():
-            loop.remove_reader(chan.sock.fileno())
-            chan.close()
-        self._channels.clear()
+        leaving = []
+        for inst in list(self._instances.values()):
+            if inst.machine.state is State.MASTER:
+                leaving.append(self._hand_over(inst, loop.time()))
+            else:
+                self._remove(inst, loop.time())
+        if leaving:
+            await asyncio.wait(leaving)
         self.announcer.close()
         if self._notify_tasks:
             await asyncio.wait(self._notify_tasks, timeout=NOTIFY_TIMEOUT)
 
     def close(self) -> None:
         self.host.close()
+
+    def _hand_over(self, inst: _Instance, now: float) -> asyncio.Future[None]:
+        """Leave mastership without a gap: advertise priority 0 (a backup takes
+        over after its skew time instead of Master_Down_Interval) but keep the
+        VIPs until the new master's first advert is heard, plus HANDOVER_LINGER
+        for its gratuitous ARPs to reach the clients; without a successor, release
+        them after the longest Master_Down_Interval any backup can have.
+        Clients never see the VIP missing: keepalived releases at once."""
+        loop = asyncio.get_running_loop()
+        inst.leaving = loop.create_future()
+        self._run(inst, inst.machine.shutdown(now), propagate=False)
+        limit = master_down_interval(1, inst.machine.master_interval_cs, inst.cfg.params.version)
+        inst.timer = loop.call_later(limit, self._left, inst)
+        return inst.leaving
+
+    def _left(self, inst: _Instance) -> None:
+        if inst.leaving is None or inst.leaving.done():
+            return
+        self._release_vips(inst)
+        self._unregister(inst)
+        inst.leaving.set_result(None)
 
     # ------------------------------------------------------------ inputs from the daemon
 
@@ -310,6 +401,11 @@ class VrrpService:
         bad = check_for_instance(out, inst.cfg)
         if bad is not None:
             return bad.value
+        if inst.leaving is not None:
+            if out.priority > 0 and inst.timer is not None:  # the successor speaks: release soon
+                inst.timer.cancel()
+                inst.timer = asyncio.get_running_loop().call_later(HANDOVER_LINGER, self._left, inst)
+            return None
         self._run(inst, inst.machine.receive(out, src, now))
         return None
 
@@ -329,11 +425,15 @@ class VrrpService:
             inst.timer = None
         deadline = inst.machine.deadline()
         if deadline is not None:
-            inst.timer = asyncio.get_running_loop().call_at(deadline, self._fire, inst)
+            inst.timer = asyncio.get_running_loop().call_at(deadline - TIMER_EARLY, self._fire, inst)
 
     def _fire(self, inst: _Instance) -> None:
         inst.timer = None
-        self._run(inst, inst.machine.timer(asyncio.get_running_loop().time()))
+        now = asyncio.get_running_loop().time()
+        deadline = inst.machine.deadline()
+        if deadline is not None and now < deadline <= now + TIMER_EARLY:
+            now = deadline  # epoll_wait sleeps whole milliseconds, rounded up: fire up to 1 ms early instead
+        self._run(inst, inst.machine.timer(now))
 
     def _send(self, inst: _Instance, priority: int) -> None:
         chan = self._channels.get((inst.link.index, inst.cfg.family))
@@ -357,14 +457,14 @@ class VrrpService:
                 log.warning("VRRP %s: sending to %s failed: %s", inst.cfg.name, dst, e)
 
     def _transition(self, inst: _Instance, b: Become, propagate: bool) -> None:
+        if b.new is State.MASTER:  # VIPs and GARPs first: the clients are waiting, the log is not
+            self._take_vips(inst)
+        elif b.old is State.MASTER and inst.leaving is None:  # a hand-over releases them later
+            self._release_vips(inst)
         log.info(
             "VRRP %s: %s -> %s (%s), priority %d",
             inst.cfg.name, b.old.value, b.new.value, b.reason, inst.machine.priority,
         )  # fmt: skip
-        if b.new is State.MASTER:
-            self._take_vips(inst)
-        elif b.old is State.MASTER:
-            self._release_vips(inst)
         self._emit(inst, b)
         if propagate and inst.group is not None:
             self._sync(inst, b)
@@ -473,6 +573,14 @@ class VrrpService:
 
     def _start_scripts(self) -> None:
         """Tracking scripts run on the health-check scheduler (rise/fall, timeout, process group kill)."""
+        specs = self._script_specs()
+        if not specs:
+            return
+        self._scripts = Scheduler()
+        self._scripts.subscribe(self._script_changed)
+        self._scripts.update(specs)
+
+    def _script_specs(self) -> list[ScheduledCheck]:
         specs = []
         for inst in self._instances.values():
             for i, t in enumerate(inst.cfg.track_scripts):
@@ -488,11 +596,7 @@ class VrrpService:
                         initially_up=True,
                     )  # fmt: skip
                 )
-        if not specs:
-            return
-        self._scripts = Scheduler()
-        self._scripts.subscribe(self._script_changed)
-        self._scripts.update(specs)
+        return specs
 
     def _script_changed(self, key: object, t: Transition, result: Result) -> None:
         name, i = cast(tuple[str, int], key)
@@ -543,6 +647,29 @@ class VrrpService:
                     self._track_files(inst)
                     if self._priority(inst) != before and inst.machine.state is not State.INIT:
                         self._run(inst, inst.machine.set_priority(self._priority(inst), now))
+
+
+def _tracked_keys(cfg: InstanceConfig) -> set[str]:
+    """The keys _tracked() files an instance's tracked objects under."""
+    keys = {f"interface {cfg.interface}"}
+    keys |= {f"interface {t.name}" for t in cfg.track_interfaces}
+    keys |= {f"virtual server {t.name}" for t in cfg.track_virtual_servers}
+    keys |= {f"file {t.path}" for t in cfg.track_files}
+    keys |= {f"script {t.command[0]} #{i}" for i, t in enumerate(cfg.track_scripts)}
+    return keys
+
+
+def _soft_change(old: InstanceConfig, new: InstanceConfig) -> bool:
+    """Whether a reload can apply new to a running instance without restarting it:
+    the same router on the wire (VRID, version, interval, VIPs, peers, source,
+    interface), not becoming or ceasing to be the address owner."""
+    p, q = old.params, new.params
+    same_router = (p.vrid, p.version, p.interval_cs) == (q.vrid, q.version, q.interval_cs)
+    owner = (p.priority == 255) == (q.priority == 255)
+    same_place = (old.interface, old.vips, old.unicast_peers, old.source) == (
+        new.interface, new.vips, new.unicast_peers, new.source,
+    )  # fmt: skip
+    return same_router and owner and same_place
 
 
 async def _notify(argv: list[str]) -> None:

@@ -63,6 +63,28 @@ def test_quorum_drives_vrrp(ipvs: Lab, nat_lab: None) -> None:
         wait_for(lambda: has_vip(), 10)
         time.sleep(0.5)
         assert has_vip()
+
+        # A reload that leaves vrrp: alone does not touch the instance ...
+        Path(cfg).write_text(CONFIG.replace("scheduler: wrr", "scheduler: rr") + VRRP)
+        mark = log.stat().st_size
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reloaded" in log.read_text()[mark:], 60)
+        time.sleep(1.0)
+        assert "VRRP" not in log.read_text()[mark:] and has_vip()
+        # ... a new priority is applied in place (no transition, no VIP gap) ...
+        Path(cfg).write_text(CONFIG + VRRP.replace("priority: 150", "priority: 140"))
+        mark = log.stat().st_size
+        daemon.send_signal(signal.SIGHUP)
+        done = "VRRP reloaded: added none, removed none, restarted none"
+        wait_for(lambda: done in log.read_text()[mark:], 60)
+        assert has_vip() and "VRRP instance edge" not in log.read_text()[mark:]
+        # ... and another interval (a different router on the wire) restarts it.
+        Path(cfg).write_text(CONFIG + VRRP.replace("advert_interval: 100ms", "advert_interval: 200ms"))
+        mark = log.stat().st_size
+        daemon.send_signal(signal.SIGHUP)
+        done = "VRRP reloaded: added none, removed none, restarted edge"
+        wait_for(lambda: done in log.read_text()[mark:], 60)
+        wait_for(lambda: has_vip(), 10)
     finally:
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(30)

@@ -328,3 +328,45 @@ def test_script_tracking_faults_while_the_script_fails(vlab: VrrpLab) -> None:
         wait(lambda: r.state() is State.MASTER, 5, "master again")
     finally:
         r.stop()
+
+
+def test_reload_keeps_unchanged_instances_running(vlab: VrrpLab) -> None:
+    vip2, vip3 = "198.18.10.101", "198.18.10.102"
+    one = instance(priority=150, name="one")
+    two = instance(priority=150, name="two", params=Params(52, 150, 10), vips=(parse_vip(vip2 + "/24"),))
+    four = instance(
+        priority=150, name="four", params=Params(54, 150, 10), vips=(parse_vip("198.18.10.104/24"),)
+    )
+    r = Running(vlab.ns("a"), [one, two, four])
+    try:
+        wait(lambda: all(r.state(n) is State.MASTER for n in ("one", "two", "four")), 5, "all master")
+        before = {s["name"]: s["transitions"] for s in r.call(lambda s: s.status())}
+        vlab.sniff()
+        t = time.monotonic()
+        # one unchanged; two: another priority (applied in place); four: another
+        # interval (a different router on the wire: restarted); three: new
+        two_b = instance(
+            priority=140, name="two", params=Params(52, 140, 10), vips=(parse_vip(vip2 + "/24"),)
+        )
+        four_b = instance(
+            priority=150, name="four", params=Params(54, 150, 20), vips=(parse_vip("198.18.10.104/24"),)
+        )
+        three = instance(
+            priority=120, name="three", params=Params(53, 120, 10), vips=(parse_vip(vip3 + "/24"),)
+        )
+        assert r.call(lambda s: s.update([one, two_b, three, four_b])) == (["three"], [], ["four"])
+        wait(lambda: all(r.state(n) is State.MASTER for n in ("three", "four")), 5, "three and four master")
+        after = {s["name"]: s["transitions"] for s in r.call(lambda s: s.status())}
+        assert after["one"] == before["one"] and after["two"] == before["two"]  # no transition at all
+        assert vlab.has_address("a", VIP4) and vlab.has_address("a", vip2)
+        time.sleep(0.3)
+        ones = [c.vrrp[2] for c in vlab.captured if c.at >= t and c.vrrp[1] == 51]
+        assert ones and set(ones) == {150}  # never a priority 0, never a gap
+        twos = [c.vrrp[2] for c in vlab.captured if c.at >= t and c.vrrp[1] == 52]
+        assert twos and 0 not in twos and twos[-1] == 140  # the new priority, advertised at once
+        # removing two releases its VIP with a priority-0 advert
+        assert r.call(lambda s: s.update([one, three, four_b])) == ([], ["two"], [])
+        wait(lambda: not vlab.has_address("a", vip2), 5, "two's VIP released")
+        assert any(c.vrrp[1] == 52 and c.vrrp[2] == 0 for c in vlab.captured)
+    finally:
+        r.stop()

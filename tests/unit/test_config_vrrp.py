@@ -161,3 +161,8 @@ def test_authentication_other_than_none_is_refused_clearly() -> None:
     assert got[0][2].startswith("VRRP authentication is not supported")
     ok = load_text(inst("      authentication: none\n      virtual_addresses: [198.18.0.1]\n"), F)
     assert ok.vrrp.instances[0].params.version == 3
+
+
+def test_accept_false_is_refused_rather_than_ignored() -> None:
+    got = problems(inst("      accept: false\n      virtual_addresses: [198.18.0.1]\n"))
+    assert len(got) == 1 and got[0][:2] == (6, 15) and got[0][2].startswith("accept: false is not supported")
