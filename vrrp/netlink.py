@@ -95,6 +95,31 @@ class Host:
         return any(a.get_attr("IFA_ADDRESS") == str(address) for a in self._ipr.get_addr(index=index))
 
 
+class LinkEvents:
+    """An rtnetlink socket subscribed to link and address changes: readable when
+    something changed, so tracking need not poll."""
+
+    GROUPS = 0x1 | 0x10 | 0x100  # RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
+
+    def __init__(self) -> None:
+        self._ipr = IPRoute()
+        try:
+            self._ipr.bind(groups=self.GROUPS)
+        except BaseException:
+            self._ipr.close()
+            raise
+
+    def fileno(self) -> int:
+        return int(self._ipr.fileno())
+
+    def drain(self) -> int:
+        """Read what is waiting (call when readable); the number of messages."""
+        return len(self._ipr.get())
+
+    def close(self) -> None:
+        self._ipr.close()
+
+
 def garp_frame(mac: bytes, vip: ipaddress.IPv4Address) -> bytes:
     """A gratuitous ARP request: who-has VIP tell VIP, from our MAC, to broadcast."""
     arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, ARPOP_REQUEST) + mac + vip.packed + bytes(6) + vip.packed

@@ -31,7 +31,7 @@ from healthchecks.result import Result, Target
 from healthchecks.scheduler import ScheduledCheck, Scheduler
 from vrrp.instance import InstanceConfig, check_for_instance
 from vrrp.machine import Action, Become, Machine, Send, State, master_down_interval
-from vrrp.netlink import Announcer, Host, Link
+from vrrp.netlink import Announcer, Host, Link, LinkEvents
 from vrrp.packet import GROUP4, GROUP6, PROTO, TOS, TTL, Advert, Drop, IPAddress, decode, encode
 
 log = logging.getLogger("ipvsmgr.vrrp")
@@ -41,7 +41,8 @@ IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; typeshed lacks the
 NOTIFY_TIMEOUT = 10.0
 HANDOVER_LINGER = 0.02  # seconds the VIPs stay after the successor's first advert (its GARPs travel)
 TIMER_EARLY = 0.001  # seconds a protocol timer may fire early (the loop's wait resolution)
-LINK_POLL = 0.2  # seconds between checks of tracked links, files (files: x5)
+FILE_POLL = 1.0  # seconds between reads of tracked files
+LINK_RECHECK = 5.0  # seconds between full link checks (changes arrive as netlink events)
 
 StateListener = Callable[[str, State, State, str], object]  # instance, old, new, reason
 
@@ -59,15 +60,20 @@ class _Instance:
     sent: int = 0
     send_errors: int = 0
     leaving: asyncio.Future[None] | None = None  # handing over on stop: VIPs kept until this is done
+    vips: frozenset[IPAddress] = frozenset()  # every instance's VIPs: never a source address
 
     @property
     def source(self) -> IPAddress:
         if self.cfg.source is not None:
             return self.cfg.source
         if self.cfg.family == 4:
-            if not self.link.addresses4:
-                raise OSError(f"{self.link.name} has no IPv4 address to send VRRP from")
-            return self.link.addresses4[0]
+            # Never a VIP (ours come and go; a /32 VIP even looks primary), and
+            # keep the address in use while the link still has it.
+            usable = [a for a in self.link.addresses4 if a not in self.vips]
+            if not usable:
+                raise OSError(f"{self.link.name} has no IPv4 address (besides VIPs) to send VRRP from")
+            current = self.machine.local_address
+            return current if current in usable else usable[0]
         if self.link.link_local6 is None:
             raise OSError(f"{self.link.name} has no usable link-local IPv6 address")
         return self.link.link_local6
@@ -169,6 +175,8 @@ class VrrpService:
         self._channels: dict[tuple[int, int], _Channel] = {}
         self._local: set[IPAddress] = set()
         self._poller: asyncio.Task[None] | None = None
+        self._events: LinkEvents | None = None
+        self._relink_pending = False
         self._notify_tasks: set[asyncio.Task[None]] = set()
         self._vs_up: dict[str, bool] = {}
         self._scripts: Scheduler | None = None
@@ -182,6 +190,11 @@ class VrrpService:
         for inst in added:
             self._begin(inst, now)
         self._poller = loop.create_task(self._poll(), name="vrrp tracking")
+        try:
+            self._events = LinkEvents()
+            loop.add_reader(self._events.fileno(), self._links_changed)
+        except OSError as e:  # tracking still works, from the periodic check only
+            log.warning("VRRP: no netlink link events (%s); links are checked every %gs", e, LINK_RECHECK)
         self._start_scripts()
 
     def update(
@@ -215,8 +228,10 @@ class VrrpService:
                     self._run(inst, inst.machine.set_priority(self._priority(inst), now))
         self.configs = wanted
         fresh = [self._add(wanted[n]) for n in restarted + added]
+        vips = self._all_vips()
         for inst in self._instances.values():
             inst.group = next((g for g, members in self.groups.items() if inst.cfg.name in members), None)
+            inst.vips = vips
         for inst in fresh:
             self._begin(inst, now)
         if self._scripts is not None:
@@ -238,7 +253,7 @@ class VrrpService:
             loop.add_reader(chan.sock.fileno(), self._readable, chan)
         if cfg.params.vrid in chan.instances:
             raise OSError(f"VRRP instance {cfg.name}: VRID {cfg.params.vrid} is used twice on {link.name}")
-        inst = _Instance(cfg, Machine(cfg.params, ipaddress.ip_address(0)), link)
+        inst = _Instance(cfg, Machine(cfg.params, ipaddress.ip_address(0)), link, vips=self._all_vips())
         inst.machine.local_address = inst.source
         inst.group = next((g for g, members in self.groups.items() if cfg.name in members), None)
         chan.instances[cfg.params.vrid] = inst
@@ -257,6 +272,9 @@ class VrrpService:
             with contextlib.suppress(OSError):
                 self.host.del_vip(link.index, vip)
         return inst
+
+    def _all_vips(self) -> frozenset[IPAddress]:
+        return frozenset(v.ip for c in self.configs.values() for v in c.vips)
 
     def _begin(self, inst: _Instance, now: float) -> None:
         self._track_links(inst, now)
@@ -295,6 +313,10 @@ class VrrpService:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
+        if self._events is not None:
+            loop.remove_reader(self._events.fileno())
+            self._events.close()
+            self._events = None
         if self._scripts is not None:
             await self._scripts.close()
         leaving = []
@@ -630,19 +652,40 @@ class VrrpService:
                 value = 0
             inst.deltas[f"file {t.path}"] = t.weight * value
 
+    def _links_changed(self) -> None:
+        """A link or address changed: re-check the links once, after draining the burst."""
+        assert self._events is not None
+        try:
+            self._events.drain()
+        except OSError as e:
+            log.warning("VRRP: reading netlink events failed: %s", e)
+        if not self._relink_pending:
+            self._relink_pending = True
+            asyncio.get_running_loop().call_soon(self._relink)
+
+    def _relink(self) -> None:
+        self._relink_pending = False
+        now = asyncio.get_running_loop().time()
+        for inst in list(self._instances.values()):
+            if inst.leaving is not None:
+                continue
+            try:
+                self._track_links(inst, now)
+            except OSError as e:
+                log.warning("VRRP %s: reading links failed: %s", inst.cfg.name, e)
+
     async def _poll(self) -> None:
         loop = asyncio.get_running_loop()
         n = 0
+        every = round(LINK_RECHECK / FILE_POLL)
         while True:
-            await asyncio.sleep(LINK_POLL)
+            await asyncio.sleep(FILE_POLL)
             n += 1
             now = loop.time()
+            if n % every == 0 or self._events is None:
+                self._relink()
             for inst in self._instances.values():
-                try:
-                    self._track_links(inst, now)
-                except OSError as e:
-                    log.warning("VRRP %s: reading links failed: %s", inst.cfg.name, e)
-                if n % 5 == 0 and inst.cfg.track_files:
+                if inst.cfg.track_files and inst.leaving is None:
                     before = self._priority(inst)
                     self._track_files(inst)
                     if self._priority(inst) != before and inst.machine.state is not State.INIT:

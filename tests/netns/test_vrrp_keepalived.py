@@ -129,9 +129,12 @@ def test_advert_is_byte_identical_to_keepalived(vlab: VrrpLab) -> None:
         Advert(3, 51, 150, 100, (ipaddress.IPv4Address(VIP4),)), ipaddress.IPv4Address(ADDR4["a"]), GROUP4
     )
     assert i.vrrp == expected
+
     # ... and a graceful stop of either says priority 0
-    zero = [c for c in vlab.captured if c.src == ADDR4["a"] and c.vrrp[2] == 0]
-    assert len(zero) >= 2
+    def zeros() -> int:
+        return sum(1 for c in vlab.captured if c.src == ADDR4["a"] and c.vrrp[2] == 0)
+
+    vlab.wait_for(lambda: zeros() >= 2, 2, "a priority-0 advert from each on stop")
 
 
 def test_preempt_matches_keepalived(vlab: VrrpLab) -> None:
