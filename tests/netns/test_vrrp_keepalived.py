@@ -200,3 +200,15 @@ def test_ipv6_vrrpv3_with_keepalived(vlab: VrrpLab) -> None:
     assert isinstance(out, Advert) and out.addresses == (ipaddress.IPv6Address(VIP6),)
     # ...and announced the VIP with unsolicited neighbour advertisements carrying a's MAC.
     assert [mac for _, mac, addr in vlab.announced if addr == VIP6].count(vlab.mac("a")) >= 5
+
+
+@pytest.mark.parametrize("ipvsmgr_master", [True, False])
+def test_vrrpv2_with_keepalived(vlab: VrrpLab, ipvsmgr_master: bool) -> None:
+    high, low = (150, 100) if ipvsmgr_master else (100, 150)
+    vlab.keepalived("b", keepalived_conf(low, interval="1", version=2), "ka")
+    vlab.ipvsmgr("a", ipvsmgr_conf(high, interval="1s", version=2), "im")
+    master, backup = ("a", "b") if ipvsmgr_master else ("b", "a")
+    settle(vlab, master, backup)
+    v2 = [c.vrrp for c in vlab.captured if c.vrrp[0] == 0x21]
+    assert v2, "no VRRPv2 adverts on the wire"
+    assert not [c for c in vlab.captured if c.vrrp[0] == 0x31]  # and no v3
