@@ -105,18 +105,26 @@ class ScriptCheck:
         # From here on the read ends belong to the captures, which close them.
         out = _Capture(loop, out_r, self.output_limit)
         err = _Capture(loop, err_r, self.output_limit)
-        timed_out = False
+        timed_out = cancelled = False
         try:
             async with asyncio.timeout(timeout):
                 await proc.wait()
         except TimeoutError:
             timed_out = True
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
             # Timed out, cancelled or exited: nothing of the group outlives the run.
             # (At the timeout the leader is not reaped yet, so its pid still names the group.)
             _kill_group(proc.pid)
             out.close()
             err.close()
+            if cancelled and proc.returncode is None:
+                # Reap it before the cancellation goes on: its transport closes when it
+                # is reaped, and a loop closing right after would leave it unclosed.
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.shield(asyncio.wait_for(proc.wait(), _KILL_WAIT))
         if proc.returncode is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), _KILL_WAIT)

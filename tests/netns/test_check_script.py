@@ -271,3 +271,32 @@ def test_no_descriptors_leak(tmp_path: Path) -> None:
     before = len(os.listdir("/proc/self/fd"))
     asyncio.run(body())
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_cancelled_run_reaps_its_process_before_the_loop_goes(tmp_path: Path) -> None:
+    # Cancelling a check (a scheduler closing) must not leave the subprocess
+    # transport for the garbage collector: a loop closed right after the
+    # cancellation would never close it (ResourceWarning: unclosed transport).
+    import gc
+    import warnings
+
+    c = ScriptCheck([script(tmp_path / "slow.sh", "sleep 30\n")])
+
+    async def cancel_midway() -> None:
+        task = asyncio.get_running_loop().create_task(c.check(TARGET, 10.0))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        start = time.monotonic()
+        loop = asyncio.new_event_loop()  # closed at once, without asyncio.run's clean-up
+        loop.run_until_complete(cancel_midway())
+        loop.close()
+        gc.collect()
+    assert time.monotonic() - start < 5
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)], [
+        str(w.message) for w in caught
+    ]
