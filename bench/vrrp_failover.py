@@ -36,39 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.netns.lab import sh  # noqa: E402
-from tests.netns.vrrplab import VIP4, Pinger, VrrpLab, keepalived  # noqa: E402
-
-
-def ipvsmgr_conf(priority: int, interval: float) -> str:
-    return f"""\
-vrrp:
-  instances:
-    - name: vi_1
-      interface: eth0
-      vrid: 51
-      priority: {priority}
-      advert_interval: {round(interval * 1000)}ms
-      virtual_addresses: [{VIP4}/24]
-"""
-
-
-def keepalived_conf(priority: int, interval: float) -> str:
-    return f"""\
-global_defs {{
-    router_id ka{priority}
-    vrrp_version 3
-}}
-vrrp_instance VI_1 {{
-    state BACKUP
-    interface eth0
-    virtual_router_id 51
-    priority {priority}
-    advert_int {interval:g}
-    virtual_ipaddress {{
-        {VIP4}/24
-    }}
-}}
-"""
+from tests.netns.vrrplab import VIP4, Pinger, VrrpLab, ipvsmgr_conf, keepalived, keepalived_conf  # noqa: E402
 
 
 def one_run(impl: str, interval: float, mode: str) -> dict[str, Any]:
@@ -78,11 +46,12 @@ def one_run(impl: str, interval: float, mode: str) -> dict[str, Any]:
             lab.setup()
             lab.sniff("pc")
             if impl == "ipvsmgr":
-                master = lab.ipvsmgr("a", ipvsmgr_conf(150, interval), "a")
-                lab.ipvsmgr("b", ipvsmgr_conf(100, interval), "b")
+                every = f"{round(interval * 1000)}ms"
+                master = lab.ipvsmgr("a", ipvsmgr_conf(150, interval=every), "a")
+                lab.ipvsmgr("b", ipvsmgr_conf(100, interval=every), "b")
             else:
-                master = lab.keepalived("a", keepalived_conf(150, interval), "a")
-                lab.keepalived("b", keepalived_conf(100, interval), "b")
+                master = lab.keepalived("a", keepalived_conf(150, interval=f"{interval:g}"), "a")
+                lab.keepalived("b", keepalived_conf(100, interval=f"{interval:g}"), "b")
             lab.wait_for(
                 lambda: lab.has_address("a", VIP4) and not lab.has_address("b", VIP4), 30, "a master"
             )

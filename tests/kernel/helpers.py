@@ -49,6 +49,13 @@ class Lab:
         env = dict(os.environ, IPVSMGR_STATE_DIR=self.state_dir, PYTHONPATH=str(ROOT))
         return subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
 
+    def daemon(self, config: str, log: Path) -> subprocess.Popen[bytes]:
+        """Start `ipvsmgr run` on `config` (1 s resync), its output into `log`."""
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        argv = [sys.executable, "-m", "ipvsmgr", "run", "-c", config, "--state-dir", self.state_dir]
+        with log.open("w") as out:
+            return subprocess.Popen([*argv, "--resync", "1s"], stdout=out, stderr=subprocess.STDOUT, env=env)
+
     def write(self, name: str, text: str) -> str:
         path = self.work / name
         path.write_text(text)

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.kernel.helpers import ROOT, Lab, in_netns, ipvsadm
+from tests.kernel.helpers import Lab, in_netns, ipvsadm
 
 INTERVAL, TIMEOUT, RISE, FALL = 0.5, 0.4, 2, 2
 CONFIG = f"""\
@@ -91,13 +88,7 @@ def test_health_drives_weights_quorum_sorry_and_reload(ipvs: Lab, nat_lab: None)
     servers = {a: Server(a, 8080) for a in ("198.18.2.2", "198.18.2.3")}
     for s in servers.values():
         s.start()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    with log.open("w") as out:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "ipvsmgr", "run", "-c", cfg, "--state-dir", ipvs.state_dir,
-             "--resync", "1s"],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+    daemon = ipvs.daemon(cfg, log)
     try:
         a, b, sorry = "198.18.2.2:8080", "198.18.2.3:8080", "198.18.2.9:8080"
         # new reals start out of rotation and come in after `rise` passes

@@ -8,14 +8,11 @@ after its master-down interval); `ip addr` is the independent reader.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tests.kernel.helpers import ROOT, Lab, sh
+from tests.kernel.helpers import Lab, sh
 from tests.kernel.test_health import CONFIG, Server, wait_for, weights
 
 VRRP = """\
@@ -45,13 +42,7 @@ def test_quorum_drives_vrrp(ipvs: Lab, nat_lab: None) -> None:
     servers = {a: Server(a, 8080) for a in ("198.18.2.2", "198.18.2.3")}
     for s in servers.values():
         s.start()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    with log.open("w") as out:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "ipvsmgr", "run", "-c", cfg, "--state-dir", ipvs.state_dir,
-             "--resync", "1s"],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+    daemon = ipvs.daemon(cfg, log)
     try:
         a = "198.18.2.2:8080"
         wait_for(lambda: weights().get(a) == 5 and has_vip(), 90)

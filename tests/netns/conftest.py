@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.netns.lab import Lab, have_root, make_lab
+from tests.netns.vrrplab import VrrpLab
 
 
 @pytest.fixture
@@ -15,6 +17,19 @@ def lab() -> Iterator[Lab]:
         pytest.skip("network namespaces need root")
     lab = make_lab()
     try:
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture
+def vrrp_lab(tmp_path: Path) -> Iterator[VrrpLab]:
+    """The bridged LAN of namespaces a, b, c (tests/netns/vrrplab.py)."""
+    if not have_root():
+        pytest.skip("network namespaces need root")
+    lab = VrrpLab(tmp_path)
+    try:
+        lab.setup()
         yield lab
     finally:
         lab.close()

@@ -11,43 +11,22 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.netns.lab import have_root
-from tests.netns.vrrplab import VIP4, Pinger, VrrpLab
-
-CONF = """\
-vrrp:
-  instances:
-    - name: vi_1
-      interface: eth0
-      vrid: 51
-      priority: {priority}
-      advert_interval: 100ms
-      virtual_addresses: [198.18.10.100/24]
-"""
+from tests.netns.vrrplab import VIP4, Pinger, VrrpLab, ipvsmgr_conf
 
 
 @pytest.fixture
-def pair(tmp_path: Path) -> Iterator[VrrpLab]:
-    if not have_root():
-        pytest.skip("network namespaces need root")
-    lab = VrrpLab(tmp_path)
-    try:
-        lab.setup()
-        lab.sniff("pc")
-        yield lab
-    finally:
-        lab.close()
+def pair(vrrp_lab: VrrpLab) -> VrrpLab:
+    vrrp_lab.sniff("pc")  # the client's port: it sees every node's multicast
+    return vrrp_lab
 
 
 @pytest.mark.parametrize("mode", ["crash", "graceful"])
 def test_client_outage(pair: VrrpLab, mode: str) -> None:
-    master = pair.ipvsmgr("a", CONF.format(priority=150), "a")
-    pair.ipvsmgr("b", CONF.format(priority=100), "b")
+    master = pair.ipvsmgr("a", ipvsmgr_conf(150), "a")
+    pair.ipvsmgr("b", ipvsmgr_conf(100), "b")
     pair.wait_for(lambda: pair.has_address("a", VIP4) and not pair.has_address("b", VIP4), 15, "a master")
     time.sleep(0.5)
     pinger = Pinger(pair.ns("c"), VIP4, 4.0)

@@ -10,70 +10,19 @@ from __future__ import annotations
 import ipaddress
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.netns.lab import have_root
-from tests.netns.vrrplab import ADDR4, VIP4, VIP6, VrrpLab, keepalived
+from tests.netns.vrrplab import ADDR4, VIP4, VIP6, VrrpLab, ipvsmgr_conf, keepalived, keepalived_conf
 from vrrp.packet import GROUP4, Advert, decode, encode
 
 pytestmark = pytest.mark.skipif(keepalived() is None, reason="keepalived is not installed (scripts/setup.sh)")
 
 
 @pytest.fixture
-def vlab(tmp_path: Path) -> Iterator[VrrpLab]:
-    if not have_root():
-        pytest.skip("network namespaces need root")
-    lab = VrrpLab(tmp_path)
-    try:
-        lab.setup()
-        lab.sniff()
-        yield lab
-    finally:
-        lab.close()
-
-
-def ipvsmgr_conf(
-    priority: int, *, interval: str = "100ms", preempt: bool = True, vip: str = VIP4 + "/24",
-    version: int = 3, extra: str = "",
-) -> str:  # fmt: skip
-    return f"""\
-vrrp:
-  instances:
-    - name: vi_1
-      interface: eth0
-      vrid: 51
-      priority: {priority}
-      version: {version}
-      advert_interval: {interval}
-      preempt: {"true" if preempt else "false"}
-      virtual_addresses: [{vip}]
-{extra}"""
-
-
-def keepalived_conf(
-    priority: int, *, interval: str = "0.1", preempt: bool = True, vip: str = VIP4 + "/24",
-    version: int = 3, extra: str = "",
-) -> str:  # fmt: skip
-    return f"""\
-global_defs {{
-    router_id ka
-    vrrp_version {version}
-}}
-vrrp_instance VI_1 {{
-    state BACKUP
-    interface eth0
-    virtual_router_id 51
-    priority {priority}
-    advert_int {interval}
-    {"" if preempt else "nopreempt"}
-    virtual_ipaddress {{
-        {vip}
-    }}
-{extra}}}
-"""
+def vlab(vrrp_lab: VrrpLab) -> VrrpLab:
+    vrrp_lab.sniff()
+    return vrrp_lab
 
 
 def settle(lab: VrrpLab, master: str, backup: str, vip: str = VIP4, timeout: float = 15.0) -> None:

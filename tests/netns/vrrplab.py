@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.netns.lab import enter, in_netns, sh
+from vrrp.packet import checksum
 
 ROOT = Path(__file__).resolve().parents[2]
 ADDR4 = {"a": "198.18.10.1", "b": "198.18.10.2", "c": "198.18.10.3"}
@@ -242,6 +243,47 @@ def parse_vrrp_frame(frame: bytes) -> Captured | None:
     return None
 
 
+def ipvsmgr_conf(
+    priority: int, *, interval: str = "100ms", preempt: bool = True, vip: str = VIP4 + "/24",
+    version: int = 3, extra: str = "",
+) -> str:  # fmt: skip
+    return f"""\
+vrrp:
+  instances:
+    - name: vi_1
+      interface: eth0
+      vrid: 51
+      priority: {priority}
+      version: {version}
+      advert_interval: {interval}
+      preempt: {"true" if preempt else "false"}
+      virtual_addresses: [{vip}]
+{extra}"""
+
+
+def keepalived_conf(
+    priority: int, *, interval: str = "0.1", preempt: bool = True, vip: str = VIP4 + "/24",
+    version: int = 3, extra: str = "",
+) -> str:  # fmt: skip
+    return f"""\
+global_defs {{
+    router_id ka
+    vrrp_version {version}
+}}
+vrrp_instance VI_1 {{
+    state BACKUP
+    interface eth0
+    virtual_router_id 51
+    priority {priority}
+    advert_int {interval}
+    {"" if preempt else "nopreempt"}
+    virtual_ipaddress {{
+        {vip}
+    }}
+{extra}}}
+"""
+
+
 PING_EVERY = 0.01
 
 
@@ -293,7 +335,4 @@ class Pinger(threading.Thread):
 
 def _echo(ident: int, seq: int) -> bytes:
     head = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"ipvsmgr-failover"
-    total = sum(struct.unpack(f"!{len(head) // 2}H", head))
-    total = (total & 0xFFFF) + (total >> 16)
-    total += total >> 16
-    return head[:2] + struct.pack("!H", ~total & 0xFFFF) + head[4:]
+    return head[:2] + struct.pack("!H", checksum(head)) + head[4:]
