@@ -256,7 +256,7 @@ def run(
 
     from ipvsmgr.config.durations import parse_duration
     from ipvsmgr.ipvs.client import IPVSUnavailable
-    from ipvsmgr.runtime import Daemon
+    from ipvsmgr.runtime import Daemon, StartupError
 
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.INFO),
@@ -266,7 +266,7 @@ def run(
     _load(path)  # refuse to start on an invalid file, with every problem listed
     try:
         asyncio.run(Daemon(path, state_dir, parse_duration(resync)).run())
-    except IPVSUnavailable as e:
+    except (IPVSUnavailable, StartupError) as e:
         _fail(str(e))
 
 

@@ -51,6 +51,10 @@ def _checked_reals(config: Config) -> Iterator[tuple[RealId, ScheduledCheck]]:
             yield key, spec
 
 
+class StartupError(Exception):
+    """The daemon cannot start as configured (the message says why); nothing of it is left running."""
+
+
 class Daemon:
     def __init__(self, config_path: str, state_dir: str, resync: float = 10.0) -> None:
         self.config_path = config_path
@@ -173,7 +177,11 @@ class Daemon:
             key = service_key(v)
             if key in self.quorum:  # known before start: an instance starts in the right state
                 service.set_virtual_server(v.name, self.quorum[key])
-        await service.start()
+        try:
+            await service.start()
+        except OSError as e:
+            service.close()
+            raise StartupError(f"cannot start VRRP: {e}") from e
         self.vrrp = service
 
     async def _reload_vrrp(self) -> None:

@@ -60,6 +60,12 @@ class InstanceConfig:
     track_scripts: tuple[TrackScript, ...] = ()
     track_virtual_servers: tuple[TrackVirtualServer, ...] = ()
     notify: tuple[str, ...] = ()  # argv; instance name, state and priority are appended
+    virtual_mac: str | None = None  # name of the macvlan carrying the RFC virtual MAC, or None
+
+    @property
+    def virtual_mac_address(self) -> bytes:
+        """00:00:5e:00:01:VRID (IPv4) or 00:00:5e:00:02:VRID (IPv6): RFC 5798 7.3."""
+        return bytes((0, 0, 0x5E, 0, 1 if self.family == 4 else 2, self.params.vrid))
 
     @property
     def family(self) -> int:

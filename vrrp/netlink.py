@@ -91,8 +91,75 @@ class Host:
             raise
         return True
 
+    def ensure_macvlan(self, name: str, base: Link, mac: bytes) -> Link:
+        """The virtual-MAC interface: a bridge-mode macvlan on base with mac, left down.
+
+        Bridge mode, not private: in private mode the kernel hands a frame whose
+        source MAC is one of ours (a peer's advert from the same virtual MAC)
+        only to the macvlan, and the base interface's socket would never see
+        it. An interface of that name that is a macvlan of ours from an earlier
+        run is rebuilt; anything else is refused, never deleted."""
+        found = self._ipr.link_lookup(ifname=name)
+        if found:
+            msg = self._ipr.get_links(found[0])[0]
+            info = msg.get_attr("IFLA_LINKINFO")
+            kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+            if kind != "macvlan":
+                raise OSError(f"{name} exists and is not a macvlan ({kind or 'no kind'}): not touching it")
+            if msg.get_attr("IFLA_ADDRESS") != _mac_text(mac):
+                raise OSError(f"{name} exists with MAC {msg.get_attr('IFLA_ADDRESS')}, not {_mac_text(mac)}")
+            self._ipr.link("del", index=found[0])
+        self._ipr.link(
+            "add", ifname=name, kind="macvlan", link=base.index, macvlan_mode="bridge", address=_mac_text(mac)
+        )
+        link = self.link(name)
+        if link is None:
+            raise OSError(f"{name} vanished right after it was created")
+        # No IPv6 link-local of its own: one derived from the shared MAC would be
+        # the same on every router, and even a random one makes a backup send
+        # MLD reports from the virtual MAC. Adverts come from the base's link-local.
+        write_sysctl(f"net/ipv6/conf/{name}/addr_gen_mode", "1", missing_ok=True)
+        # Answer ARP only for the VIPs on it, never for the base's addresses.
+        write_sysctl(f"net/ipv4/conf/{name}/arp_ignore", "1")
+        # Clients' packets arrive here but the route back is the base: no strict reverse-path check.
+        write_sysctl(f"net/ipv4/conf/{name}/rp_filter", "0")
+        return link
+
+    def set_up(self, index: int, up: bool) -> None:
+        self._ipr.link("set", index=index, state="up" if up else "down")
+
+    def delete_link(self, index: int) -> bool:
+        try:
+            self._ipr.link("del", index=index)
+        except NetlinkError as e:
+            if e.code in (errno.ENODEV, errno.ENOENT):
+                return False
+            raise
+        return True
+
     def has_address(self, index: int, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(a.get_attr("IFA_ADDRESS") == str(address) for a in self._ipr.get_addr(index=index))
+
+
+def _mac_text(mac: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in mac)
+
+
+def read_sysctl(name: str) -> str | None:
+    try:
+        with open(f"/proc/sys/{name}", encoding="ascii") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return None
+
+
+def write_sysctl(name: str, value: str, missing_ok: bool = False) -> None:
+    try:
+        with open(f"/proc/sys/{name}", "w", encoding="ascii") as f:
+            f.write(value)
+    except FileNotFoundError:
+        if not missing_ok:
+            raise
 
 
 class LinkEvents:
@@ -145,6 +212,20 @@ class Announcer:
             s.close()
         self._arp.clear()
         self._icmp6.clear()
+
+    def ready(self, index: int) -> None:
+        """The link came up: drop the ENETDOWN a packet socket bound while it was
+        down keeps pending (it would fail the first announcement)."""
+        sock = self._arp.get(index)
+        if sock is not None:
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+
+    def forget(self, index: int) -> None:
+        """Close the sockets of a link that is going away."""
+        for table in (self._arp, self._icmp6):
+            sock = table.pop(index, None)
+            if sock is not None:
+                sock.close()
 
     def prepare(self, link: Link, family: int) -> None:
         """Open the link's socket now: binding a packet socket can take tens of

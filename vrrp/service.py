@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import ipaddress
 import logging
 import os
@@ -31,13 +32,18 @@ from healthchecks.result import Result, Target
 from healthchecks.scheduler import ScheduledCheck, Scheduler
 from vrrp.instance import InstanceConfig, check_for_instance
 from vrrp.machine import Action, Become, Machine, Send, State, master_down_interval
-from vrrp.netlink import Announcer, Host, Link, LinkEvents
+from vrrp.netlink import Announcer, Host, Link, LinkEvents, read_sysctl, write_sysctl
 from vrrp.packet import GROUP4, GROUP6, PROTO, TOS, TTL, Advert, Drop, IPAddress, decode, encode
 
 log = logging.getLogger("ipvsmgr.vrrp")
 
 UNKNOWN_PEER = "unknown_peer"
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; typeshed lacks the name
+IPV6_FREEBIND = 78  # Linux >= 4.15
+SO_ATTACH_FILTER = 26
+BASE_SYSCTLS = {"arp_ignore": "1", "arp_announce": "2"}  # raised (never lowered) on a virtual MAC's base
+_DROP_ALL_PROG = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # BPF: ret #0
+_DROP_ALL = struct.pack("HL", 1, ctypes.addressof(_DROP_ALL_PROG))  # struct sock_fprog
 NOTIFY_TIMEOUT = 10.0
 HANDOVER_LINGER = 0.02  # seconds the VIPs stay after the successor's first advert (its GARPs travel)
 TIMER_EARLY = 0.001  # seconds a protocol timer may fire early (the loop's wait resolution)
@@ -61,6 +67,9 @@ class _Instance:
     send_errors: int = 0
     leaving: asyncio.Future[None] | None = None  # handing over on stop: VIPs kept until this is done
     vips: frozenset[IPAddress] = frozenset()  # every instance's VIPs: never a source address
+    vmac: Link | None = None  # the virtual-MAC macvlan: up and carrying the VIPs while master
+    vmac_up: bool = False
+    tx: _Channel | None = None  # sends the adverts from the virtual MAC (on the macvlan)
 
     @property
     def source(self) -> IPAddress:
@@ -82,7 +91,7 @@ class _Instance:
 class _Channel:
     """The raw socket of one (interface, family)."""
 
-    def __init__(self, link: Link, family: int, multicast: bool) -> None:
+    def __init__(self, link: Link, family: int, multicast: bool, receive: bool = True) -> None:
         self.link = link
         self.family = family
         af = socket.AF_INET if family == 4 else socket.AF_INET6
@@ -109,6 +118,10 @@ class _Channel:
                 if multicast:
                     mreq = GROUP6.packed + struct.pack("I", link.index)
                     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+                if not receive:  # the macvlan's sender: its source is the base's link-local
+                    s.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+            if not receive:  # send only: a filter that accepts nothing keeps the queue empty
+                s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, _DROP_ALL)
         except BaseException:
             s.close()
             raise
@@ -180,13 +193,22 @@ class VrrpService:
         self._notify_tasks: set[asyncio.Task[None]] = set()
         self._vs_up: dict[str, bool] = {}
         self._scripts: Scheduler | None = None
+        self._saved_sysctls: dict[str, dict[str, str]] = {}  # base interface -> values before our macvlans
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        added = [self._add(cfg) for cfg in self.configs.values()]
+        added: list[_Instance] = []
+        try:
+            for cfg in self.configs.values():
+                added.append(self._add(cfg))
+        except OSError:  # all or nothing: no macvlan, socket or sysctl of ours stays behind
+            for inst in added:
+                self._unregister(inst)
+            self.announcer.close()
+            raise
         for inst in added:
             self._begin(inst, now)
         self._poller = loop.create_task(self._poll(), name="vrrp tracking")
@@ -263,15 +285,66 @@ class VrrpService:
             self._local.add(link.link_local6)
         if cfg.source is not None:
             self._local.add(cfg.source)
-        try:
-            self.announcer.prepare(link, cfg.family)
-        except OSError as e:
-            log.warning("VRRP %s: cannot open the announcement socket on %s: %s", cfg.name, link.name, e)
         # VIPs belong to the master: one left behind (a crash, kill -9) goes now.
         for vip in cfg.vips:
             with contextlib.suppress(OSError):
                 self.host.del_vip(link.index, vip)
+        if cfg.virtual_mac is not None:
+            try:
+                self._add_vmac(inst)
+            except OSError:
+                self._unregister(inst)
+                raise
+        out = inst.vmac or link
+        try:
+            self.announcer.prepare(out, cfg.family)
+        except OSError as e:
+            log.warning("VRRP %s: cannot open the announcement socket on %s: %s", cfg.name, out.name, e)
         return inst
+
+    def _add_vmac(self, inst: _Instance) -> None:
+        """Create the instance's macvlan (down until master) and its sender.
+
+        Clients must never learn a VIP at the base's own MAC: the base gets
+        arp_ignore 1 (no replies for addresses on the macvlan) and arp_announce 2
+        (its own ARP requests, say for a client the master answers from a VIP,
+        carry the base's address as the sender, not the VIP). The values found
+        are put back when the last macvlan on the base goes."""
+        assert inst.cfg.virtual_mac is not None
+        base = inst.link
+        if base.name not in self._saved_sysctls:
+            saved = self._saved_sysctls[base.name] = {}
+            for key, value in BASE_SYSCTLS.items():
+                name = f"net/ipv4/conf/{base.name}/{key}"
+                before = read_sysctl(name)
+                if before is not None and int(before) < int(value):
+                    write_sysctl(name, value)
+                    saved[name] = before
+        inst.vmac = self.host.ensure_macvlan(inst.cfg.virtual_mac, base, inst.cfg.virtual_mac_address)
+        inst.tx = _Channel(inst.vmac, inst.cfg.family, multicast=False, receive=False)
+        log.info(
+            "VRRP %s: virtual MAC %s on %s (over %s)",
+            inst.cfg.name, inst.vmac.mac.hex(":"), inst.vmac.name, base.name,
+        )  # fmt: skip
+
+    def _drop_vmac(self, inst: _Instance) -> None:
+        vmac, inst.vmac = inst.vmac, None
+        if inst.tx is not None:
+            inst.tx.close()
+            inst.tx = None
+        if vmac is not None:
+            self.announcer.forget(vmac.index)
+            try:
+                self.host.delete_link(vmac.index)
+            except OSError as e:
+                log.error("VRRP %s: cannot delete %s: %s", inst.cfg.name, vmac.name, e)
+        base = inst.link.name
+        if base in self._saved_sysctls and not any(
+            i.vmac is not None and i.link.name == base for i in self._instances.values()
+        ):
+            for name, value in self._saved_sysctls.pop(base).items():
+                with contextlib.suppress(OSError):
+                    write_sysctl(name, value)
 
     def _all_vips(self) -> frozenset[IPAddress]:
         return frozenset(v.ip for c in self.configs.values() for v in c.vips)
@@ -297,6 +370,7 @@ class VrrpService:
             inst.timer.cancel()
             inst.timer = None
         self._instances.pop(inst.cfg.name, None)
+        self._drop_vmac(inst)
         key = (inst.link.index, inst.cfg.family)
         chan = self._channels.get(key)
         if chan is not None:
@@ -386,6 +460,8 @@ class VrrpService:
                     "send_errors": inst.send_errors,
                     "faults": dict(inst.faults),
                     "sync_group": inst.group,
+                    "virtual_mac": inst.cfg.virtual_mac_address.hex(":") if inst.vmac else None,
+                    "virtual_mac_interface": inst.vmac.name if inst.vmac else None,
                 }
             )
         return out
@@ -458,7 +534,8 @@ class VrrpService:
         self._run(inst, inst.machine.timer(now))
 
     def _send(self, inst: _Instance, priority: int) -> None:
-        chan = self._channels.get((inst.link.index, inst.cfg.family))
+        self._vmac_state(inst, True)  # only a master sends; its first advert comes before its VIPs
+        chan = inst.tx or self._channels.get((inst.link.index, inst.cfg.family))
         if chan is None:
             return
         p = inst.cfg.params
@@ -491,12 +568,28 @@ class VrrpService:
         if propagate and inst.group is not None:
             self._sync(inst, b)
 
+    def _vmac_state(self, inst: _Instance, up: bool) -> None:
+        if inst.vmac is None or inst.vmac_up == up:
+            return
+        try:
+            self.host.set_up(inst.vmac.index, up)
+        except OSError as e:
+            log.error(
+                "VRRP %s: cannot bring %s %s: %s", inst.cfg.name, inst.vmac.name, "up" if up else "down", e
+            )
+            return
+        inst.vmac_up = up
+        if up:
+            self.announcer.ready(inst.vmac.index)
+
     def _take_vips(self, inst: _Instance) -> None:
+        out = inst.vmac or inst.link
+        self._vmac_state(inst, True)
         for vip in inst.cfg.vips:
             try:
-                self.host.add_vip(inst.link.index, vip)
+                self.host.add_vip(out.index, vip)
             except OSError as e:
-                log.error("VRRP %s: cannot add %s to %s: %s", inst.cfg.name, vip, inst.link.name, e)
+                log.error("VRRP %s: cannot add %s to %s: %s", inst.cfg.name, vip, out.name, e)
         self._announce_round(inst, inst.cfg.garp.count)
 
     def _announce_round(self, inst: _Instance, count: int) -> None:
@@ -504,7 +597,7 @@ class VrrpService:
         g = inst.cfg.garp
         for vip in inst.cfg.vips:
             try:
-                self.announcer.announce(inst.link, vip)
+                self.announcer.announce(inst.vmac or inst.link, vip)
             except OSError as e:
                 log.warning("VRRP %s: announcing %s failed: %s", inst.cfg.name, vip, e)
         inst.garp = [h for h in inst.garp if not h.cancelled()]
@@ -518,11 +611,13 @@ class VrrpService:
         for h in inst.garp:
             h.cancel()
         inst.garp.clear()
+        out = inst.vmac or inst.link
         for vip in inst.cfg.vips:
             try:
-                self.host.del_vip(inst.link.index, vip)
+                self.host.del_vip(out.index, vip)
             except OSError as e:
-                log.error("VRRP %s: cannot remove %s from %s: %s", inst.cfg.name, vip, inst.link.name, e)
+                log.error("VRRP %s: cannot remove %s from %s: %s", inst.cfg.name, vip, out.name, e)
+        self._vmac_state(inst, False)  # down while not master: nothing leaves a backup from the virtual MAC
 
     def _emit(self, inst: _Instance, b: Become) -> None:
         for fn in list(self.listeners):
@@ -705,12 +800,12 @@ def _tracked_keys(cfg: InstanceConfig) -> set[str]:
 def _soft_change(old: InstanceConfig, new: InstanceConfig) -> bool:
     """Whether a reload can apply new to a running instance without restarting it:
     the same router on the wire (VRID, version, interval, VIPs, peers, source,
-    interface), not becoming or ceasing to be the address owner."""
+    interface, virtual MAC), not becoming or ceasing to be the address owner."""
     p, q = old.params, new.params
     same_router = (p.vrid, p.version, p.interval_cs) == (q.vrid, q.version, q.interval_cs)
     owner = (p.priority == 255) == (q.priority == 255)
-    same_place = (old.interface, old.vips, old.unicast_peers, old.source) == (
-        new.interface, new.vips, new.unicast_peers, new.source,
+    same_place = (old.interface, old.vips, old.unicast_peers, old.source, old.virtual_mac) == (
+        new.interface, new.vips, new.unicast_peers, new.source, new.virtual_mac,
     )  # fmt: skip
     return same_router and owner and same_place
 

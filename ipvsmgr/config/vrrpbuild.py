@@ -29,6 +29,8 @@ def build_vrrp(data: Any, error: Error, line_of: Locate, vs_names: set[str]) -> 
     instances: list[InstanceConfig] = []
     names: dict[str, Path] = {}
     vrids: dict[tuple[str, int, int], Path] = {}
+    macvlans: dict[str, Path] = {}
+    interfaces = {str(d.get("interface")) for d in data.get("instances") or () if isinstance(d, dict)}
     for i, d in enumerate(data.get("instances") or ()):
         path: Path = ("vrrp", "instances", i)
         inst = _instance(d, path, error, vs_names)
@@ -48,6 +50,22 @@ def build_vrrp(data: Any, error: Error, line_of: Locate, vs_names: set[str]) -> 
                 f"(line {line_of(vrids[key])})",
             )
             continue
+        if inst.virtual_mac is not None:
+            where = path + (("virtual_mac_interface",) if "virtual_mac_interface" in d else ("virtual_mac",))
+            if inst.virtual_mac in macvlans:
+                error(
+                    where,
+                    f"the virtual MAC interface {inst.virtual_mac} is already used on line "
+                    f"{line_of(macvlans[inst.virtual_mac])}: set virtual_mac_interface to another name",
+                )
+                continue
+            if inst.virtual_mac in interfaces:
+                error(
+                    where,
+                    f"the virtual MAC interface {inst.virtual_mac} is the name of an instance's interface",
+                )
+                continue
+            macvlans[inst.virtual_mac] = where
         names[inst.name] = path
         vrids[key] = path + ("vrid",)
         instances.append(inst)
@@ -121,6 +139,16 @@ def _instance(d: dict[str, Any], path: Path, error: Error, vs_names: set[str]) -
             ("source_address",),
             "IPv6 VRRP adverts to the multicast group must come from a link-local address",
         )
+    vmac: str | None = None
+    if d.get("virtual_mac"):
+        vmac = d.get("virtual_mac_interface") or f"vrrp{family}.{d['vrid']}"
+        if peers:
+            bad(
+                ("virtual_mac",),
+                "virtual_mac needs a shared layer-2 segment and the multicast group: not with unicast_peers",
+            )
+    elif "virtual_mac_interface" in d:
+        bad(("virtual_mac_interface",), "virtual_mac_interface is set but virtual_mac is not true")
     g = d.get("garp") or {}
     garp = Garp(
         count=g.get("count", 5),
@@ -177,4 +205,5 @@ def _instance(d: dict[str, Any], path: Path, error: Error, vs_names: set[str]) -
         track_scripts=tuple(scripts),
         track_virtual_servers=tuple(tracked_vs),
         notify=tuple(d.get("notify") or ()),
+        virtual_mac=vmac,
     )  # fmt: skip

@@ -14,7 +14,9 @@ lab kills them and deletes its namespaces on close.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
+import json
 import os
 import select
 import shutil
@@ -37,6 +39,7 @@ ADDR4 = {"a": "198.18.10.1", "b": "198.18.10.2", "c": "198.18.10.3"}
 ADDR6 = {"a": "2001:db8:10::1", "b": "2001:db8:10::2", "c": "2001:db8:10::3"}
 VIP4, VIP6 = "198.18.10.100", "2001:db8:10::100"
 ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,33 @@ class Captured:
     vrrp: bytes  # the VRRP message
 
 
+FRR_DIR = Path("/usr/lib/frr")
+
+
+def frr() -> bool:
+    """FRR's zebra and vrrpd are installed (and the frrvty group they want)."""
+    try:
+        import grp
+
+        grp.getgrnam("frrvty")
+    except KeyError:
+        return False
+    return (
+        all(os.access(FRR_DIR / d, os.X_OK) for d in ("zebra", "vrrpd")) and shutil.which("vtysh") is not None
+    )
+
+
 def keepalived() -> str | None:
     return shutil.which("keepalived") or (
         "/usr/sbin/keepalived" if os.path.exists("/usr/sbin/keepalived") else None
     )
+
+
+@dataclass(frozen=True)
+class FrrRouter:
+    dir: Path  # config, logs, vty sockets
+    zebra: subprocess.Popen[bytes]
+    vrrpd: subprocess.Popen[bytes]
 
 
 @dataclass
@@ -63,8 +89,11 @@ class VrrpLab:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     captured: list[Captured] = field(default_factory=list)
     announced: list[tuple[float, bytes, str]] = field(default_factory=list)  # (at, sender MAC, address)
+    frames: list[tuple[float, str, bytes]] = field(
+        default_factory=list
+    )  # (at, port, source MAC): sent by the node
     _stop: threading.Event = field(default_factory=threading.Event)
-    _sniffer: threading.Thread | None = None
+    _sniffers: list[threading.Thread] = field(default_factory=list)
 
     def ns(self, node: str) -> str:
         return f"vr-{node}-{self.tag}"
@@ -95,8 +124,8 @@ class VrrpLab:
         for p in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(timeout=10)
-        if self._sniffer is not None:
-            self._sniffer.join(timeout=5)
+        for t in self._sniffers:
+            t.join(timeout=5)
         for node in ("a", "b", "c", "sw"):
             sh("ip", "netns", "del", self.ns(node), check=False)
 
@@ -149,6 +178,56 @@ class VrrpLab:
         ]  # fmt: skip
         return self.spawn(node, argv, name)
 
+    def frr(self, node: str, priority: int, *, interval_ms: int = 100, name: str = "frr") -> FrrRouter:
+        """zebra + vrrpd (FRR) in node's namespace as VRRPv3 router VRID 51 for VIP4.
+
+        FRR wants the macvlan made for it (bridge mode, the virtual MAC, the VIP
+        on it, a random link-local); it sets it protodown while backup. The
+        namespace gets arp_ignore 1 / arp_announce 2, as FRR's users are told,
+        so the base never answers for the VIP. Returns FRR's directory (sockets,
+        logs) and the daemons, which run in the foreground and die with the lab."""
+        ns = self.ns(node)
+        dev = "vrrp4-2-1"
+        sh("ip", "-n", ns, "link", "add", dev, "link", "eth0", "type", "macvlan", "mode", "bridge")
+        sh(
+            "ip", "-n", ns, "link", "set", "dev", dev, "addrgenmode", "random"
+        )  # not at creation: EAFNOSUPPORT
+        sh("ip", "-n", ns, "link", "set", "dev", dev, "address", "00:00:5e:00:01:33")
+        sh("ip", "-n", ns, "addr", "add", f"{VIP4}/24", "dev", dev)
+        sh("ip", "-n", ns, "link", "set", "dev", dev, "up")
+        sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1")
+        sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.conf.all.arp_announce=2")
+        d = self.work / name
+        d.mkdir()
+        (d / "zebra.conf").write_text(f"hostname {name}\n")
+        (d / "vrrpd.conf").write_text(
+            f"hostname {name}\ninterface eth0\n vrrp 51 version 3\n vrrp 51 priority {priority}\n"
+            f" vrrp 51 advertisement-interval {interval_ms}\n vrrp 51 ip {VIP4}\n"
+        )
+        procs = []
+        for daemon in ("zebra", "vrrpd"):  # zebra first: vrrpd learns the interfaces from it
+            argv = [
+                str(FRR_DIR / daemon), "-u", "root", "-g", "frrvty", "-P", "0",
+                "-i", str(d / f"{daemon}.pid"), "-z", str(d / "zserv.api"), "--vty_socket", str(d),
+                "-f", str(d / f"{daemon}.conf"), "--log", f"file:{d / daemon}.log",
+            ]  # fmt: skip
+            p = self.spawn(node, argv, f"{name}-{daemon}")
+            self.wait_for(_started(p, d / f"{daemon}.vty"), 10, f"FRR {daemon}")
+            if p.poll() is not None:
+                raise RuntimeError(f"FRR {daemon} exited: {self.log(f'{name}-{daemon}')}")
+            procs.append(p)
+        return FrrRouter(d, procs[0], procs[1])
+
+    def frr_vrrp(self, router: FrrRouter) -> dict[str, object]:
+        """FRR's view of VRID 51 over IPv4: the v4 part of `show vrrp json` (status, effectivePriority)."""
+        out = subprocess.run(
+            ["vtysh", "--vty_socket", str(router.dir), "-c", "show vrrp json"],
+            capture_output=True, text=True, check=True, timeout=10,
+        )  # fmt: skip
+        routers = json.loads(out.stdout)
+        v4: dict[str, object] = next(r for r in routers if r["vrid"] == 51)["v4"]
+        return v4
+
     def stop(self, p: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, sig)
@@ -156,9 +235,20 @@ class VrrpLab:
 
     # ------------------------------------------------------------ observation
 
-    def has_address(self, node: str, address: str) -> bool:
-        out = sh("ip", "-n", self.ns(node), "-o", "addr", "show", "dev", "eth0")
+    def has_address(self, node: str, address: str, dev: str = "eth0") -> bool:
+        out = sh("ip", "-n", self.ns(node), "-o", "addr", "show", "dev", dev, check=False)
         return any(f" {address}/" in line for line in out.splitlines())
+
+    def neighbour(self, node: str, address: str) -> bytes | None:
+        """The MAC address node's neighbour table has for address (None if none)."""
+        for line in sh("ip", "-n", self.ns(node), "neigh", "show", address).splitlines():
+            words = line.split()
+            if "lladdr" in words:
+                return bytes.fromhex(words[words.index("lladdr") + 1].replace(":", ""))
+        return None
+
+    def sysctl(self, node: str, name: str) -> str:
+        return sh("ip", "netns", "exec", self.ns(node), "sysctl", "-n", name).strip()
 
     def wait_for(self, cond: Callable[[], bool], timeout: float, what: str) -> float:
         start = time.monotonic()
@@ -176,7 +266,8 @@ class VrrpLab:
         return bytes.fromhex(text.replace(":", ""))
 
     def sniff(self, port: str = "pa") -> None:
-        """Record every VRRP packet (IPv4 and IPv6) through a switch port (a's by default) from now on."""
+        """Record every VRRP packet (IPv4 and IPv6) through a switch port (a's by default) from now on,
+        and the source MAC of every frame the node sends."""
         ready = threading.Event()
 
         def body() -> None:
@@ -190,9 +281,16 @@ class VrrpLab:
                 ready.set()
                 while not self._stop.is_set():
                     try:
-                        frame = s.recv(2048)
+                        frame, addr = s.recvfrom(2048)
                     except TimeoutError:
                         continue
+                    except OSError as e:  # the port was taken down (a crash test): wait for it
+                        if e.errno != errno.ENETDOWN:
+                            raise
+                        time.sleep(0.05)
+                        continue
+                    if addr[2] != PACKET_OUTGOING:  # came in from the node, not out to it
+                        self.frames.append((time.monotonic(), port, frame[6:12]))
                     c = parse_vrrp_frame(frame)
                     if c is not None:
                         self.captured.append(c)
@@ -201,9 +299,14 @@ class VrrpLab:
                     if a is not None:
                         self.announced.append((time.monotonic(), *a))
 
-        self._sniffer = threading.Thread(target=body, daemon=True)
-        self._sniffer.start()
+        t = threading.Thread(target=body, daemon=True)
+        self._sniffers.append(t)
+        t.start()
         ready.wait(5)
+
+
+def _started(p: subprocess.Popen[bytes], vty: Path) -> Callable[[], bool]:
+    return lambda: vty.exists() or p.poll() is not None
 
 
 def parse_announcement(frame: bytes) -> tuple[bytes, str] | None:

@@ -166,3 +166,57 @@ def test_authentication_other_than_none_is_refused_clearly() -> None:
 def test_accept_false_is_refused_rather_than_ignored() -> None:
     got = problems(inst("      accept: false\n      virtual_addresses: [198.18.0.1]\n"))
     assert len(got) == 1 and got[0][:2] == (6, 15) and got[0][2].startswith("accept: false is not supported")
+
+
+def test_virtual_mac_names_and_address() -> None:
+    text = """\
+vrrp:
+  instances:
+    - {name: a, interface: eth0, vrid: 7, virtual_addresses: [198.18.0.1], virtual_mac: true}
+    - {name: b, interface: eth0, vrid: 7, virtual_addresses: ["2001:db8::1"], virtual_mac: true}
+    - {name: c, interface: eth1, vrid: 200, virtual_addresses: [198.18.1.1], virtual_mac: true,
+       virtual_mac_interface: vr-c}
+    - {name: d, interface: eth1, vrid: 8, virtual_addresses: [198.18.1.2]}
+"""
+    a, b, c, d = load_text(text, F).vrrp.instances
+    assert (a.virtual_mac, b.virtual_mac, c.virtual_mac, d.virtual_mac) == (
+        "vrrp4.7",
+        "vrrp6.7",
+        "vr-c",
+        None,
+    )
+    assert a.virtual_mac_address.hex(":") == "00:00:5e:00:01:07"
+    assert b.virtual_mac_address.hex(":") == "00:00:5e:00:02:07"
+    assert c.virtual_mac_address.hex(":") == "00:00:5e:00:01:c8"
+
+
+def test_virtual_mac_rules() -> None:
+    text = """\
+vrrp:
+  instances:
+    - {name: a, interface: eth0, vrid: 7, virtual_addresses: [198.18.0.1], virtual_mac: true}
+    - {name: b, interface: eth1, vrid: 7, virtual_addresses: [198.18.1.1], virtual_mac: true}
+    - {name: c, interface: eth1, vrid: 8, virtual_addresses: [198.18.1.2], virtual_mac: true,
+       unicast_peers: [198.18.1.3]}
+    - {name: d, interface: eth1, vrid: 9, virtual_addresses: [198.18.1.4], virtual_mac_interface: x}
+    - {name: e, interface: eth1, vrid: 10, virtual_addresses: [198.18.1.5], virtual_mac: true,
+       virtual_mac_interface: eth0}
+"""
+    assert problems(text) == [
+        (4, 89, "the virtual MAC interface vrrp4.7 is already used on line 3: "
+         "set virtual_mac_interface to another name"),
+        (5, 89, "virtual_mac needs a shared layer-2 segment and the multicast group: not with unicast_peers"),
+        (7, 99, "virtual_mac_interface is set but virtual_mac is not true"),
+        (9, 31, "the virtual MAC interface eth0 is the name of an instance's interface"),
+    ]  # fmt: skip
+    bad = inst(
+        '      virtual_addresses: [198.18.0.1]\n      virtual_mac: true\n      virtual_mac_interface: "a b"\n'
+    )
+    assert problems(bad) == [
+        (
+            8,
+            30,
+            "virtual_mac_interface must be an interface name: 1-15 characters without spaces, '/' or ':' "
+            "(got string 'a b')",
+        )
+    ]
