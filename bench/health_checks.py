@@ -344,7 +344,8 @@ async def _measure(kind: str, reals: int, duration: float, warmup: float) -> Fig
         ru = resource.getrusage(resource.RUSAGE_SELF)
         return ru.ru_utime, ru.ru_stime
 
-    sched = Scheduler()
+    coalesce = os.environ.get("HCBENCH_COALESCE")  # an experiment knob: the timer grid, seconds
+    sched = Scheduler(coalesce=float(coalesce)) if coalesce else Scheduler()
     sched.update(checks)
     try:
         await asyncio.sleep(warmup)
@@ -415,6 +416,7 @@ def run_ipvsmgr(lab: Lab, kind: str, duration: float, warmup: float) -> Figures:
         line = lines.next(START_ALLOWANCE + warmup)
         assert line == "window-start", line
         c0, sc0, b0 = server.count(), server.cpu(), _busy_s()
+        traced = _strace_bg(proc.pid)
         line = lines.next(duration + 120)
         assert line == "window-end", line
         c1, sc1, b1 = server.count(), server.cpu(), _busy_s()
@@ -423,6 +425,9 @@ def run_ipvsmgr(lab: Lab, kind: str, duration: float, warmup: float) -> Figures:
         err = (lab.work / f"ipvsmgr-{kind}-{lab.reals}.err").read_text()[-3000:]
         raise RuntimeError(f"ipvsmgr run failed: {e}\n{err}") from None
     proc.wait(timeout=120)
+    if traced is not None:
+        traced.join()
+        r["strace"] = traced.name
     r["server_count"] = c1 - c0
     r["server_cpu_s"] = sc1 - sc0
     r["machine_busy_cpus"] = (b1 - b0) / r["window_s"]
@@ -514,7 +519,10 @@ def run_keepalived(lab: Lab, exe: str, duration: float, warmup: float) -> Figure
     tick = os.sysconf("SC_CLK_TCK")
     started = time.time()
     (u0, k0), c0, sc0, b0, t0 = _cpu_ticks(checker), server.count(), server.cpu(), _busy_s(), time.monotonic()
+    traced = _strace_bg(checker)
     time.sleep(duration)
+    if traced is not None:
+        traced.join()
     (u1, k1), c1, sc1, b1, t1 = _cpu_ticks(checker), server.count(), server.cpu(), _busy_s(), time.monotonic()
     if proc.poll() is not None:
         raise RuntimeError(f"keepalived exited during the window:\n{log.read_text()[-3000:]}")
@@ -548,7 +556,28 @@ def run_keepalived(lab: Lab, exe: str, duration: float, warmup: float) -> Figure
         "window_start_unix": started,
         "log_removing_service": text.count("Removing service"),
         "log_failed": text.count("failed"),
+        **({"strace": traced.name} if traced is not None else {}),
     }
+
+
+def _strace_bg(pid: int) -> threading.Thread | None:
+    """Diagnostics (HCBENCH_STRACE=seconds): `strace -c` of pid for that long,
+    in a thread whose name holds the summary once joined. Tracing slows the
+    process down: figures of a traced run are not comparable."""
+    secs = os.environ.get("HCBENCH_STRACE")
+    if not secs or not shutil.which("strace"):
+        return None
+
+    def body(secs: str) -> None:
+        p = subprocess.run(
+            ["timeout", "-s", "INT", secs, "strace", "-c", "-f", "-p", str(pid)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        t.name = p.stderr[-3000:]
+
+    t = threading.Thread(target=body, args=(secs,), daemon=True)
+    t.start()
+    return t
 
 
 def _keepalived_version(exe: str) -> str:
@@ -609,6 +638,8 @@ def in_vm(args: argparse.Namespace) -> Figures:
         inner.append("--no-keepalived")
     cmd = (
         f"cd {shlex.quote(str(ROOT))} && IPVSMGR_IN_VM=1 PYTHONPATH={shlex.quote(str(ROOT))} "
+        f"HCBENCH_COALESCE={shlex.quote(os.environ.get('HCBENCH_COALESCE', ''))} "
+        f"HCBENCH_STRACE={shlex.quote(os.environ.get('HCBENCH_STRACE', ''))} "
         f"{shlex.join(inner)} > {shlex.quote(res)} 2> {shlex.quote(res)}.err"
     )
     sets = len(args.reals.split(",")) * 2

@@ -79,7 +79,12 @@ class SupportsCheck(Protocol):
 
 class SupportsStart(Protocol):
     def start(
-        self, target: Target, timeout: float, done: Callable[[Result], object], /
+        self,
+        loop: asyncio.AbstractEventLoop,
+        target: Target,
+        timeout: float,
+        done: Callable[[Result], object],
+        /,
     ) -> Callable[[], None] | None: ...
 
 
@@ -167,6 +172,7 @@ class Scheduler:
         coalesce: float = COALESCE,
     ) -> None:
         self._coalesce = coalesce
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._clock_fn = clock
         self._rng = rng or random.Random()
         self._entries: dict[Hashable, _Entry] = {}
@@ -250,6 +256,7 @@ class Scheduler:
         tasks = list(self._tasks)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        self._loop = None
 
     async def __aenter__(self) -> Scheduler:
         return self
@@ -290,7 +297,15 @@ class Scheduler:
             return self._now
         if self._clock_fn is not None:
             return self._clock_fn()
-        return asyncio.get_running_loop().time()
+        return self._running().time()
+
+    def _running(self) -> asyncio.AbstractEventLoop:
+        # Cached: on Python 3.11 every asyncio.get_running_loop() is a getpid()
+        # system call, which was two per check.
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def _at(self, when: float, fn: Callable[[_Entry], None], entry: _Entry) -> None:
         """Call fn(entry) at `when` on our clock, unless entry.timer changes before."""
@@ -303,7 +318,7 @@ class Scheduler:
     def _rearm(self, when: float) -> None:
         if self._wakeup is not None:
             self._wakeup.cancel()
-        loop = asyncio.get_running_loop()
+        loop = self._running()
         if self._coalesce:
             when = math.ceil(when / self._coalesce) * self._coalesce
         self._wakeup_at = when
@@ -326,7 +341,7 @@ class Scheduler:
             # Connects started just now have often completed already (a handshake
             # on a local link runs in the kernel before connect() returns): take
             # their answers in this wake-up rather than in the next.
-            prober = connectprobe.existing(asyncio.get_running_loop())
+            prober = connectprobe.existing(self._running())
             if prober is not None and prober.pending:
                 self._now = None
                 self._now = self._clock()
@@ -377,7 +392,7 @@ class Scheduler:
         entry.started = self._clock()
         start = getattr(spec.checker, "start", None)
         if start is None:
-            task = asyncio.get_running_loop().create_task(self._bounded(spec), name=f"check {spec.key!r}")
+            task = self._running().create_task(self._bounded(spec), name=f"check {spec.key!r}")
             entry.task = task
             self._tasks.add(task)
             task.add_done_callback(lambda t: self._task_done(entry, attempt, t))
@@ -387,7 +402,7 @@ class Scheduler:
             self._finished(entry, attempt, result)
 
         try:
-            cancel = start(spec.target, spec.timeout, done)
+            cancel = start(self._running(), spec.target, spec.timeout, done)
         except Exception as e:
             log.exception("health check %r raised", spec.key)
             self._finished(entry, attempt, Result.down(f"checker error: {type(e).__name__}: {e}"[:160]))

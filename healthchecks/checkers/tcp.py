@@ -157,13 +157,15 @@ class TcpCheck:
     awaits the same probe.
     """
 
-    def start(self, target: Target, timeout: float, done: Done, /) -> Cancel | None:
+    def start(
+        self, loop: asyncio.AbstractEventLoop, target: Target, timeout: float, done: Done, /
+    ) -> Cancel | None:
         addrs = _probe_addrs(target)
         if isinstance(addrs, Result):
             done(addrs)
             return None
         family, dest, source = addrs
-        return connectprobe.for_loop(asyncio.get_running_loop()).start(family, dest, source, timeout, done)
+        return connectprobe.for_loop(loop).start(family, dest, source, timeout, done)
 
     async def check(self, target: Target, timeout: float) -> Result:
         loop = asyncio.get_running_loop()
@@ -174,7 +176,7 @@ class TcpCheck:
             if not future.done():
                 future.set_result(result)
 
-        cancel = self.start(target, timeout, done)
+        cancel = self.start(loop, target, timeout, done)
         try:
             result = await future
         except BaseException:

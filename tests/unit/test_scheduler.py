@@ -589,7 +589,13 @@ def test_an_answer_within_a_tick_does_not_delay_the_other_checks() -> None:
     class Instant:
         starts: list[float] = field(default_factory=list)
 
-        def start(self, target: Target, timeout: float, done: Callable[[Result], object]) -> None:
+        def start(
+            self,
+            loop: asyncio.AbstractEventLoop,
+            target: Target,
+            timeout: float,
+            done: Callable[[Result], object],
+        ) -> None:
             self.starts.append(now())
             done(Result.up())
 
