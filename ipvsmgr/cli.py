@@ -36,6 +36,12 @@ STATE_OPTION = typer.Option(
 )  # fmt: skip
 
 
+SOCKET_OPTION = typer.Option(
+    "/run/ipvsmgr/control.sock", "--socket", envvar="IPVSMGR_SOCKET", metavar="PATH",
+    help="The daemon's control socket.",
+)  # fmt: skip
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"ipvsmgr {__version__}")
@@ -239,6 +245,14 @@ def run(
         "10s", "--resync", metavar="DURATION", help="Full reconcile at least this often."
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    log_format: str = typer.Option("text", "--log-format", help="text, or json (one object per line)."),
+    socket_path: str = SOCKET_OPTION,
+    socket_group: Optional[str] = typer.Option(  # noqa: UP007
+        None,
+        "--socket-group",
+        metavar="GROUP",
+        help="Let this group use the control socket too (default: root only).",
+    ),  # fmt: skip
 ) -> None:
     """Run the health checks and keep IPVS in step with them, until stopped.
 
@@ -246,28 +260,190 @@ def run(
     that loses its quorum switches to its sorry server. SIGHUP reloads the
     configuration (an invalid one is refused and the running one kept);
     SIGTERM stops and leaves the IPVS table in place for a hitless restart.
+    Speaks systemd's notify protocol when started as a Type=notify service,
+    and serves `ipvsmgr status`, `reload`, `drain` ... on the control socket.
 
     Example:
 
       ipvsmgr run -c /etc/ipvsmgr/ipvsmgr.yaml
     """
     import asyncio
-    import logging
 
+    from ipvsmgr import logsetup
     from ipvsmgr.config.durations import parse_duration
     from ipvsmgr.ipvs.client import IPVSUnavailable
     from ipvsmgr.runtime import Daemon, StartupError
+    from ipvsmgr.sdnotify import Notifier
 
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(message)s",
-    )
+    if log_format not in logsetup.FORMATS:
+        _fail(f"--log-format must be one of {', '.join(logsetup.FORMATS)}", 2)
+    logsetup.setup(log_level, log_format)
     path = config or DEFAULT_CONFIG
     _load(path)  # refuse to start on an invalid file, with every problem listed
+    notifier = Notifier.from_env()
+    daemon = Daemon(
+        path, state_dir, parse_duration(resync), control_socket=socket_path or None,
+        control_group=socket_group, notifier=notifier,
+    )  # fmt: skip
     try:
-        asyncio.run(Daemon(path, state_dir, parse_duration(resync)).run())
+        asyncio.run(daemon.run())
     except (IPVSUnavailable, StartupError) as e:
         _fail(str(e))
+    finally:
+        notifier.close()
+
+
+# ------------------------------------------------------------------ control socket clients
+
+
+def _call(socket_path: str, command: str, **args: str) -> Any:
+    from ipvsmgr.control import ControlError, call
+
+    try:
+        return call(socket_path, command, args)
+    except ControlError as e:
+        _fail(str(e))
+
+
+@app.command()
+def status(
+    socket_path: str = SOCKET_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="Print the daemon's answer as JSON."),
+) -> None:
+    """Show the virtual servers, their reals (weight, health, connections) and VRRP state.
+
+    Example:
+
+      ipvsmgr status
+      ipvsmgr status --json | jq '.virtual_servers[].reals[] | select(.health == "down")'
+    """
+    result = _call(socket_path, "status")
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    from ipvsmgr.statusview import render
+
+    typer.echo(render(result))
+
+
+@app.command()
+def reload(socket_path: str = SOCKET_OPTION) -> None:
+    """Make the daemon read its configuration again; print every problem if it is invalid.
+
+    An invalid file changes nothing (exit status 1); a valid one is applied as a
+    difference: unchanged reals keep their health, unchanged VRRP instances their state.
+
+    Example:
+
+      ipvsmgr check && ipvsmgr reload
+    """
+    _call(socket_path, "reload")
+    typer.echo("reloaded")
+
+
+@app.command()
+def drain(
+    virtual_server: str = typer.Argument(..., help="The virtual server's name."),
+    real: str = typer.Argument(..., help="The real as ADDRESS or ADDRESS:PORT ([v6]:PORT)."),
+    socket_path: str = SOCKET_OPTION,
+) -> None:
+    """Give a real weight 0: no new connections, existing ones go on.
+
+    Kept until `undrain`, across reloads and restarts.
+
+    Example:
+
+      ipvsmgr drain web 198.18.1.11:8080
+    """
+    r = _call(socket_path, "drain", virtual_server=virtual_server, real=real)
+    typer.echo(f"{r['real']} of {r['virtual_server']}: drained" + ("" if r["changed"] else " (already)"))
+
+
+@app.command()
+def undrain(
+    virtual_server: str = typer.Argument(..., help="The virtual server's name."),
+    real: str = typer.Argument(..., help="The real as ADDRESS or ADDRESS:PORT ([v6]:PORT)."),
+    socket_path: str = SOCKET_OPTION,
+) -> None:
+    """Undo `drain`: the real's health decides its weight again.
+
+    Example:
+
+      ipvsmgr undrain web 198.18.1.11:8080
+    """
+    r = _call(socket_path, "undrain", virtual_server=virtual_server, real=real)
+    typer.echo(
+        f"{r['real']} of {r['virtual_server']}: back in rotation"
+        + ("" if r["changed"] else " (was not drained)")
+    )
+
+
+@app.command()
+def disable(
+    virtual_server: str = typer.Argument(..., help="The virtual server's name."),
+    socket_path: str = SOCKET_OPTION,
+) -> None:
+    """Give every real of a virtual server weight 0 (the service stays; connections go on).
+
+    Kept until `enable`, across reloads and restarts.
+
+    Example:
+
+      ipvsmgr disable web
+    """
+    r = _call(socket_path, "disable", virtual_server=virtual_server)
+    typer.echo(f"{r['virtual_server']}: disabled" + ("" if r["changed"] else " (already)"))
+
+
+@app.command()
+def enable(
+    virtual_server: str = typer.Argument(..., help="The virtual server's name."),
+    socket_path: str = SOCKET_OPTION,
+) -> None:
+    """Undo `disable`.
+
+    Example:
+
+      ipvsmgr enable web
+    """
+    r = _call(socket_path, "enable", virtual_server=virtual_server)
+    typer.echo(f"{r['virtual_server']}: enabled" + ("" if r["changed"] else " (was not disabled)"))
+
+
+vrrp_app = typer.Typer(help="VRRP instances: hand mastership over and take it back.", no_args_is_help=True)
+app.add_typer(vrrp_app, name="vrrp")
+
+
+@vrrp_app.command("release")
+def vrrp_release(
+    instance: str = typer.Argument(..., help="The VRRP instance's name."),
+    socket_path: str = SOCKET_OPTION,
+) -> None:
+    """Hand mastership to the peer without a gap and stay backup (priority 1) until `reclaim`.
+
+    Kept across reloads and restarts.
+
+    Example:
+
+      ipvsmgr vrrp release outside
+    """
+    r = _call(socket_path, "vrrp_release", instance=instance)
+    typer.echo(f"{r['instance']}: released, now {r['state']}")
+
+
+@vrrp_app.command("reclaim")
+def vrrp_reclaim(
+    instance: str = typer.Argument(..., help="The VRRP instance's name."),
+    socket_path: str = SOCKET_OPTION,
+) -> None:
+    """Undo `release`: the configured priority again (with preempt, mastership comes back).
+
+    Example:
+
+      ipvsmgr vrrp reclaim outside
+    """
+    r = _call(socket_path, "vrrp_reclaim", instance=instance)
+    typer.echo(f"{r['instance']}: configured priority restored, now {r['state']}")
 
 
 def main() -> None:

@@ -15,18 +15,23 @@ import logging
 import signal
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from healthchecks.hysteresis import Transition
 from healthchecks.result import Result, Target
 from healthchecks.scheduler import ScheduledCheck, Scheduler
+from ipvsmgr import commands
 from ipvsmgr.config import Config, ConfigError, load
+from ipvsmgr.control import ControlServer, Request
 from ipvsmgr.events import EventBus, QuorumChanged, RealChanged, VrrpChanged, describe
 from ipvsmgr.ipvs.client import IPVSClient
+from ipvsmgr.ipvs.model import ServiceKey
 from ipvsmgr.reconcile import engine
 from ipvsmgr.reconcile.desired import Desired, destination, service_key
 from ipvsmgr.reconcile.health import RealHealth, RealId, healthy_state
+from ipvsmgr.reconcile.overrides import Overrides, OverrideStore
 from ipvsmgr.reconcile.state import StateStore
+from ipvsmgr.sdnotify import Notifier
 
 if TYPE_CHECKING:
     from vrrp.service import VrrpService
@@ -51,17 +56,40 @@ def _checked_reals(config: Config) -> Iterator[tuple[RealId, ScheduledCheck]]:
             yield key, spec
 
 
+def _all_reals(config: Config) -> Iterator[tuple[RealId, object]]:
+    for vs in config.virtual_servers:
+        skey = service_key(vs)
+        for r in vs.reals:
+            yield (skey, destination(r).key), r
+
+
 class StartupError(Exception):
     """The daemon cannot start as configured (the message says why); nothing of it is left running."""
 
 
 class Daemon:
-    def __init__(self, config_path: str, state_dir: str, resync: float = 10.0) -> None:
+    def __init__(
+        self,
+        config_path: str,
+        state_dir: str,
+        resync: float = 10.0,
+        control_socket: str | None = None,
+        control_group: str | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
         self.config_path = config_path
         self.store = StateStore(state_dir)
+        self.override_store = OverrideStore(state_dir)
+        self.overrides = self.override_store.load()
+        self.notifier = notifier or Notifier(None)
+        self.control = ControlServer(control_socket, self._command, control_group) if control_socket else None
+        self.started = time.time()
+        self.last_reload: dict[str, Any] | None = None
+        self.last_round: dict[str, Any] = {}
+        self._status_text = ""
         self.resync = resync
         self.health: dict[RealId, RealHealth] = {}
-        self.quorum: dict[object, bool] = {}
+        self.quorum: dict[ServiceKey, bool] = {}
         self.initially_up: dict[RealId, bool] = {}
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -113,7 +141,12 @@ class Daemon:
 
     async def _reconcile(self) -> None:
         assert self.config is not None
-        desired, quorums = healthy_state(self.config, self.health, self.quorum)  # type: ignore[arg-type]
+        desired, quorums = healthy_state(
+            self.config,
+            self.health,
+            self.quorum,
+            self.overrides,
+        )
         for key, q in quorums.items():
             before = self.quorum.get(key)
             if before is not None and before != q.up:
@@ -136,6 +169,10 @@ class Daemon:
             log.info("%s", op.text())
         for op, failure in rnd.failures:
             log.error("kernel refused %s: %s", op.text(), failure)
+        self.last_round = {
+            "at": time.time(), "operations": len(rnd.plan.operations), "failures": len(rnd.failures),
+        }  # fmt: skip
+        self._update_status()
 
     def _kernel_up(self) -> set[RealId]:
         assert self.client is not None
@@ -144,7 +181,9 @@ class Daemon:
             (skey, dkey) for skey, dests in table.dests.items() for dkey, d in dests.items() if d.weight > 0
         }
 
-    def _reload(self) -> None:
+    def _reload(self) -> dict[str, Any]:
+        """Load the file again; apply it only if valid. The outcome is also kept for `status`."""
+        self.notifier.reloading()
         try:
             config = load(self.config_path)
         except ConfigError as e:
@@ -153,13 +192,20 @@ class Daemon:
             log.error(
                 "reload refused: %d problems; still running the previous configuration", len(e.problems)
             )
-            return
+            self.last_reload = {"at": time.time(), "ok": False, "problems": [str(p) for p in e.problems]}
+            self.notifier.ready(self._status_line())
+            return self.last_reload
         old = self.config
         self.config = config
         self._schedule(config, set())
         if old is None or old.vrrp != config.vrrp:
             self._vrrp_reload = True
+        self._prune_overrides()
         log.info("reloaded %s", self.config_path)
+        self.last_reload = {"at": time.time(), "ok": True, "problems": []}
+        self.wake.set()
+        self.notifier.ready(self._status_line())
+        return self.last_reload
 
     # ------------------------------------------------------------ main
 
@@ -169,7 +215,9 @@ class Daemon:
             return
         from vrrp.service import VrrpService  # pyroute2: only for configurations with VRRP
 
-        service = VrrpService(self.config.vrrp.instances, self.config.vrrp.sync_groups)
+        service = VrrpService(
+            self.config.vrrp.instances, self.config.vrrp.sync_groups, released=self.overrides.released
+        )
         service.listeners.append(
             lambda name, old, new, reason: self.events.emit(VrrpChanged(name, old.value, new.value, reason))
         )
@@ -210,6 +258,7 @@ class Daemon:
 
     async def run(self) -> None:
         self.config = load(self.config_path)  # a ConfigError here ends the start
+        self._prune_overrides()
         if self.config.virtual_servers:
             self.client = IPVSClient()
         loop = asyncio.get_running_loop()
@@ -219,9 +268,18 @@ class Daemon:
         kernel_up = await asyncio.to_thread(self._kernel_up) if self.client is not None else set()
         self._schedule(self.config, kernel_up)
         log.info("running %s: %d checks", self.config_path, len(self.scheduler.keys()))
+        watchdog: asyncio.Task[None] | None = None
         try:
             await self._reconcile()
             await self._start_vrrp()
+            if self.control is not None:
+                try:
+                    await self.control.start()
+                except OSError as e:
+                    raise StartupError(f"cannot open the control socket {self.control.path}: {e}") from e
+            self.notifier.ready(self._status_line())
+            if self.notifier.watchdog > 0:
+                watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
             while not self.stopping.is_set():
                 if self._vrrp_reload:
                     self._vrrp_reload = False
@@ -242,11 +300,64 @@ class Daemon:
                     self.reload_requested = False
                     self._reload()
         finally:
+            self.notifier.stopping()
+            if watchdog is not None:
+                watchdog.cancel()
+            if self.control is not None:
+                await self.control.close()
             await self._stop_vrrp()
             await self.scheduler.close()
             if self.client is not None:
                 self.client.close()
             log.info("stopped; IPVS services left in place")
+
+    async def _command(self, req: Request) -> Any:
+        return await commands.run(self, req)
+
+    def _prune_overrides(self) -> None:
+        """Forget overrides whose real, virtual server or instance left the configuration."""
+        assert self.config is not None
+        reals = {rid for rid, _ in _all_reals(self.config)}
+        services = {service_key(vs) for vs in self.config.virtual_servers}
+        instances = {i.name for i in self.config.vrrp.instances}
+        pruned = self.overrides.prune(reals, services, instances)
+        if pruned != self.overrides:
+            self.set_overrides(pruned)
+
+    def set_overrides(self, new: Overrides) -> None:
+        self.overrides = new
+        self.override_store.save(new)
+        self.wake.set()
+
+    async def _watchdog(self) -> None:
+        # From the loop itself: a loop stuck in a callback stops the pings,
+        # which is what the watchdog is for.
+        while True:
+            self.notifier.ping()
+            await asyncio.sleep(self.notifier.watchdog / 2)
+
+    def _status_line(self) -> str:
+        """One line for systemctl status: what is up, at a glance."""
+        if self.config is None:
+            return "starting"
+        reals = [(vs, r) for vs in self.config.virtual_servers for r in vs.reals]
+        down = sum(1 for rid, h in self.health.items() if not h.up)
+        parts = [
+            f"{len(self.config.virtual_servers)} virtual servers",
+            f"{len(reals) - down}/{len(reals)} reals up",
+        ]
+        lost = sum(1 for up in self.quorum.values() if not up)
+        if lost:
+            parts.append(f"{lost} without quorum")
+        if self.vrrp is not None:
+            parts.append("VRRP " + ", ".join(f"{i['name']} {i['state']}" for i in self.vrrp.status()))
+        return "; ".join(parts)
+
+    def _update_status(self) -> None:
+        text = self._status_line()
+        if text != self._status_text:
+            self._status_text = text
+            self.notifier.status(text)
 
     def _request_reload(self) -> None:
         self.reload_requested = True

@@ -153,6 +153,18 @@ class Machine:
             return [self._send(priority)]
         return []
 
+    def release(self, now: float, priority: int = 1) -> list[Action]:
+        """The operator hands mastership over: tell the Backups to take over at
+        once (priority 0), then wait as a Backup at `priority`. Nobody taking
+        over within Master_Down_Interval brings this router back as Master."""
+        if self.params.priority != OWNER:
+            self.priority = min(254, max(1, priority))
+        if self.state is not State.MASTER:
+            return []
+        self.adver_at = None
+        self.master_down_at = now + self._master_down()
+        return [self._send(0), self._become(State.BACKUP, "released by the operator")]
+
     def force_master(self, now: float, reason: str) -> list[Action]:
         """A sync group member became Master: follow it."""
         if self.state is not State.BACKUP:

@@ -69,6 +69,9 @@ class _Instance:
     vips: frozenset[IPAddress] = frozenset()  # every instance's VIPs: never a source address
     vmac: Link | None = None  # the virtual-MAC macvlan: up and carrying the VIPs while master
     vmac_up: bool = False
+    released: bool = False  # the operator handed mastership over: priority 1 until reclaimed
+    linger: asyncio.TimerHandle | None = None  # released master: VIPs kept until the successor speaks
+    linger_short: bool = False
     tx: _Channel | None = None  # sends the adverts from the virtual MAC (on the macvlan)
 
     @property
@@ -177,6 +180,7 @@ class VrrpService:
         instances: Iterable[InstanceConfig],
         sync_groups: Iterable[tuple[str, tuple[str, ...]]] = (),
         host: Host | None = None,
+        released: Iterable[str] = (),
     ) -> None:
         self.configs = {c.name: c for c in instances}
         self.groups = {name: members for name, members in sync_groups}
@@ -193,6 +197,7 @@ class VrrpService:
         self._notify_tasks: set[asyncio.Task[None]] = set()
         self._vs_up: dict[str, bool] = {}
         self._scripts: Scheduler | None = None
+        self._released = set(released)  # instances to start released (the operator's, kept on disk)
         self._saved_sysctls: dict[str, dict[str, str]] = {}  # base interface -> values before our macvlans
 
     # ------------------------------------------------------------ lifecycle
@@ -276,6 +281,7 @@ class VrrpService:
         if cfg.params.vrid in chan.instances:
             raise OSError(f"VRRP instance {cfg.name}: VRID {cfg.params.vrid} is used twice on {link.name}")
         inst = _Instance(cfg, Machine(cfg.params, ipaddress.ip_address(0)), link, vips=self._all_vips())
+        inst.released = cfg.name in self._released
         inst.machine.local_address = inst.source
         inst.group = next((g for g, members in self.groups.items() if cfg.name in members), None)
         chan.instances[cfg.params.vrid] = inst
@@ -366,6 +372,8 @@ class VrrpService:
         self._unregister(inst)
 
     def _unregister(self, inst: _Instance) -> None:
+        if inst.linger is not None:  # a released master still holding its VIPs lets them go
+            self._end_linger(inst, release=True)
         if inst.timer is not None:
             inst.timer.cancel()
             inst.timer = None
@@ -431,6 +439,44 @@ class VrrpService:
 
     # ------------------------------------------------------------ inputs from the daemon
 
+    def release(self, name: str) -> State:
+        """Hand mastership over without a gap (priority 0 advert; VIPs kept until
+        the successor's first advert) and stay Backup at priority 1 until
+        reclaim(). Not Master: just stay out of the way. KeyError if unknown."""
+        inst = self._instances[name]
+        inst.released = True
+        self._released.add(name)
+        now = asyncio.get_running_loop().time()
+        m = inst.machine
+        if m.state is State.MASTER and inst.leaving is None:
+            # Longer than our own Master_Down: with no successor we are Master
+            # again (VIPs never left) before the linger would drop them.
+            limit = master_down_interval(1, m.master_interval_cs, inst.cfg.params.version) + 0.1
+            inst.linger = asyncio.get_running_loop().call_later(limit, self._end_linger, inst, True)
+            inst.linger_short = False
+            self._run(inst, m.release(now, self._priority(inst)))
+        elif m.state is not State.INIT:
+            self._run(inst, m.set_priority(self._priority(inst), now))
+        return m.state
+
+    def reclaim(self, name: str) -> State:
+        """Undo release(): the configured priority again (a preempting router takes over)."""
+        inst = self._instances[name]
+        inst.released = False
+        self._released.discard(name)
+        if inst.machine.state is not State.INIT:
+            self._run(
+                inst, inst.machine.set_priority(self._priority(inst), asyncio.get_running_loop().time())
+            )
+        return inst.machine.state
+
+    def _end_linger(self, inst: _Instance, release: bool = False) -> None:
+        if inst.linger is not None:
+            inst.linger.cancel()
+            inst.linger = None
+        if release and inst.machine.state is not State.MASTER and inst.leaving is None:
+            self._release_vips(inst)
+
     def set_virtual_server(self, name: str, up: bool) -> None:
         """A tracked virtual server's quorum changed."""
         self._vs_up[name] = up
@@ -460,6 +506,7 @@ class VrrpService:
                     "send_errors": inst.send_errors,
                     "faults": dict(inst.faults),
                     "sync_group": inst.group,
+                    "released": inst.released,
                     "virtual_mac": inst.cfg.virtual_mac_address.hex(":") if inst.vmac else None,
                     "virtual_mac_interface": inst.vmac.name if inst.vmac else None,
                 }
@@ -505,6 +552,10 @@ class VrrpService:
                 inst.timer = asyncio.get_running_loop().call_later(HANDOVER_LINGER, self._left, inst)
             return None
         self._run(inst, inst.machine.receive(out, src, now))
+        if inst.linger is not None and out.priority > 0 and not inst.linger_short:
+            inst.linger.cancel()  # the successor speaks: release soon
+            inst.linger = asyncio.get_running_loop().call_later(HANDOVER_LINGER, self._end_linger, inst, True)
+            inst.linger_short = True
         return None
 
     # ------------------------------------------------------------ actions
@@ -557,9 +608,10 @@ class VrrpService:
 
     def _transition(self, inst: _Instance, b: Become, propagate: bool) -> None:
         if b.new is State.MASTER:  # VIPs and GARPs first: the clients are waiting, the log is not
+            self._end_linger(inst)
             self._take_vips(inst)
-        elif b.old is State.MASTER and inst.leaving is None:  # a hand-over releases them later
-            self._release_vips(inst)
+        elif b.old is State.MASTER and inst.leaving is None and inst.linger is None:
+            self._release_vips(inst)  # (a hand-over releases them later)
         log.info(
             "VRRP %s: %s -> %s (%s), priority %d",
             inst.cfg.name, b.old.value, b.new.value, b.reason, inst.machine.priority,
@@ -653,6 +705,8 @@ class VrrpService:
     # ------------------------------------------------------------ tracking
 
     def _priority(self, inst: _Instance) -> int:
+        if inst.released and inst.cfg.params.priority != 255:
+            return 1
         return inst.cfg.params.priority + sum(inst.deltas.values())
 
     def _tracked(self, inst: _Instance, key: str, weight: int, bad: bool, reason: str, now: float) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from ipvsmgr.config.model import Config, Quorum, VirtualServer
 from ipvsmgr.ipvs.model import Destination, DestKey, ServiceKey
 from ipvsmgr.reconcile.desired import Desired, destination, service, service_key
+from ipvsmgr.reconcile.overrides import Overrides
 
 RealId = tuple[ServiceKey, DestKey]
 
@@ -46,9 +47,15 @@ def healthy_state(
     config: Config,
     health: Mapping[RealId, RealHealth],
     quorum_before: Mapping[ServiceKey, bool] | None = None,
+    overrides: Overrides | None = None,
 ) -> tuple[Desired, dict[ServiceKey, QuorumState]]:
-    """The desired kernel state given each real's health, and each quorum."""
+    """The desired kernel state given each real's health, and each quorum.
+
+    The operator's overrides come last: a drained real, and every real of a
+    disabled virtual server, is kept at weight 0 (existing connections go on,
+    new ones go elsewhere) and does not count towards the quorum."""
     before = quorum_before or {}
+    ov = overrides or Overrides()
     out = Desired(timeouts=config.timeouts)
     quorums: dict[ServiceKey, QuorumState] = {}
     for vs in config.virtual_servers:
@@ -58,6 +65,7 @@ def healthy_state(
         out.names[key] = vs.name
         dests: dict[DestKey, Destination] = {}
         count = weight = 0
+        disabled = key in ov.disabled
         for r in vs.reals:
             d = destination(r)
             if r.health is None:
@@ -66,7 +74,10 @@ def healthy_state(
                 h = health.get((key, d.key))
                 up = h.up if h is not None else r.health.start_up
                 dynamic = h.weight if h is not None and h.up else None
-            if up:
+            if disabled or (key, d.key) in ov.drained:
+                if up or r.health is None or r.health.on_failure == "inhibit":
+                    dests[d.key] = replace(d, weight=0) if d.weight else d
+            elif up:
                 if dynamic is not None and dynamic != d.weight:
                     d = replace(d, weight=dynamic)
                 count += 1
@@ -77,7 +88,7 @@ def healthy_state(
         q_up = True
         if vs.quorum is not None:
             q_up = _quorum_up(vs.quorum, count, weight, before.get(key))
-            if not q_up and vs.sorry is not None:
+            if not q_up and vs.sorry is not None and not disabled:
                 sorry = destination(vs.sorry)
                 dests[sorry.key] = sorry
         quorums[key] = QuorumState(q_up, count, weight)

@@ -146,6 +146,7 @@ class VrrpLab:
         return (self.work / f"{name}.log").read_text(errors="replace")
 
     def ipvsmgr(self, node: str, config: str, name: str) -> subprocess.Popen[bytes]:
+        """`ipvsmgr run` in node's namespace; its control socket is self.socket(name)."""
         path = self.work / f"{name}.yaml"
         path.write_text(config)
         state = self.work / f"{name}-state"
@@ -163,8 +164,25 @@ class VrrpLab:
             str(state),
             "--log-level",
             "debug",
+            "--socket",
+            str(self.socket(name)),
         ]
         return self.spawn(node, argv, name)
+
+    def socket(self, name: str) -> Path:
+        return self.work / f"{name}.sock"
+
+    def ctl(self, name: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """The ipvsmgr CLI against daemon `name`'s control socket (no namespace needed: a Unix socket)."""
+        import sys
+
+        p = subprocess.run(
+            [sys.executable, "-m", "ipvsmgr", *argv, "--socket", str(self.socket(name))],
+            capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60,
+        )  # fmt: skip
+        if check and p.returncode != 0:
+            raise AssertionError(f"ipvsmgr {' '.join(argv)}: exit {p.returncode}: {p.stderr}")
+        return p
 
     def keepalived(self, node: str, config: str, name: str) -> subprocess.Popen[bytes]:
         exe = keepalived()

@@ -16,7 +16,19 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = [ROOT / "etc" / "ipvsmgr" / "ipvsmgr.yaml", *sorted((ROOT / "etc" / "examples").glob("*.yaml"))]
 PACKAGE_SCHEMA = ROOT / "ipvsmgr" / "config" / "ipvsmgr.schema.json"
 ETC_SCHEMA = ROOT / "etc" / "ipvsmgr" / "ipvsmgr.schema.json"
-COMMANDS = ["check", "schema", "plan", "apply", "run"]
+COMMANDS = [
+    "check",
+    "schema",
+    "plan",
+    "apply",
+    "run",
+    "status",
+    "reload",
+    "drain",
+    "undrain",
+    "disable",
+    "enable",
+]
 
 
 @pytest.fixture
@@ -133,10 +145,10 @@ def test_etc_schema_is_the_packaged_schema() -> None:
     assert ETC_SCHEMA.read_text() == PACKAGE_SCHEMA.read_text()
 
 
-@pytest.mark.parametrize("cmd", COMMANDS)
+@pytest.mark.parametrize("cmd", [*COMMANDS, "vrrp release", "vrrp reclaim"])
 def test_help_of_every_command_has_an_example(runner: CliRunner, cmd: str) -> None:
     for flag in ("--help", "-h"):
-        r = invoke(runner, cmd, flag)
+        r = invoke(runner, *cmd.split(), flag)
         assert r.exit_code == 0
         assert f"Usage: ipvsmgr {cmd}" in r.stdout
         assert "Example" in r.stdout

@@ -7,6 +7,7 @@ import socket
 from ipvsmgr.config import load_text
 from ipvsmgr.ipvs.model import DestKey, ServiceKey
 from ipvsmgr.reconcile.health import QuorumState, RealHealth, healthy_state
+from ipvsmgr.reconcile.overrides import Overrides
 
 TEXT = """\
 virtual_servers:
@@ -84,3 +85,25 @@ def test_services_without_quorum_are_always_up_and_unchanged_otherwise() -> None
     from ipvsmgr.reconcile.desired import desired_state
 
     assert desired.dests == desired_state(cfg).dests and desired.services == desired_state(cfg).services
+
+
+def test_drained_reals_keep_weight_zero_and_do_not_count() -> None:
+    all_up = {rid(n): RealHealth(True) for n in (1, 2, 3)}
+    ov = Overrides(drained=frozenset({rid(1), rid(4)}))
+    desired, q = healthy_state(CFG, all_up, {VS: True}, ov)
+    w = {d.key.addr: d.weight for d in desired.dests[VS].values()}
+    assert w == {"198.18.1.1": 0, "198.18.1.2": 10, "198.18.1.3": 10, "198.18.1.4": 0}
+    assert q[VS] == QuorumState(True, 2, 20)
+    # A drained real that fails with on_failure: remove is removed all the same.
+    ov2 = Overrides(drained=frozenset({rid(2)}))
+    desired, _ = healthy_state(CFG, {**all_up, rid(2): RealHealth(False)}, {VS: True}, ov2)
+    assert DestKey(socket.AF_INET, "198.18.1.2", 80) not in desired.dests[VS]
+
+
+def test_a_disabled_virtual_server_has_every_real_at_zero_and_no_sorry_server() -> None:
+    all_up = {rid(n): RealHealth(True) for n in (1, 2, 3)}
+    desired, q = healthy_state(CFG, all_up, {VS: True}, Overrides(disabled=frozenset({VS})))
+    w = {d.key.addr: d.weight for d in desired.dests[VS].values()}
+    assert w == {"198.18.1.1": 0, "198.18.1.2": 0, "198.18.1.3": 0, "198.18.1.4": 0}
+    assert q[VS].up is False  # nothing counts: the quorum is lost, but no sorry server comes in
+    assert VS in desired.services

@@ -217,3 +217,19 @@ def test_random_inputs_keep_the_invariants(events: list[Event]) -> None:
         # A master always has an advert timer, a backup a master-down timer, others none.
         d = m.deadline()
         assert (d is not None) == (m.state in (State.MASTER, State.BACKUP))
+
+
+def test_release_hands_over_and_comes_back_if_nobody_takes_it() -> None:
+    m = Machine(Params(vrid=1, priority=150, interval_cs=100), ipaddress.ip_address("198.18.0.1"))
+    m.start(0.0)
+    m.timer(m.deadline() or 0.0)
+    assert m.state is State.MASTER
+    actions = m.release(10.0)
+    assert actions[0] == Send(0)  # the backups take over after their skew time
+    assert isinstance(actions[1], Become) and actions[1].new is State.BACKUP
+    assert m.priority == 1
+    # Nobody took over: Master again after Master_Down_Interval (at priority 1).
+    down = master_down_interval(1, 100, 3)
+    assert m.deadline() == pytest.approx(10.0 + down)
+    assert any(isinstance(a, Become) and a.new is State.MASTER for a in m.timer(10.0 + down))
+    assert m.release(20.0) != [] and m.release(20.0) == []  # only a Master has something to hand over

@@ -1,0 +1,161 @@
+"""What the control socket's commands do to a running daemon.
+
+Each command validates its names against the running configuration first
+(errors list the valid names), then changes the operator overrides (kept
+on disk, see reconcile/overrides.py) or the VRRP service, and wakes the
+reconciler. `status` reads the kernel (in a thread) next to the daemon's
+view, so what an operator sees is what IPVS does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from ipvsmgr import __version__, lookup
+from ipvsmgr.control import CommandError, Request
+from ipvsmgr.ipvs.model import Destination, DestKey, ServiceKey, Table
+from ipvsmgr.reconcile.desired import destination, service_key
+
+if TYPE_CHECKING:
+    from ipvsmgr.runtime import Daemon
+
+
+async def run(d: Daemon, req: Request) -> Any:
+    a = req.args
+    try:
+        if req.command == "status":
+            return await status(d)
+        if req.command == "reload":
+            result = d._reload()
+            if not result["ok"]:
+                problems = "\n".join(result["problems"])
+                raise CommandError(f"reload refused, still running the previous configuration:\n{problems}")
+            return result
+        if req.command in ("drain", "undrain"):
+            return drain(d, a["virtual_server"], a["real"], req.command == "drain")
+        if req.command in ("disable", "enable"):
+            return disable(d, a["virtual_server"], req.command == "disable")
+        if req.command in ("vrrp_release", "vrrp_reclaim"):
+            return vrrp_release(d, a["instance"], req.command == "vrrp_release")
+    except lookup.NotFound as e:
+        raise CommandError(str(e)) from None
+    raise CommandError(f"command {req.command} is not handled")  # COMMANDS and this file disagree
+
+
+def drain(d: Daemon, vs_name: str, real_text: str, on: bool) -> dict[str, Any]:
+    assert d.config is not None
+    vs = lookup.virtual_server(d.config, vs_name)
+    _, dkey = lookup.real(vs, real_text)
+    rid = (service_key(vs), dkey)
+    drained = d.overrides.drained | {rid} if on else d.overrides.drained - {rid}
+    changed = drained != d.overrides.drained
+    if changed:
+        d.set_overrides(replace(d.overrides, drained=frozenset(drained)))
+    return {"virtual_server": vs.name, "real": str(dkey), "drained": on, "changed": changed}
+
+
+def disable(d: Daemon, vs_name: str, on: bool) -> dict[str, Any]:
+    assert d.config is not None
+    vs = lookup.virtual_server(d.config, vs_name)
+    key = service_key(vs)
+    disabled = d.overrides.disabled | {key} if on else d.overrides.disabled - {key}
+    changed = disabled != d.overrides.disabled
+    if changed:
+        d.set_overrides(replace(d.overrides, disabled=frozenset(disabled)))
+    return {"virtual_server": vs.name, "disabled": on, "changed": changed}
+
+
+def vrrp_release(d: Daemon, name: str, on: bool) -> dict[str, Any]:
+    assert d.config is not None
+    names = sorted(i.name for i in d.config.vrrp.instances)
+    if d.vrrp is None or name not in names:
+        raise CommandError(f"no VRRP instance named {name!r} (instances: {', '.join(names) or 'none'})")
+    try:
+        state = d.vrrp.release(name) if on else d.vrrp.reclaim(name)
+    except KeyError:
+        raise CommandError(f"VRRP instance {name!r} is not running (a failed reload?)") from None
+    released = d.overrides.released | {name} if on else d.overrides.released - {name}
+    if released != d.overrides.released:
+        d.set_overrides(replace(d.overrides, released=frozenset(released)))
+    return {"instance": name, "released": on, "state": state.value}
+
+
+async def status(d: Daemon) -> dict[str, Any]:
+    assert d.config is not None
+    table: Table | None = None
+    kernel_error = None
+    if d.client is not None:
+        keys = [service_key(vs) for vs in d.config.virtual_servers]
+        try:
+            table = await asyncio.to_thread(d.client.table, keys, True)
+        except OSError as e:
+            kernel_error = str(e)
+    out: dict[str, Any] = {
+        "daemon": {
+            "pid": os.getpid(),
+            "version": __version__,
+            "config": d.config_path,
+            "started": d.started,
+            "uptime_s": round(time.time() - d.started, 1),
+            "last_reload": d.last_reload,
+            "last_reconcile": d.last_round or None,
+            "kernel_error": kernel_error,
+        },
+        "virtual_servers": [_vs_status(d, vs, table) for vs in d.config.virtual_servers],
+        "vrrp": d.vrrp.status() if d.vrrp is not None else [],
+    }
+    if d.control is not None:
+        out["daemon"]["control_refused"] = dict(d.control.refused)
+    return out
+
+
+def _vs_status(d: Daemon, vs: Any, table: Table | None) -> dict[str, Any]:
+    key: ServiceKey = service_key(vs)
+    svc = table.services.get(key) if table is not None else None
+    kdests: dict[DestKey, Destination] = table.dests.get(key, {}) if table is not None else {}
+    reals = []
+    members = list(vs.reals) + ([vs.sorry] if vs.sorry is not None else [])
+    for r in members:
+        dk = destination(r).key
+        h = d.health.get((key, dk))
+        kd = kdests.get(dk)
+        st = kd.stats if kd is not None else None
+        reals.append(
+            {
+                "address": str(dk),
+                "sorry_server": r is vs.sorry,
+                "configured_weight": r.weight,
+                "weight": kd.weight if kd is not None else None,  # None: not in the kernel
+                "health": "unchecked" if r.health is None or r is vs.sorry else _health(h, r),
+                "reason": h.reason if h is not None else "",
+                "drained": (key, dk) in d.overrides.drained,
+                "active_connections": kd.active_conns if kd is not None else 0,
+                "inactive_connections": kd.inact_conns if kd is not None else 0,
+                "connections_total": st.conns if st is not None else 0,
+                "cps": st.cps if st is not None else 0,
+                "in_bytes_per_s": st.inbps if st is not None else 0,
+                "out_bytes_per_s": st.outbps if st is not None else 0,
+            }
+        )
+    sst = svc.stats if svc is not None else None
+    return {
+        "name": vs.name,
+        "service": str(key),
+        "scheduler": vs.scheduler,
+        "in_kernel": svc is not None,
+        "quorum": d.quorum.get(key),
+        "disabled": key in d.overrides.disabled,
+        "connections_total": sst.conns if sst is not None else 0,
+        "cps": sst.cps if sst is not None else 0,
+        "reals": reals,
+    }
+
+
+def _health(h: Any, r: Any) -> str:
+    if h is None:
+        return "up" if r.health.start_up else "pending"
+    return "up" if h.up else "down"

@@ -1,0 +1,104 @@
+"""`ipvsmgr status` as text: the state of the load balancer at a glance."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def _age(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def _rate(n: int) -> str:
+    for unit, size in (("G", 1 << 30), ("M", 1 << 20), ("k", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def render(st: dict[str, Any]) -> str:
+    d = st["daemon"]
+    lines = [f"ipvsmgr {d['version']}, pid {d['pid']}, up {_age(d['uptime_s'])}, config {d['config']}"]
+    lr = d.get("last_reload")
+    if lr:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lr["at"]))
+        verdict = "ok" if lr["ok"] else f"REFUSED ({len(lr['problems'])} problems, previous config kept)"
+        lines.append(f"last reload {when}: {verdict}")
+    if d.get("kernel_error"):
+        lines.append(f"cannot read IPVS: {d['kernel_error']}")
+    for vs in st["virtual_servers"]:
+        flags = []
+        if vs["quorum"] is not None:
+            flags.append("quorum " + ("up" if vs["quorum"] else "LOST"))
+        if vs["disabled"]:
+            flags.append("DISABLED")
+        if not vs["in_kernel"]:
+            flags.append("NOT IN KERNEL")
+        lines.append("")
+        lines.append(
+            f"{vs['name']}  {vs['service']}  {vs['scheduler']}  conns {vs['connections_total']}  "
+            f"{vs['cps']}/s" + ("  " + ", ".join(flags) if flags else "")
+        )
+        rows = [["REAL", "WEIGHT", "HEALTH", "ACTIVE", "INACTIVE", "CPS", "IN/s", "OUT/s", "NOTE"]]
+        for r in vs["reals"]:
+            weight = "-" if r["weight"] is None else str(r["weight"])
+            note = []
+            if r["sorry_server"]:
+                note.append("sorry server")
+            if r["drained"]:
+                note.append("drained")
+            if r["reason"] and r["health"] != "up":
+                note.append(r["reason"])
+            rows.append(
+                [
+                    r["address"],
+                    f"{weight}/{r['configured_weight']}",
+                    r["health"],
+                    str(r["active_connections"]),
+                    str(r["inactive_connections"]),
+                    str(r["cps"]),
+                    _rate(r["in_bytes_per_s"]),
+                    _rate(r["out_bytes_per_s"]),
+                    "; ".join(note),
+                ]  # fmt: skip
+            )
+        lines.extend(_table(rows))
+    if st["vrrp"]:
+        lines.append("")
+        lines.append("VRRP")
+        rows = [["INSTANCE", "INTERFACE", "VRID", "STATE", "PRIORITY", "MASTER", "NOTE"]]
+        for i in st["vrrp"]:
+            note = []
+            if i.get("released"):
+                note.append("released")
+            if i.get("faults"):
+                note.append("; ".join(i["faults"].values()))
+            if i.get("virtual_mac"):
+                note.append(f"vmac {i['virtual_mac']}")
+            master = "this node" if i["state"] == "master" else (i["master"] or "-")
+            rows.append(
+                [
+                    i["name"],
+                    i["interface"],
+                    str(i["vrid"]),
+                    i["state"].upper(),
+                    f"{i['priority']}/{i['configured_priority']}",
+                    master,
+                    "; ".join(note),
+                ]  # fmt: skip
+            )
+        lines.extend(_table(rows))
+    return "\n".join(lines)
