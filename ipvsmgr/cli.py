@@ -253,6 +253,18 @@ def run(
         metavar="GROUP",
         help="Let this group use the control socket too (default: root only).",
     ),  # fmt: skip
+    metrics: str = typer.Option(
+        "127.0.0.1:9474",
+        "--metrics",
+        envvar="IPVSMGR_METRICS",
+        metavar="ADDRESS:PORT",
+        help="Serve Prometheus metrics at http://ADDRESS:PORT/metrics ('off': not at all).",
+    ),  # fmt: skip
+    remove_on_stop: bool = typer.Option(
+        False,
+        "--remove-on-stop",
+        help="Delete our IPVS services on SIGTERM (default: leave them, so a restart is hitless).",
+    ),  # fmt: skip
 ) -> None:
     """Run the health checks and keep IPVS in step with them, until stopped.
 
@@ -280,10 +292,21 @@ def run(
     logsetup.setup(log_level, log_format)
     path = config or DEFAULT_CONFIG
     _load(path)  # refuse to start on an invalid file, with every problem listed
+    listen = None
+    if metrics != "off":
+        from ipvsmgr.lookup import NotFound, parse_endpoint
+
+        try:
+            host, port = parse_endpoint(metrics)
+        except NotFound as e:
+            _fail(f"--metrics: {e}", 2)
+        if port is None:
+            _fail("--metrics needs ADDRESS:PORT (or off)", 2)
+        listen = (host, port)
     notifier = Notifier.from_env()
     daemon = Daemon(
         path, state_dir, parse_duration(resync), control_socket=socket_path or None,
-        control_group=socket_group, notifier=notifier,
+        control_group=socket_group, notifier=notifier, metrics=listen, remove_on_stop=remove_on_stop,
     )  # fmt: skip
     try:
         asyncio.run(daemon.run())
@@ -324,6 +347,42 @@ def status(
     from ipvsmgr.statusview import render
 
     typer.echo(render(result))
+
+
+@app.command()
+def top(
+    socket_path: str = SOCKET_OPTION,
+    interval: float = typer.Option(1.0, "--interval", "-n", min=0.1, help="Seconds between refreshes."),
+    count: int = typer.Option(0, "--count", min=0, help="Stop after this many refreshes (0: until Ctrl-C)."),
+) -> None:
+    """A live view of the status: connection rates per virtual server and real, health, VRRP.
+
+    Example:
+
+      ipvsmgr top -n 2
+    """
+    import time
+
+    from ipvsmgr.statusview import render_top
+
+    before: dict[str, Any] | None = None
+    t0 = time.monotonic()
+    n = 0
+    try:
+        while True:
+            now = _call(socket_path, "status")
+            t1 = time.monotonic()
+            screen = render_top(now, before, t1 - t0)
+            if sys.stdout.isatty():
+                typer.echo("\x1b[H\x1b[2J", nl=False)
+            typer.echo(screen)
+            n += 1
+            if count and n >= count:
+                return
+            before, t0 = now, t1
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
 
 
 @app.command()

@@ -9,7 +9,6 @@ view, so what an operator sees is what IPVS does.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from dataclasses import replace
@@ -91,7 +90,7 @@ async def status(d: Daemon) -> dict[str, Any]:
     if d.client is not None:
         keys = [service_key(vs) for vs in d.config.virtual_servers]
         try:
-            table = await asyncio.to_thread(d.client.table, keys, True)
+            table = await d.kernel(d.client.table, keys, True)
         except OSError as e:
             kernel_error = str(e)
     out: dict[str, Any] = {
@@ -107,9 +106,19 @@ async def status(d: Daemon) -> dict[str, Any]:
         },
         "virtual_servers": [_vs_status(d, vs, table) for vs in d.config.virtual_servers],
         "vrrp": d.vrrp.status() if d.vrrp is not None else [],
+        "connection_sync": None
+        if d.config.connection_sync is None
+        else {
+            "follow": d.config.connection_sync.follow,
+            "role": d.sync_role,
+            "kernel_daemons": d.sync_daemons,
+        },
     }
     if d.control is not None:
         out["daemon"]["control_refused"] = dict(d.control.refused)
+    if d.metrics is not None:
+        out["daemon"]["metrics"] = f"http://{d.metrics.host}:{d.metrics.port}/metrics"
+    out["daemon"]["counters"] = dict(d.counters)
     return out
 
 

@@ -171,6 +171,9 @@ class ControlServer:
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
             pass
+        except Exception:  # never silently: the client would see its connection just close
+            log.exception("control connection failed")
+            self.refused["internal_error"] += 1
         finally:
             self._conns.discard(task)
             writer.close()

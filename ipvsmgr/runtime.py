@@ -11,24 +11,30 @@ weight above 0 starts up instead of waiting for `rise` passes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import threading
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, cast
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from healthchecks.hysteresis import Transition
 from healthchecks.result import Result, Target
 from healthchecks.scheduler import ScheduledCheck, Scheduler
-from ipvsmgr import commands
+from ipvsmgr import commands, metrics, syncd
 from ipvsmgr.config import Config, ConfigError, load
+from ipvsmgr.config.model import ConnectionSync
 from ipvsmgr.control import ControlServer, Request
 from ipvsmgr.events import EventBus, QuorumChanged, RealChanged, VrrpChanged, describe
 from ipvsmgr.ipvs.client import IPVSClient
-from ipvsmgr.ipvs.model import ServiceKey
+from ipvsmgr.ipvs.model import ServiceKey, Table
+from ipvsmgr.metrics import MetricsServer
 from ipvsmgr.reconcile import engine
 from ipvsmgr.reconcile.desired import Desired, destination, service_key
 from ipvsmgr.reconcile.health import RealHealth, RealId, healthy_state
+from ipvsmgr.reconcile.operations import DeleteReal
 from ipvsmgr.reconcile.overrides import Overrides, OverrideStore
 from ipvsmgr.reconcile.state import StateStore
 from ipvsmgr.sdnotify import Notifier
@@ -37,6 +43,7 @@ if TYPE_CHECKING:
     from vrrp.service import VrrpService
 
 log = logging.getLogger("ipvsmgr")
+T = TypeVar("T")
 
 
 def _checked_reals(config: Config) -> Iterator[tuple[RealId, ScheduledCheck]]:
@@ -76,6 +83,8 @@ class Daemon:
         control_socket: str | None = None,
         control_group: str | None = None,
         notifier: Notifier | None = None,
+        metrics: tuple[str, int] | None = None,
+        remove_on_stop: bool = False,
     ) -> None:
         self.config_path = config_path
         self.store = StateStore(state_dir)
@@ -87,6 +96,15 @@ class Daemon:
         self.last_reload: dict[str, Any] | None = None
         self.last_round: dict[str, Any] = {}
         self._status_text = ""
+        self.remove_on_stop = remove_on_stop
+        self.counters: Counter[str] = Counter()
+        self._client_lock = threading.Lock()
+        self._dirty = True  # something changed since the last reconcile (else its operations are drift)
+        self.metrics = MetricsServer(metrics[0], metrics[1], self._snapshot, self._dump) if metrics else None
+        self._metrics_client: IPVSClient | None = None
+        self.sync_role: str | None = None  # the connection-sync role wanted now
+        self.sync_daemons: list[str] = []  # as last applied, for status
+        self._sync_task: asyncio.Task[None] | None = None
         self.resync = resync
         self.health: dict[RealId, RealHealth] = {}
         self.quorum: dict[ServiceKey, bool] = {}
@@ -98,6 +116,7 @@ class Daemon:
         self.scheduler.subscribe(self._on_transition)
         self.events = EventBus()
         self.events.subscribe(lambda e: log.info("%s", describe(e)))
+        self.events.subscribe(self._on_event)
         self.client: IPVSClient | None = None
         self.config: Config | None = None
         self.vrrp: VrrpService | None = None
@@ -109,6 +128,7 @@ class Daemon:
         rid: RealId = key  # type: ignore[assignment]
         reason = t.reason or result.reason
         self.health[rid] = RealHealth(t.up, t.weight, reason)
+        self._dirty = True
         self.events.emit(RealChanged(rid[0], rid[1], t.up, reason, t.weight))
         self.wake.set()
 
@@ -160,11 +180,27 @@ class Daemon:
                 self.vrrp.set_virtual_server(desired.names.get(key, str(key)), q.up)
         if self.client is None:
             return
+        dirty, self._dirty = self._dirty, False
+        self.counters["reconcile_rounds"] += 1
         try:
-            rnd = await asyncio.to_thread(self._apply, desired, self.config.drain_timeout)
+            rnd = await self.kernel(self._apply, desired, self.config.drain_timeout)
         except OSError as e:
+            self.counters["reconcile_errors"] += 1
             log.error("reconcile failed: %s", e)
             return
+        except Exception:  # a bug in one round must not take the VIPs and checks down with it
+            self.counters["reconcile_errors"] += 1
+            log.exception("reconcile failed")
+            return
+        ops = len(rnd.plan.operations)
+        self.counters["reconcile_operations"] += ops - len(rnd.failures)
+        self.counters["reconcile_errors"] += len(rnd.failures)
+        # With nothing changed here, operations mean the kernel drifted (someone ran
+        # ipvsadm); deleting a real whose drain ended is planned, not drift.
+        drift = 0 if dirty else sum(1 for op in rnd.plan.operations if not isinstance(op, DeleteReal))
+        if drift:
+            self.counters["reconcile_drift_repairs"] += drift
+            log.warning("resync repaired drift: %d operations with nothing changed here", drift)
         for op in rnd.plan.operations:
             log.info("%s", op.text())
         for op, failure in rnd.failures:
@@ -193,6 +229,7 @@ class Daemon:
                 "reload refused: %d problems; still running the previous configuration", len(e.problems)
             )
             self.last_reload = {"at": time.time(), "ok": False, "problems": [str(p) for p in e.problems]}
+            self.counters["reloads_refused"] += 1
             self.notifier.ready(self._status_line())
             return self.last_reload
         old = self.config
@@ -200,9 +237,18 @@ class Daemon:
         self._schedule(config, set())
         if old is None or old.vrrp != config.vrrp:
             self._vrrp_reload = True
+        if old is None or old.connection_sync != config.connection_sync:
+            follow = config.connection_sync.follow if config.connection_sync else None
+            state = None
+            if self.vrrp is not None and follow is not None:
+                with contextlib.suppress(KeyError):
+                    state = self.vrrp.state(follow).value
+            self._want_sync(None if config.connection_sync is None else syncd.role_for(state or "backup"))
         self._prune_overrides()
         log.info("reloaded %s", self.config_path)
         self.last_reload = {"at": time.time(), "ok": True, "problems": []}
+        self.counters["reloads_ok"] += 1
+        self._dirty = True
         self.wake.set()
         self.notifier.ready(self._status_line())
         return self.last_reload
@@ -259,24 +305,33 @@ class Daemon:
     async def run(self) -> None:
         self.config = load(self.config_path)  # a ConfigError here ends the start
         self._prune_overrides()
-        if self.config.virtual_servers:
+        if self.config.virtual_servers or self.config.connection_sync is not None:
             self.client = IPVSClient()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._request_reload)
-        kernel_up = await asyncio.to_thread(self._kernel_up) if self.client is not None else set()
+        kernel_up = await self.kernel(self._kernel_up) if self.client is not None else set()
         self._schedule(self.config, kernel_up)
         log.info("running %s: %d checks", self.config_path, len(self.scheduler.keys()))
         watchdog: asyncio.Task[None] | None = None
         try:
             await self._reconcile()
+            if self.config.connection_sync is not None:
+                self._want_sync("backup")  # until the instance it follows says master
             await self._start_vrrp()
             if self.control is not None:
                 try:
                     await self.control.start()
                 except OSError as e:
                     raise StartupError(f"cannot open the control socket {self.control.path}: {e}") from e
+            if self.metrics is not None:
+                try:
+                    await self.metrics.start()
+                except OSError as e:
+                    where = f"{self.metrics.host}:{self.metrics.port}"
+                    raise StartupError(f"cannot serve metrics on {where}: {e}") from e
+                log.info("metrics on http://%s:%d/metrics", self.metrics.host, self.metrics.port)
             self.notifier.ready(self._status_line())
             if self.notifier.watchdog > 0:
                 watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
@@ -305,11 +360,132 @@ class Daemon:
                 watchdog.cancel()
             if self.control is not None:
                 await self.control.close()
+            if self.metrics is not None:
+                await self.metrics.close()
             await self._stop_vrrp()
+            if self.remove_on_stop and self.client is not None:
+                # Asked for: every service of ours goes, connections or not (no drain).
+                try:
+                    rnd = await self.kernel(self._apply, Desired(), 0.0)
+                    log.info("removed on stop: %d operations", len(rnd.plan.operations))
+                except OSError as e:
+                    log.error("removing the IPVS services on stop failed: %s", e)
+            if self._sync_task is not None or self.sync_daemons:
+                self.sync_role = None
+                if self._sync_task is not None:
+                    await asyncio.gather(self._sync_task, return_exceptions=True)
+                with contextlib.suppress(OSError):
+                    await self.kernel(self._sync_once, None, None)
             await self.scheduler.close()
             if self.client is not None:
                 self.client.close()
-            log.info("stopped; IPVS services left in place")
+            if self._metrics_client is not None:
+                self._metrics_client.close()
+            fate = "removed" if self.remove_on_stop else "left in place"
+            log.info("stopped; IPVS services %s", fate)
+
+    async def kernel(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args) in a worker thread, holding the IPVS socket: reconcile, status
+        and connection sync each talk to the kernel from a thread, and one netlink
+        socket must not carry two conversations at once."""
+
+        def locked() -> T:
+            with self._client_lock:
+                return fn(*args)
+
+        return await asyncio.to_thread(locked)
+
+    # ------------------------------------------------------------ connection sync
+
+    def _on_event(self, event: object) -> None:
+        cs = self.config.connection_sync if self.config is not None else None
+        if isinstance(event, VrrpChanged) and cs is not None and event.instance == cs.follow:
+            self._want_sync(syncd.role_for(event.new))
+
+    def _want_sync(self, role: str | None) -> None:
+        self.sync_role = role
+        if self._sync_task is None or self._sync_task.done():
+            self._sync_task = asyncio.get_running_loop().create_task(
+                self._apply_sync(), name="connection sync"
+            )
+
+    async def _apply_sync(self) -> None:
+        """Converge the kernel's sync daemons on sync_role (again, if it changed meanwhile)."""
+        while True:
+            role, cfg = self.sync_role, self.config.connection_sync if self.config else None
+            try:
+                done = await self.kernel(self._sync_once, role, cfg)
+            except OSError as e:
+                log.error("connection sync: %s", e)
+                return
+            if done == (role, cfg) and self.sync_role == role:
+                return
+
+    def _sync_once(self, role: str | None, cfg: ConnectionSync | None) -> tuple[str | None, Any]:
+        assert self.client is not None
+        requests = syncd.plan(role, self.client.daemons(), cfg)
+        for failure in self.client.execute(requests):
+            log.error("connection sync: kernel refused %s", failure)
+        for r in requests:
+            log.info("connection sync: %s", r.what)
+        self.sync_daemons = [
+            f"{'master' if d.state == syncd.ROLES['master'] else 'backup'} on {d.interface} id {d.sync_id}"
+            for d in self.client.daemons()
+        ]
+        return role, cfg
+
+    # ------------------------------------------------------------ metrics
+
+    def _snapshot(self) -> metrics.Snapshot:
+        """The daemon's state for one scrape (on the loop)."""
+        assert self.config is not None
+        from ipvsmgr import __version__
+
+        snap = metrics.Snapshot(version=__version__)
+        for vs in self.config.virtual_servers:
+            key = service_key(vs)
+            snap.services[key] = vs.name
+            for r in vs.reals:
+                dk = destination(r).key
+                h = self.health.get((key, dk))
+                st = self.scheduler.state((key, dk))
+                last = st.last if st is not None else None
+                if r.health is None:
+                    health = "unchecked"
+                elif h is None:
+                    health = "pending"
+                else:
+                    health = "up" if h.up else "down"
+                snap.reals.append(
+                    metrics.RealView(
+                        vs.name, key, dk, r.weight, health, last.duration if last is not None else None
+                    )
+                )
+        snap.quorum = dict(self.quorum)
+        if self.vrrp is not None:
+            snap.vrrp = self.vrrp.status()
+            snap.vrrp_drops = dict(self.vrrp.drops)
+        snap.counters = dict(self.counters)
+        snap.reloads = {"ok": self.counters["reloads_ok"], "refused": self.counters["reloads_refused"]}
+        if self.control is not None:
+            snap.control_requests = dict(self.control.requests)
+            snap.control_refused = dict(self.control.refused)
+        cs = self.scheduler.snapshot()
+        snap.checks = {
+            "runs": cs.runs, "failures": cs.failures, "skipped": cs.skipped,
+            "lag_p50": cs.lag_p50, "lag_p99": cs.lag_p99,
+        }  # fmt: skip
+        return snap
+
+    def _dump(self) -> Table:
+        """The kernel's counters for a scrape (in a worker thread, with a socket of its own)."""
+        if self.client is None:
+            return Table()  # nothing of IPVS to report (a VRRP-only node)
+        if self._metrics_client is None:
+            self._metrics_client = IPVSClient()
+        assert self.config is not None
+        keys = [service_key(vs) for vs in self.config.virtual_servers]
+        return self._metrics_client.table(keys, True)
 
     async def _command(self, req: Request) -> Any:
         return await commands.run(self, req)
@@ -326,6 +502,7 @@ class Daemon:
 
     def set_overrides(self, new: Overrides) -> None:
         self.overrides = new
+        self._dirty = True
         self.override_store.save(new)
         self.wake.set()
 

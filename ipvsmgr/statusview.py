@@ -102,3 +102,52 @@ def render(st: dict[str, Any]) -> str:
             )
         lines.extend(_table(rows))
     return "\n".join(lines)
+
+
+def render_top(now: dict[str, Any], before: dict[str, Any] | None, elapsed: float) -> str:
+    """The status with new connections per second since the previous sample
+    (the kernel's own estimates until there is one)."""
+    prev: dict[tuple[str, str], int] = {}
+    if before is not None:
+        for vs in before["virtual_servers"]:
+            prev[(vs["name"], "")] = vs["connections_total"]
+            for r in vs["reals"]:
+                prev[(vs["name"], r["address"])] = r["connections_total"]
+
+    def rate(key: tuple[str, str], total: int, estimate: int) -> str:
+        if key not in prev or elapsed <= 0:
+            return str(estimate)
+        return f"{max(0, total - prev[key]) / elapsed:.1f}"
+
+    d = now["daemon"]
+    lines = [
+        f"ipvsmgr {d['version']}  pid {d['pid']}  up {_age(d['uptime_s'])}  " + time.strftime("%H:%M:%S")
+    ]
+    for vs in now["virtual_servers"]:
+        q = "" if vs["quorum"] is None else ("  quorum up" if vs["quorum"] else "  quorum LOST")
+        cps = rate((vs["name"], ""), vs["connections_total"], vs["cps"])
+        lines.append("")
+        lines.append(
+            f"{vs['name']}  {vs['service']}  {cps} conn/s{q}" + ("  DISABLED" if vs["disabled"] else "")
+        )
+        rows = [["REAL", "CONN/S", "ACTIVE", "INACTIVE", "WEIGHT", "HEALTH", "IN/s", "OUT/s"]]
+        for r in vs["reals"]:
+            weight = "-" if r["weight"] is None else str(r["weight"])
+            health = r["health"] + (" (drained)" if r["drained"] else "")
+            rows.append(
+                [
+                    r["address"],
+                    rate((vs["name"], r["address"]), r["connections_total"], r["cps"]),
+                    str(r["active_connections"]),
+                    str(r["inactive_connections"]),
+                    weight,
+                    health,
+                    _rate(r["in_bytes_per_s"]),
+                    _rate(r["out_bytes_per_s"]),
+                ]  # fmt: skip
+            )
+        lines.extend(_table(rows))
+    for i in now["vrrp"]:
+        lines.append("")
+        lines.append(f"VRRP {i['name']}: {i['state'].upper()} priority {i['priority']}")
+    return "\n".join(lines)

@@ -16,12 +16,14 @@ from ipvsmgr.config.errors import Path, Problem
 from ipvsmgr.config.health import BLOCKS, build_check, merge
 from ipvsmgr.config.model import (
     Config,
+    ConnectionSync,
     HealthCheck,
     Persistence,
     Quorum,
     RealServer,
     Tunnel,
     VirtualServer,
+    VrrpConfig,
 )
 from ipvsmgr.config.vrrpbuild import build_vrrp
 from ipvsmgr.config.yamlsource import Document
@@ -326,7 +328,26 @@ class _Builder:
             timeouts=timeouts,
             drain_timeout=drain,
             vrrp=vrrp,
+            connection_sync=self.connection_sync(ipvs.get("connection_sync"), vrrp),
         )
+
+    def connection_sync(self, raw: dict[str, Any] | None, vrrp: VrrpConfig) -> ConnectionSync | None:
+        if not raw:
+            return None
+        path: Path = ("ipvs", "connection_sync")
+        names = [i.name for i in vrrp.instances]
+        follow = raw.get("follow")
+        if follow is None:
+            if len(names) != 1:
+                why = "there are none" if not names else f"there are {len(names)}: {', '.join(names)}"
+                self.error(path, f"connection_sync follows a VRRP instance: name it with `follow` ({why})")
+                return None
+            follow = names[0]
+        elif follow not in names:
+            known = ", ".join(names) or "none"
+            self.error(path + ("follow",), f"no VRRP instance named {follow!r} (instances: {known})")
+            return None
+        return ConnectionSync(raw["interface"], raw.get("sync_id", 0), follow)
 
 
 def build(

@@ -88,9 +88,17 @@ class VrrpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectionSync:
+    interface: str
+    sync_id: int = 0
+    follow: str = ""  # the VRRP instance whose MASTER/other state picks master/backup sync
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str
     virtual_servers: tuple[VirtualServer, ...]
     timeouts: Timeouts = field(default_factory=Timeouts)
     drain_timeout: float = 300.0
     vrrp: VrrpConfig = field(default_factory=VrrpConfig)
+    connection_sync: ConnectionSync | None = None

@@ -49,12 +49,24 @@ class Lab:
         env = dict(os.environ, IPVSMGR_STATE_DIR=self.state_dir, PYTHONPATH=str(ROOT))
         return subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
 
-    def daemon(self, config: str, log: Path) -> subprocess.Popen[bytes]:
-        """Start `ipvsmgr run` on `config` (1 s resync), its output into `log`."""
+    @property
+    def socket(self) -> str:
+        return str(self.work / "ctl.sock")
+
+    def daemon(self, config: str, log: Path, *extra: str, mode: str = "w") -> subprocess.Popen[bytes]:
+        """Start `ipvsmgr run` on `config` (1 s resync, control socket self.socket, metrics off
+        unless `extra` says otherwise), its output into `log`."""
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         argv = [sys.executable, "-m", "ipvsmgr", "run", "-c", config, "--state-dir", self.state_dir]
-        with log.open("w") as out:
-            return subprocess.Popen([*argv, "--resync", "1s"], stdout=out, stderr=subprocess.STDOUT, env=env)
+        argv += ["--resync", "1s", "--socket", self.socket]
+        if not any(a.startswith("--metrics") for a in extra):
+            argv += ["--metrics", "off"]
+        with log.open(mode) as out:
+            return subprocess.Popen([*argv, *extra], stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The CLI against the daemon's control socket."""
+        return self.cli(*args, "--socket", self.socket)
 
     def write(self, name: str, text: str) -> str:
         path = self.work / name

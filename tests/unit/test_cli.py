@@ -23,6 +23,7 @@ COMMANDS = [
     "apply",
     "run",
     "status",
+    "top",
     "reload",
     "drain",
     "undrain",

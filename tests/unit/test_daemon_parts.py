@@ -150,3 +150,24 @@ def test_status_view_shows_what_matters() -> None:
     assert "0/10" in line and "down" in line and "drained; connect refused" in line and "2.0k" in line
     vrrp = next(x for x in text.splitlines() if "vi_1" in x)
     assert "BACKUP" in vrrp and "1/150" in vrrp and "198.18.10.2" in vrrp and "released" in vrrp
+
+
+def test_top_shows_connection_rates_between_samples() -> None:
+    def st(conns: int) -> dict[str, object]:
+        real = {"address": "198.18.1.1:8080", "connections_total": conns, "cps": 0, "active_connections": 1,
+                "inactive_connections": 0, "weight": 5, "health": "up", "drained": False,
+                "in_bytes_per_s": 0, "out_bytes_per_s": 0}  # fmt: skip
+        return {
+            "daemon": {"version": "1", "pid": 7, "uptime_s": 5},
+            "virtual_servers": [{"name": "web", "service": "tcp 198.18.0.10:80", "connections_total": conns,
+                                 "cps": 0, "quorum": None, "disabled": False, "reals": [real]}],
+            "vrrp": [],
+        }  # fmt: skip
+
+    from ipvsmgr.statusview import render_top
+
+    first = render_top(st(100), None, 0.0)
+    assert "web  tcp 198.18.0.10:80  0 conn/s" in first
+    second = render_top(st(130), st(100), 2.0)
+    assert "15.0 conn/s" in second
+    assert any("198.18.1.1:8080" in line and "15.0" in line for line in second.splitlines())

@@ -1,0 +1,271 @@
+"""Prometheus metrics over HTTP, served from the daemon's event loop.
+
+A scrape takes a snapshot of the daemon's state on the loop (consistent, and
+nothing is shared across threads), then dumps the kernel's IPVS counters and
+renders the text in a worker thread with its own netlink socket, so a large
+table never stalls health checks or VRRP. One scrape runs at a time.
+
+The HTTP side is deliberately tiny: GET /metrics (and / for a hint), any
+other path is 404, any other method 405, anything unparsable 400, each
+counted; requests are capped in size and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+
+from ipvsmgr.ipvs.model import DestKey, ServiceKey, Table
+
+log = logging.getLogger("ipvsmgr.metrics")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MAX_HEAD = 8192
+READ_TIMEOUT = 10.0
+VRRP_STATES = ("init", "backup", "master", "fault")
+_C, _G = CounterMetricFamily, GaugeMetricFamily
+
+
+@dataclass(frozen=True, slots=True)
+class RealView:
+    virtual_server: str
+    service: ServiceKey
+    key: DestKey
+    configured_weight: int
+    health: str  # up, down, pending, unchecked
+    check_duration: float | None
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What the daemon knows, copied on the loop for one scrape."""
+
+    version: str
+    reals: list[RealView] = field(default_factory=list)
+    services: dict[ServiceKey, str] = field(default_factory=dict)  # key -> name
+    quorum: dict[ServiceKey, bool] = field(default_factory=dict)
+    vrrp: list[dict[str, Any]] = field(default_factory=list)
+    vrrp_drops: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+    reloads: dict[str, int] = field(default_factory=dict)
+    control_requests: dict[str, int] = field(default_factory=dict)
+    control_refused: dict[str, int] = field(default_factory=dict)
+    scrape_refused: dict[str, int] = field(default_factory=dict)
+    checks: dict[str, float] = field(default_factory=dict)
+
+
+def families(s: Snapshot, table: Table | None, kernel_ok: bool) -> Iterator[Metric]:
+    """Every metric of one scrape."""
+    yield InfoMetricFamily("ipvsmgr_build", "ipvsmgr's version.", value={"version": s.version})
+    up = _G("ipvsmgr_kernel_readable", "1 if this scrape could read IPVS from the kernel.")
+    up.add_metric([], 1.0 if kernel_ok else 0.0)
+    yield up
+
+    vs_l = ["virtual_server", "service"]
+    vconn = _C("ipvsmgr_virtual_server_connections", "Connections scheduled (IPVS).", labels=vs_l)
+    vpkt = _C("ipvsmgr_virtual_server_packets", "Packets (IPVS).", labels=[*vs_l, "direction"])
+    vbyte = _C("ipvsmgr_virtual_server_bytes", "Bytes (IPVS).", labels=[*vs_l, "direction"])
+    quorum = _G("ipvsmgr_virtual_server_quorum_up", "1 while the quorum holds.", labels=vs_l)
+    for key, name in s.services.items():
+        lv = [name, str(key)]
+        svc = table.services.get(key) if table is not None else None
+        if svc is not None and svc.stats is not None:
+            st = svc.stats
+            vconn.add_metric(lv, st.conns)
+            vpkt.add_metric([*lv, "in"], st.inpkts)
+            vpkt.add_metric([*lv, "out"], st.outpkts)
+            vbyte.add_metric([*lv, "in"], st.inbytes)
+            vbyte.add_metric([*lv, "out"], st.outbytes)
+        if key in s.quorum:
+            quorum.add_metric(lv, 1.0 if s.quorum[key] else 0.0)
+    yield from (vconn, vpkt, vbyte, quorum)
+
+    r_l = ["virtual_server", "real"]
+    rconn = _C("ipvsmgr_real_connections", "Connections scheduled to the real (IPVS).", labels=r_l)
+    rpkt = _C("ipvsmgr_real_packets", "Packets (IPVS).", labels=[*r_l, "direction"])
+    rbyte = _C("ipvsmgr_real_bytes", "Bytes (IPVS).", labels=[*r_l, "direction"])
+    ract = _G("ipvsmgr_real_active_connections", "Active connections (IPVS).", labels=r_l)
+    rinact = _G("ipvsmgr_real_inactive_connections", "Inactive connections (IPVS).", labels=r_l)
+    rweight = _G("ipvsmgr_real_weight", "Weight in the kernel (absent: not in it).", labels=r_l)
+    rcfg = _G("ipvsmgr_real_configured_weight", "Weight in the configuration.", labels=r_l)
+    rup = _G("ipvsmgr_real_up", "1 up, 0 down; absent for reals without a health check.", labels=r_l)
+    rdur = _G("ipvsmgr_real_check_duration_seconds", "How long the last health check took.", labels=r_l)
+    for r in s.reals:
+        lr = [r.virtual_server, str(r.key)]
+        d = table.dests.get(r.service, {}).get(r.key) if table is not None else None
+        if d is not None:
+            rweight.add_metric(lr, d.weight)
+            ract.add_metric(lr, d.active_conns)
+            rinact.add_metric(lr, d.inact_conns)
+            if d.stats is not None:
+                rconn.add_metric(lr, d.stats.conns)
+                rpkt.add_metric([*lr, "in"], d.stats.inpkts)
+                rpkt.add_metric([*lr, "out"], d.stats.outpkts)
+                rbyte.add_metric([*lr, "in"], d.stats.inbytes)
+                rbyte.add_metric([*lr, "out"], d.stats.outbytes)
+        rcfg.add_metric(lr, r.configured_weight)
+        if r.health in ("up", "down"):
+            rup.add_metric(lr, 1.0 if r.health == "up" else 0.0)
+        if r.check_duration is not None:
+            rdur.add_metric(lr, r.check_duration)
+    yield from (rconn, rpkt, rbyte, ract, rinact, rweight, rcfg, rup, rdur)
+
+    ch = s.checks
+    if ch:
+        runs = _C("ipvsmgr_health_checks", "Health checks run.")
+        runs.add_metric([], ch["runs"])
+        fails = _C("ipvsmgr_health_check_failures", "Health checks that failed.")
+        fails.add_metric([], ch["failures"])
+        skipped = _C("ipvsmgr_health_checks_skipped", "Runs skipped: the previous overran.")
+        skipped.add_metric([], ch["skipped"])
+        lag = _G("ipvsmgr_health_check_lag_seconds", "Schedule lag of recent checks.", labels=["quantile"])
+        lag.add_metric(["0.5"], ch["lag_p50"])
+        lag.add_metric(["0.99"], ch["lag_p99"])
+        yield from (runs, fails, skipped, lag)
+
+    i_l = ["instance"]
+    vstate = _G("ipvsmgr_vrrp_state", "1 for the instance's current state.", labels=[*i_l, "state"])
+    vprio = _G("ipvsmgr_vrrp_priority", "Effective priority.", labels=i_l)
+    vtrans = _C("ipvsmgr_vrrp_transitions", "State changes.", labels=i_l)
+    vsent = _C("ipvsmgr_vrrp_adverts_sent", "Adverts sent.", labels=i_l)
+    vrecv = _C("ipvsmgr_vrrp_adverts_received", "Adverts accepted.", labels=i_l)
+    for inst in s.vrrp:
+        li = [inst["name"]]
+        for state in VRRP_STATES:
+            vstate.add_metric([*li, state], 1.0 if inst["state"] == state else 0.0)
+        vprio.add_metric(li, inst["priority"])
+        vtrans.add_metric(li, inst["transitions"])
+        vsent.add_metric(li, inst["adverts_sent"])
+        vrecv.add_metric(li, inst["adverts_received"])
+    vdrop = _C("ipvsmgr_vrrp_dropped_packets", "VRRP packets dropped.", labels=["reason"])
+    for reason, n in sorted(s.vrrp_drops.items()):
+        vdrop.add_metric([reason], n)
+    yield from (vstate, vprio, vtrans, vsent, vrecv, vdrop)
+
+    c = s.counters
+    for name, text in (
+        ("reconcile_rounds", "Reconcile rounds."),
+        ("reconcile_operations", "IPVS operations applied."),
+        ("reconcile_errors", "IPVS operations the kernel refused, and rounds that failed."),
+        ("reconcile_drift_repairs", "Operations a periodic resync needed with nothing changed: drift."),
+    ):
+        m = _C(f"ipvsmgr_{name}", text)
+        m.add_metric([], c.get(name, 0))
+        yield m
+    reload = _C("ipvsmgr_reloads", "Configuration reloads.", labels=["result"])
+    for result in ("ok", "refused"):
+        reload.add_metric([result], s.reloads.get(result, 0))
+    yield reload
+    creq = _C("ipvsmgr_control_requests", "Control socket requests.", labels=["command"])
+    for cmd, n in sorted(s.control_requests.items()):
+        creq.add_metric([cmd], n)
+    cref = _C("ipvsmgr_control_refused", "Control requests refused.", labels=["reason"])
+    for reason, n in sorted(s.control_refused.items()):
+        cref.add_metric([reason], n)
+    sref = _C("ipvsmgr_metrics_requests_refused", "Bad metrics requests.", labels=["reason"])
+    for reason, n in sorted(s.scrape_refused.items()):
+        sref.add_metric([reason], n)
+    yield from (creq, cref, sref)
+
+
+class _Once:
+    """A registry collector that yields one precomputed scrape."""
+
+    def __init__(self, fams: list[Metric]) -> None:
+        self._fams = fams
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._fams
+
+
+def render(s: Snapshot, table: Table | None, kernel_ok: bool) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Once(list(families(s, table, kernel_ok))))  # type: ignore[arg-type]
+    return bytes(generate_latest(registry))
+
+
+class MetricsServer:
+    """HTTP on `host:port`; snapshot() runs on the loop, dump() (the kernel read) in a thread."""
+
+    def __init__(
+        self, host: str, port: int, snapshot: Callable[[], Snapshot], dump: Callable[[], Table]
+    ) -> None:
+        self.host, self.port = host, port
+        self.snapshot = snapshot
+        self.dump = dump
+        self.refused: Counter[str] = Counter()
+        self.scrapes = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._lock = asyncio.Lock()
+        self._thread_lock = threading.Lock()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEAD)
+        sock = self._server.sockets[0]
+        self.port = sock.getsockname()[1]  # port 0: the one the kernel picked
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            status, body, ctype = await self._handle(reader)
+            head = (
+                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n"
+            )
+            writer.write(head.encode() + body)
+            await writer.drain()
+        except (ConnectionError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader) -> tuple[str, bytes, str]:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
+            self.refused["bad_request"] += 1
+            return "400 Bad Request", b"bad request\n", "text/plain"
+        parts = head.split(b"\r\n", 1)[0].split()
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+            self.refused["bad_request"] += 1
+            return "400 Bad Request", b"bad request\n", "text/plain"
+        method, target = parts[0], parts[1].split(b"?", 1)[0]
+        if method not in (b"GET", b"HEAD"):
+            self.refused["method"] += 1
+            return "405 Method Not Allowed", b"GET /metrics\n", "text/plain"
+        if target == b"/":
+            return "200 OK", b"ipvsmgr: metrics at /metrics\n", "text/plain"
+        if target != b"/metrics":
+            self.refused["not_found"] += 1
+            return "404 Not Found", b"not found: metrics are at /metrics\n", "text/plain"
+        async with self._lock:
+            self.scrapes += 1
+            snap = self.snapshot()
+            snap.scrape_refused = dict(self.refused)
+            body = await asyncio.to_thread(self._render, snap)
+        return "200 OK", body if method == b"GET" else b"", CONTENT_TYPE
+
+    def _render(self, snap: Snapshot) -> bytes:
+        table: Table | None = None
+        with self._thread_lock:
+            try:
+                table = self.dump()
+            except OSError as e:
+                log.warning("metrics: reading IPVS failed: %s", e)
+        return render(snap, table, table is not None)

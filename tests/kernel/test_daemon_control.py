@@ -1,0 +1,255 @@
+"""The running daemon as an operator drives it, in the VM with real IPVS:
+`ipvsmgr status`, drain/undrain (existing connections go on, new ones go
+elsewhere, kept across a kill -9 restart), disable/enable, the Prometheus
+endpoint against `ipvsadm --stats`, and connection sync following VRRP."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.kernel.helpers import Lab, connect, ipvsadm, sh
+from tests.kernel.test_health import wait_for, weights
+from tests.netns.lab import in_netns
+
+# A port of its own: IPVS keeps a deleted real with connections in its trash
+# and hands it back (connection counts included) to whoever adds the same
+# service and real next, which would be another test.
+REALS = ("198.18.2.2", "198.18.2.3", "198.18.2.4")
+VIP, VPORT = "198.18.0.10", 8181
+CONFIG = f"""\
+virtual_servers:
+  - name: web
+    address: {VIP}
+    port: {VPORT}
+    scheduler: rr
+    health_check: {{type: tcp, interval: 0.5s, timeout: 0.4s, rise: 1, fall: 2, jitter: 0}}
+    reals:
+""" + "".join(f"      - {{address: {a}, port: 8080, weight: 5}}\n" for a in REALS)
+CLIENT = "198.18.3.2"
+METRICS = "127.0.0.1:19474"
+
+
+class Echo:
+    """An echo server on addr:8080 in the real-server namespace that counts its connections."""
+
+    def __init__(self, addr: str) -> None:
+        self.addr = addr
+        self.accepted = 0  # from the client (the health checks connect too)
+
+        def make() -> socket.socket:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((addr, 8080))
+            s.listen(128)
+            return s
+
+        self.sock = in_netns("rs", make)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, peer = self.sock.accept()
+            except OSError:
+                return
+            if peer[0] == CLIENT:
+                self.accepted += 1
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):  # health checks close with a reset
+            while data := conn.recv(4096):
+                conn.sendall(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def active() -> dict[str, int]:
+    out = {}
+    for line in ipvsadm("-Ln").splitlines():
+        parts = line.split()
+        if line.strip().startswith("->") and parts[1][0].isdigit():
+            out[parts[1]] = int(parts[4])
+    return out
+
+
+def echo_ok(c: socket.socket, data: bytes = b"still here") -> bool:
+    c.sendall(data)
+    return c.recv(100) == data
+
+
+def status(lab: Lab) -> dict:  # type: ignore[type-arg]
+    r = lab.ctl("status", "--json")
+    logs = "".join(p.read_text()[-3000:] for p in lab.work.glob("*.log"))
+    assert r.returncode == 0, r.stderr + logs
+    return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+
+def serving(lab: Lab, pid: int) -> bool:
+    r = lab.ctl("status", "--json")
+    return r.returncode == 0 and json.loads(r.stdout)["daemon"]["pid"] == pid
+
+
+def test_status_drain_disable_and_metrics(ipvs: Lab, nat_lab: None) -> None:
+    cfg = ipvs.write("lb.yaml", CONFIG)
+    log = Path(ipvs.work / "daemon.log")
+    servers = {a: Echo(a) for a in REALS}
+    daemon = ipvs.daemon(cfg, log, "--metrics", METRICS)
+    try:
+        wait_for(lambda: list(weights().values()) == [5, 5, 5], 90)
+        wait_for(lambda: Path(ipvs.socket).exists(), 30)
+        st = status(ipvs)
+        reals = st["virtual_servers"][0]["reals"]
+        assert [(r["address"], r["weight"], r["health"]) for r in reals] == [
+            (f"{a}:8080", 5, "up") for a in REALS
+        ]
+        text = ipvs.ctl("status").stdout
+        assert f"web  tcp {VIP}:{VPORT}  rr" in text and "5/5" in text
+
+        # A long-lived connection, then drain the real that has it.
+        c = connect("cl", VIP, VPORT)
+        assert echo_ok(c)
+        wait_for(lambda: sum(active().values()) == 1, 5)
+        held = next(k for k, v in active().items() if v == 1)
+        r = ipvs.ctl("drain", "web", held)
+        assert r.returncode == 0 and r.stdout.strip() == f"{held} of web: drained", r.stderr
+        wait_for(lambda: weights()[held] == 0, 5)
+        assert echo_ok(c)  # the existing connection goes on
+        before = servers[held.split(":")[0]].accepted
+        for _ in range(30):
+            short = connect("cl", VIP, VPORT)
+            assert echo_ok(short, b"x")
+            short.close()
+        assert servers[held.split(":")[0]].accepted == before  # no new connection reached it
+        assert echo_ok(c)
+        assert [x["drained"] for x in status(ipvs)["virtual_servers"][0]["reals"]] == [
+            f"{a}:8080" == held for a in REALS
+        ]
+
+        # kill -9 and start again: the drain is still there, the connection too.
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(30)
+        daemon = ipvs.daemon(cfg, log, "--metrics", METRICS, mode="a")
+        wait_for(lambda: serving(ipvs, daemon.pid), 60)
+        time.sleep(2.0)
+        assert weights()[held] == 0 and echo_ok(c)
+        ipvs.ctl("undrain", "web", held)
+        wait_for(lambda: weights()[held] == 5, 5)
+
+        assert ipvs.ctl("disable", "web").returncode == 0
+        wait_for(lambda: list(weights().values()) == [0, 0, 0], 5)
+        assert echo_ok(c)
+        assert ipvs.ctl("enable", "web").returncode == 0
+        wait_for(lambda: list(weights().values()) == [5, 5, 5], 5)
+
+        # Wrong names: a clear error listing the valid ones, nothing changes.
+        bad = ipvs.ctl("drain", "web", "198.18.2.99")
+        assert (
+            bad.returncode == 1 and "reals: 198.18.2.2:8080, 198.18.2.3:8080, 198.18.2.4:8080" in bad.stderr
+        )
+
+        # Metrics: parsed with prometheus_client; the counters are ipvsadm's.
+        with urllib.request.urlopen(f"http://{METRICS}/metrics", timeout=30) as resp:
+            body = resp.read().decode()
+        exact = ipvsadm("-Ln", "--stats", "--exact")
+        conns = {}
+        for line in exact.splitlines():
+            parts = line.split()
+            if line.strip().startswith("->") and parts[1][0].isdigit():
+                conns[parts[1]] = int(parts[2])
+        got: dict[tuple[str, str], float] = {}
+        for fam in text_string_to_metric_families(body):
+            for s in fam.samples:
+                if "real" in s.labels:
+                    got[(s.name, s.labels["real"])] = s.value
+        for real, n in conns.items():
+            assert got[("ipvsmgr_real_connections_total", real)] == n, (real, n, body)
+            assert got[("ipvsmgr_real_weight", real)] == weights()[real]
+            assert got[("ipvsmgr_real_up", real)] == 1
+        assert sum(conns.values()) >= 31
+        c.close()
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(30)
+        for s in servers.values():
+            s.close()
+    assert code == 0, log.read_text()[-3000:]
+
+
+SYNC = """\
+ipvs:
+  connection_sync: {interface: vrrp0, sync_id: 7}
+vrrp:
+  instances:
+    - name: edge
+      interface: vrrp0
+      vrid: 51
+      priority: 150
+      advert_interval: 100ms
+      virtual_addresses: [198.18.9.100/24]
+"""
+
+
+def daemons() -> str:
+    return ipvsadm("-L", "--daemon")
+
+
+def test_connection_sync_follows_the_vrrp_role(ipvs: Lab, nat_lab: None) -> None:
+    sh("ip", "link", "add", "vrrp0", "type", "dummy")
+    sh("ip", "addr", "add", "198.18.9.1/24", "dev", "vrrp0")
+    sh("ip", "link", "set", "vrrp0", "up")
+    cfg = ipvs.write("lb.yaml", CONFIG + SYNC)
+    log = Path(ipvs.work / "sync.log")
+    servers = {a: Echo(a) for a in REALS}
+    daemon = ipvs.daemon(cfg, log)
+    try:
+        # No peer: master after its master-down interval, and then the sync master runs.
+        wait_for(lambda: "master sync daemon" in daemons(), 60)
+        assert "syncid=7" in daemons() and "backup sync daemon" not in daemons()
+        assert "start sync backup on vrrp0" in log.read_text()  # before the instance was master
+        # Released: backup (priority 1) -> the sync backup; nobody takes over, so master again.
+        ipvs.ctl("vrrp", "release", "edge")
+        wait_for(lambda: "backup sync daemon" in daemons(), 10)
+        wait_for(lambda: "master sync daemon" in daemons(), 10)
+        st = status(ipvs)["connection_sync"]
+        assert st["follow"] == "edge" and st["role"] == "master"
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(30)
+        for s in servers.values():
+            s.close()
+        sh("ip", "link", "del", "vrrp0", check=False)
+    assert code == 0, log.read_text()[-3000:]
+    assert "sync daemon" not in daemons()  # stopped with the daemon
+
+
+def test_remove_on_stop_deletes_only_our_services(ipvs: Lab, nat_lab: None) -> None:
+    ipvsadm("-A", "-t", "198.18.0.77:80", "-s", "rr")  # somebody else's
+    cfg = ipvs.write("lb.yaml", CONFIG)
+    log = Path(ipvs.work / "stop.log")
+    servers = {a: Echo(a) for a in REALS}
+    daemon = ipvs.daemon(cfg, log, "--remove-on-stop")
+    try:
+        wait_for(lambda: list(weights().values()) == [5, 5, 5], 90)
+        c = connect("cl", VIP, VPORT)
+        assert echo_ok(c)  # a connection in flight does not hold the removal up
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(30)
+        for s in servers.values():
+            s.close()
+    assert code == 0, log.read_text()[-3000:]
+    table = ipvsadm("-Ln")
+    assert f"{VIP}:{VPORT}" not in table and "198.18.0.77:80" in table
+    assert "stopped; IPVS services removed" in log.read_text()

@@ -1,0 +1,131 @@
+"""Metrics: the text parses with prometheus_client's own parser, values come
+from the snapshot and the kernel table; the HTTP side refuses and counts junk."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import urllib.error
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from ipvsmgr.ipvs.model import Destination, DestKey, Service, ServiceKey, Stats, Table
+from ipvsmgr.metrics import MetricsServer, RealView, Snapshot, render
+
+SK = ServiceKey(socket.AF_INET, 6, "198.18.0.10", 80)
+DK = DestKey(socket.AF_INET, "198.18.1.1", 8080)
+DK2 = DestKey(socket.AF_INET, "198.18.1.2", 8080)
+
+
+def snapshot() -> Snapshot:
+    return Snapshot(
+        version="9.9",
+        reals=[RealView("web", SK, DK, 10, "up", 0.002), RealView("web", SK, DK2, 5, "down", None)],
+        services={SK: "web"},
+        quorum={SK: True},
+        vrrp=[{"name": "vi_1", "state": "master", "priority": 150, "transitions": 2,
+               "adverts_sent": 40, "adverts_received": 0}],
+        vrrp_drops={"ttl": 3},
+        counters={"reconcile_rounds": 7, "reconcile_operations": 4},
+        reloads={"ok": 1, "refused": 2},
+        checks={"runs": 100, "failures": 5, "skipped": 0, "lag_p50": 0.004, "lag_p99": 0.011},
+    )  # fmt: skip
+
+
+TABLE = Table(
+    services={
+        SK: Service(SK, "wrr", stats=Stats(conns=12, inpkts=100, outpkts=90, inbytes=6000, outbytes=9000))
+    },
+    dests={
+        SK: {
+            DK: Destination(DK, weight=10, active_conns=3, inact_conns=1, stats=Stats(conns=12, inbytes=6000))
+        }
+    },
+)
+
+
+def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for fam in text_string_to_metric_families(text.decode()):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_render_parses_and_carries_the_values() -> None:
+    got = samples(render(snapshot(), TABLE, True))
+    web = (("service", "tcp 198.18.0.10:80"), ("virtual_server", "web"))
+    assert got[("ipvsmgr_virtual_server_connections_total", web)] == 12
+    assert got[("ipvsmgr_virtual_server_bytes_total", (("direction", "out"), *web))] == 9000
+    r1 = (("real", "198.18.1.1:8080"), ("virtual_server", "web"))
+    r2 = (("real", "198.18.1.2:8080"), ("virtual_server", "web"))
+    assert got[("ipvsmgr_real_weight", r1)] == 10
+    assert got[("ipvsmgr_real_active_connections", r1)] == 3
+    assert got[("ipvsmgr_real_connections_total", r1)] == 12
+    assert got[("ipvsmgr_real_up", r1)] == 1 and got[("ipvsmgr_real_up", r2)] == 0
+    assert ("ipvsmgr_real_weight", r2) not in got  # not in the kernel: absent, not 0
+    assert got[("ipvsmgr_real_configured_weight", r2)] == 5
+    assert got[("ipvsmgr_vrrp_state", (("instance", "vi_1"), ("state", "master")))] == 1
+    assert got[("ipvsmgr_vrrp_state", (("instance", "vi_1"), ("state", "backup")))] == 0
+    assert got[("ipvsmgr_vrrp_dropped_packets_total", (("reason", "ttl"),))] == 3
+    assert got[("ipvsmgr_reloads_total", (("result", "refused"),))] == 2
+    assert got[("ipvsmgr_build_info", (("version", "9.9"),))] == 1
+    assert got[("ipvsmgr_kernel_readable", ())] == 1
+    assert got[("ipvsmgr_health_check_lag_seconds", (("quantile", "0.99"),))] == 0.011
+
+
+def test_served_over_http_with_junk_refused() -> None:
+    async def main() -> None:
+        def dump() -> Table:
+            return TABLE
+
+        server = MetricsServer("127.0.0.1", 0, snapshot, dump)
+        await server.start()
+        base = f"http://127.0.0.1:{server.port}"
+
+        def get(path: str, method: str = "GET") -> tuple[int, bytes, str]:
+            req = urllib.request.Request(base + path, method=method)
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return r.status, r.read(), r.headers["Content-Type"]
+            except urllib.error.HTTPError as e:
+                return e.code, e.read(), ""
+
+        def raw(data: bytes) -> bytes:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+                s.sendall(data)
+                s.shutdown(socket.SHUT_WR)
+                return s.recv(4096)
+
+        try:
+            status, body, ctype = await asyncio.to_thread(get, "/metrics")
+            assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
+            assert (
+                samples(body)[
+                    ("ipvsmgr_real_weight", (("real", "198.18.1.1:8080"), ("virtual_server", "web")))
+                ]
+                == 10
+            )
+            assert (await asyncio.to_thread(get, "/nope"))[0] == 404
+            assert (await asyncio.to_thread(get, "/metrics", "POST"))[0] == 405
+            assert (await asyncio.to_thread(raw, b"\x00\x01garbage\r\n\r\n")).startswith(b"HTTP/1.1 400")
+            assert (await asyncio.to_thread(raw, b"GET /metrics")).startswith(
+                b"HTTP/1.1 400"
+            )  # never finished
+            assert server.refused == {"not_found": 1, "method": 1, "bad_request": 2}
+            # the refusals show up in the next scrape
+            body = (await asyncio.to_thread(get, "/metrics"))[1]
+            assert (
+                samples(body)[("ipvsmgr_metrics_requests_refused_total", (("reason", "bad_request"),))] == 2
+            )
+        finally:
+            await server.close()
+
+    asyncio.run(main())
+
+
+def test_a_kernel_that_cannot_be_read_is_reported_not_fatal() -> None:
+    got = samples(render(snapshot(), None, False))
+    assert got[("ipvsmgr_kernel_readable", ())] == 0
+    assert got[("ipvsmgr_real_up", (("real", "198.18.1.1:8080"), ("virtual_server", "web")))] == 1
