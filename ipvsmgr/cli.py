@@ -505,6 +505,58 @@ def vrrp_reclaim(
     typer.echo(f"{r['instance']}: configured priority restored, now {r['state']}")
 
 
+@app.command()
+def lab(
+    work_dir: Optional[str] = typer.Option(  # noqa: UP007
+        None,
+        "--work-dir",
+        metavar="DIR",
+        help="Keep configurations and logs here (default: a temp dir).",
+    ),
+) -> None:
+    """Show ipvsmgr at work in network namespaces, then remove them.
+
+    Builds a client, a VRRP pair of load balancers running `ipvsmgr run` (IPVS
+    direct routing, connection sync) and three real servers on one bridge;
+    shows requests balanced by weight, a real failing and coming back, and the
+    master crashing while a connection stays up. Needs root and a kernel with
+    IPVS (scripts/lab.sh runs it inside the test VM on a machine without).
+
+    Example:
+
+      sudo ipvsmgr lab
+    """
+    import tempfile
+    from pathlib import Path
+
+    from ipvsmgr.ipvs.client import IPVSClient, IPVSUnavailable
+    from ipvsmgr.lab import run_demo
+
+    if os.geteuid() != 0:
+        _fail("ipvsmgr lab needs root (network namespaces, IPVS)")
+    try:
+        IPVSClient().close()
+    except IPVSUnavailable as e:
+        _fail(f"{e} (scripts/lab.sh runs the lab inside a VM that has IPVS)")
+    work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="ipvsmgr-lab-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        res = run_demo(work, typer.echo)
+    except (RuntimeError, TimeoutError, OSError) as e:
+        _fail(f"the lab failed: {e} (daemon logs in {work})")
+    gap = res["connection_gap_s"]
+    typer.echo("")
+    typer.echo("summary")
+    typer.echo(f"  balanced 1:2:3      {dict(sorted(res['balanced'].items()))}")
+    typer.echo(f"  rs2 down            {dict(sorted(res['without_rs2'].items()))}")
+    typer.echo(f"  failover            VIP on lb2 after {res['failover_s']:.2f}s")
+    kept = "kept" if res["connection_error"] is None else f"lost: {res['connection_error']}"
+    typer.echo(f"  open connection     {kept}, longest silence {gap or 0:.2f}s")
+    typer.echo(f"  after failover      {dict(sorted(res['after_failover'].items()))}")
+    if res["connection_error"] is not None:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app(prog_name="ipvsmgr")

@@ -29,6 +29,7 @@ COMMANDS = [
     "undrain",
     "disable",
     "enable",
+    "lab",
 ]
 
 
