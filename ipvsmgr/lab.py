@@ -72,8 +72,9 @@ def in_netns(ns: str, fn: Callable[[], T]) -> T:
     return out[0]  # type: ignore[no-any-return]
 
 
-def lb_config(priority: int, checks: str = "http") -> str:
-    reals = "".join(f"      - {{address: {NET}.{HOSTS[n]}, weight: {w}}}\n" for n, w in WEIGHTS.items())
+def lb_config(priority: int, checks: str = "http", weights: dict[str, int] | None = None) -> str:
+    chosen = WEIGHTS if weights is None else weights
+    reals = "".join(f"      - {{address: {NET}.{HOSTS[n]}, weight: {w}}}\n" for n, w in chosen.items())
     return f"""\
 ipvs:
   connection_sync: {{interface: eth0, sync_id: 20}}
@@ -279,9 +280,13 @@ class Lab:
     def socket(self, lb: str) -> Path:
         return self.work / f"{lb}.sock"
 
+    def config_path(self, lb: str) -> Path:
+        return self.work / f"{lb}.yaml"
+
     def start_lb(self, lb: str, priority: int, checks: str = "http") -> subprocess.Popen[bytes]:
-        conf = self.work / f"{lb}.yaml"
-        conf.write_text(lb_config(priority, checks))
+        conf = self.config_path(lb)
+        if not conf.exists():  # a restart keeps the file as it is
+            conf.write_text(lb_config(priority, checks))
         state = self.work / f"{lb}-state"
         state.mkdir(exist_ok=True)
         log = open(self.work / f"{lb}.log", "ab")  # noqa: SIM115 - the child keeps it

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from healthchecks.hysteresis import Transition
@@ -70,6 +72,19 @@ def _all_reals(config: Config) -> Iterator[tuple[RealId, object]]:
             yield (skey, destination(r).key), r
 
 
+def _libc_trim() -> Callable[[], object]:
+    try:
+        fn = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return lambda: None
+    return lambda: fn(0)
+
+
+# Give free heap pages back after a big dump: glibc keeps them in the arena
+# otherwise, and the daemon's RSS would stay at its largest table read.
+_trim = _libc_trim()
+
+
 class StartupError(Exception):
     """The daemon cannot start as configured (the message says why); nothing of it is left running."""
 
@@ -99,6 +114,7 @@ class Daemon:
         self.remove_on_stop = remove_on_stop
         self.counters: Counter[str] = Counter()
         self._client_lock = threading.Lock()
+        self._kernel_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ipvs")
         self._dirty = True  # something changed since the last reconcile (else its operations are drift)
         self.metrics = MetricsServer(metrics[0], metrics[1], self._snapshot, self._dump) if metrics else None
         self._metrics_client: IPVSClient | None = None
@@ -304,6 +320,7 @@ class Daemon:
 
     async def run(self) -> None:
         self.config = load(self.config_path)  # a ConfigError here ends the start
+        _trim()  # the YAML's parse is garbage now
         self._prune_overrides()
         if self.config.virtual_servers or self.config.connection_sync is not None:
             self.client = IPVSClient()
@@ -381,19 +398,25 @@ class Daemon:
                 self.client.close()
             if self._metrics_client is not None:
                 self._metrics_client.close()
+            self._kernel_pool.shutdown(wait=False)
             fate = "removed" if self.remove_on_stop else "left in place"
             log.info("stopped; IPVS services %s", fate)
 
     async def kernel(self, fn: Callable[..., T], *args: Any) -> T:
-        """fn(*args) in a worker thread, holding the IPVS socket: reconcile, status
-        and connection sync each talk to the kernel from a thread, and one netlink
-        socket must not carry two conversations at once."""
+        """fn(*args) on the daemon's one kernel thread: reconcile, status and
+        connection sync each talk to IPVS off the loop, and one netlink socket
+        must not carry two conversations at once. One thread (not the default
+        pool) also means one malloc arena holding the big dumps' buffers,
+        which are handed back to the system after each call."""
 
         def locked() -> T:
             with self._client_lock:
-                return fn(*args)
+                try:
+                    return fn(*args)
+                finally:
+                    _trim()
 
-        return await asyncio.to_thread(locked)
+        return await asyncio.get_running_loop().run_in_executor(self._kernel_pool, locked)
 
     # ------------------------------------------------------------ connection sync
 

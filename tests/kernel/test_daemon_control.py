@@ -253,3 +253,34 @@ def test_remove_on_stop_deletes_only_our_services(ipvs: Lab, nat_lab: None) -> N
     table = ipvsadm("-Ln")
     assert f"{VIP}:{VPORT}" not in table and "198.18.0.77:80" in table
     assert "stopped; IPVS services removed" in log.read_text()
+
+
+def test_nat_traffic_follows_the_weights(ipvs: Lab, nat_lab: None) -> None:
+    """NAT (masquerading): 600 client connections through the VIP land on the
+    reals in the proportion of their wrr weights, counted at the reals."""
+    weights_cfg = {"198.18.2.2": 1, "198.18.2.3": 2, "198.18.2.4": 3}
+    cfg = ipvs.write(
+        "nat.yaml",
+        CONFIG.replace("scheduler: rr", "scheduler: wrr").replace(
+            "".join(f"      - {{address: {a}, port: 8080, weight: 5}}\n" for a in REALS),
+            "".join(f"      - {{address: {a}, port: 8080, weight: {w}}}\n" for a, w in weights_cfg.items()),
+        ),
+    )
+    log = Path(ipvs.work / "nat.log")
+    servers = {a: Echo(a) for a in REALS}
+    daemon = ipvs.daemon(cfg, log)
+    try:
+        wait_for(lambda: weights() == {f"{a}:8080": w for a, w in weights_cfg.items()}, 90)
+        for _ in range(600):
+            c = connect("cl", VIP, VPORT)
+            assert echo_ok(c, b"n")
+            c.close()
+        got = {a: s.accepted for a, s in servers.items()}
+        for a, w in weights_cfg.items():
+            assert abs(got[a] - 100 * w) <= 3, got
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(30)
+        for s in servers.values():
+            s.close()
+    assert code == 0, log.read_text()[-3000:]

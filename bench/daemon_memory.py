@@ -1,0 +1,246 @@
+"""Benchmark: resident memory of the daemon with 1,000 services x 10 reals and a
+TCP health check on every real, against keepalived with the same table.
+
+    python -m bench.daemon_memory [--services 1000] [--reals 10] [--interval 30] [--settle 60]
+
+Boots the test VM (IPVS), and inside it, for each tool in turn on an empty
+table: starts the daemon, waits until its table is in the kernel (ipvsadm
+counts the services and reals), lets the checks run for --settle seconds,
+then reads VmRSS and VmHWM of every process of the daemon from /proc. The
+reals (198.19.x.y, bench/gen.py) sit behind a veth in a namespace where a
+local route for the whole /16 and one listener on port 8000 accept every
+check (all reals up, the steady state of a healthy site).
+
+ipvsmgr: `ipvsmgr run` (metrics and control socket on, as a service runs).
+keepalived: `keepalived -n -C` (its parent and its checker process), the same
+virtual_server / real_server blocks with TCP_CHECK, delay_loop = --interval.
+Target (issue 5): ipvsmgr <= 60 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.gen import config, real, real_port, vip  # noqa: E402
+
+PY = sys.executable
+TARGET_MB = 60
+
+
+def sh(*argv: str, check: bool = True) -> str:
+    p = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {p.stderr}")
+    return p.stdout
+
+
+def status_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def tree(pid: int) -> list[int]:
+    out = [pid]
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        out += tree(int(child))
+    return out
+
+
+def table_size() -> tuple[int, int]:
+    lines = sh("ipvsadm", "-Sn").splitlines()
+    return sum(1 for x in lines if x.startswith("-A")), sum(1 for x in lines if x.startswith("-a"))
+
+
+def setup_reals() -> None:
+    sh("ip", "netns", "add", "memrs")
+    sh("ip", "link", "add", "mem0", "type", "veth", "peer", "name", "eth0", "netns", "memrs")
+    sh("ip", "addr", "add", "198.18.255.1/30", "dev", "mem0")
+    sh("ip", "link", "set", "mem0", "up")
+    sh("ip", "-n", "memrs", "addr", "add", "198.18.255.2/30", "dev", "eth0")
+    sh("ip", "-n", "memrs", "link", "set", "eth0", "up")
+    sh("ip", "-n", "memrs", "link", "set", "lo", "up")
+    sh("ip", "-n", "memrs", "route", "add", "local", "198.19.0.0/16", "dev", "lo")
+    sh("ip", "-n", "memrs", "route", "add", "default", "via", "198.18.255.1")
+    sh("ip", "route", "add", "198.19.0.0/16", "via", "198.18.255.2")
+
+
+def listen_for_reals() -> None:
+    """One socket on 0.0.0.0:8000 in the reals' namespace answers all 10,000 addresses."""
+    import ctypes
+    import socket
+    import threading
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    ready = threading.Event()
+
+    def body() -> None:
+        with open("/run/netns/memrs") as f:
+            if libc.setns(f.fileno(), 0x40000000) != 0:
+                raise OSError(ctypes.get_errno(), "setns memrs")
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", 8000))
+        s.listen(4096)
+        ready.set()
+        while True:
+            conn, _ = s.accept()
+            conn.close()
+
+    threading.Thread(target=body, daemon=True).start()
+    ready.wait(10)
+
+
+def keepalived_conf(services: int, reals: int, interval: int) -> str:
+    out = ["global_defs {", "  router_id membench", "}"]
+    for i in range(services):
+        out.append(f"virtual_server {vip(i)} 80 {{\n  delay_loop {interval}")
+        out.append("  lb_algo wrr\n  lb_kind NAT\n  protocol TCP")
+        for j in range(reals):
+            n = i * reals + j
+            out.append(
+                f"  real_server {real(n)} {real_port(n)} {{\n    weight 1\n    inhibit_on_failure\n"
+                "    TCP_CHECK {\n      connect_timeout 2\n    }\n  }"
+            )
+        out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def measure(
+    argv: list[str], services: int, reals: int, settle: float, work: Path, name: str
+) -> dict[str, object]:
+    sh("ipvsadm", "-C")
+    log = open(work / f"{name}.log", "wb")  # noqa: SIM115 - the child keeps it
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        while table_size() != (services, services * reals):
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited: {(work / f'{name}.log').read_text()[-3000:]}")
+            if time.monotonic() - start > 1800:
+                raise RuntimeError(f"{name}: table not complete after 30 min: {table_size()}")
+            time.sleep(1.0)
+        loaded = time.monotonic() - start
+        time.sleep(settle)
+        pids = tree(proc.pid)
+        per = {
+            str(p): {"rss_mib": status_kib(p, "VmRSS") / 1024, "hwm_mib": status_kib(p, "VmHWM") / 1024}
+            for p in pids
+        }
+        return {
+            "tool": name,
+            "loaded_s": loaded,
+            "processes": per,
+            "rss_mib": sum(v["rss_mib"] for v in per.values()),
+            "hwm_mib": sum(v["hwm_mib"] for v in per.values()),
+        }
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def inside(services: int, reals: int, interval: int, settle: float) -> dict[str, object]:
+    work = Path(tempfile.mkdtemp(prefix="membench-"))
+    setup_reals()
+    listen_for_reals()
+    try:
+        cfg = config(services, reals).replace(
+            "    scheduler: wrr\n",
+            f"    scheduler: wrr\n    health_check: {{type: tcp, interval: {interval}s, timeout: 2s}}\n",
+        )
+        (work / "lb.yaml").write_text(cfg)
+        argv = [
+            PY, "-m", "ipvsmgr", "run", "-c", str(work / "lb.yaml"), "--state-dir", str(work / "state"),
+            "--socket", str(work / "ctl.sock"), "--metrics", "127.0.0.1:19474",
+        ]  # fmt: skip
+        runs = [measure(argv, services, reals, settle, work, "ipvsmgr")]
+        exe = "/usr/sbin/keepalived"
+        if os.path.exists(exe):
+            (work / "k.conf").write_text(keepalived_conf(services, reals, interval))
+            kargv = [
+                exe, "-n", "-C", "-l", "-G", "-f", str(work / "k.conf"),
+                "-p", str(work / "k.pid"), "-c", str(work / "c.pid"),
+            ]  # fmt: skip
+            runs.append(measure(kargv, services, reals, settle, work, "keepalived"))
+        return {"services": services, "reals": reals, "interval": interval, "settle": settle, "runs": runs}
+    finally:
+        sh("ipvsadm", "-C", check=False)
+        sh("ip", "route", "del", "198.19.0.0/16", check=False)
+        sh("ip", "link", "del", "mem0", check=False)
+        sh("ip", "netns", "del", "memrs", check=False)
+
+
+def report(r: dict[str, object]) -> str:
+    lines = [
+        f"{r['services']} services x {r['reals']} reals, TCP check on every real every {r['interval']} s, "
+        f"measured {r['settle']} s after the table was complete"
+    ]
+    runs = r["runs"]
+    assert isinstance(runs, list)
+    for run in runs:
+        procs = ", ".join(f"{v['rss_mib']:.1f}" for v in run["processes"].values())
+        lines.append(
+            f"  {run['tool']:<10} RSS {run['rss_mib']:6.1f} MiB (processes: {procs}); "
+            f"peak {run['hwm_mib']:6.1f} MiB; table complete after {run['loaded_s']:.0f} s"
+        )
+    ours = runs[0]["rss_mib"]
+    lines.append(f"  target: ipvsmgr <= {TARGET_MB} MB: {'met' if ours <= TARGET_MB else 'NOT met'}")
+    if len(runs) > 1:
+        lines.append(f"  ratio ipvsmgr / keepalived (RSS): {ours / runs[1]['rss_mib']:.1f}x")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--services", type=int, default=1000)
+    ap.add_argument("--reals", type=int, default=10)
+    ap.add_argument("--interval", type=int, default=30, help="seconds between checks of one real")
+    ap.add_argument("--settle", type=float, default=60.0, help="seconds of checking before the reading")
+    ap.add_argument("--json", help="also write the raw figures here")
+    args = ap.parse_args()
+    if os.environ.get("IPVSMGR_IN_VM") == "1":
+        print(json.dumps(inside(args.services, args.reals, args.interval, args.settle)))
+        return
+    from tests.vm import run_in_vm, why_no_vm
+
+    why = why_no_vm()
+    if why:
+        raise SystemExit(f"cannot boot the VM: {why}")
+    out = tempfile.mkdtemp(prefix="ipvsmgr-membench-")
+    res = os.path.join(out, "result.json")
+    cmd = (
+        f"cd {shlex.quote(str(ROOT))} && IPVSMGR_IN_VM=1 PYTHONPATH={shlex.quote(str(ROOT))} "
+        f"{shlex.quote(PY)} -m bench.daemon_memory --services {args.services} --reals {args.reals} "
+        f"--interval {args.interval} --settle {args.settle} > {shlex.quote(res)} 2> {shlex.quote(res)}.err"
+    )
+    proc = run_in_vm(cmd, out, timeout=7200, memory="4G")
+    try:
+        r = json.loads(Path(res).read_text().strip().splitlines()[-1])
+    except (FileNotFoundError, IndexError, ValueError):
+        err = Path(res + ".err").read_text() if os.path.exists(res + ".err") else proc.stderr
+        raise SystemExit(f"the benchmark failed inside the VM:\n{err[-4000:]}") from None
+    print(report(r))
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=1))
+
+
+if __name__ == "__main__":
+    main()
