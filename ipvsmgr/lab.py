@@ -242,6 +242,13 @@ class Lab:
             sh("ip", "-n", ns, "addr", "add", f"{NET}.{host}/24", "dev", "eth0")
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
+            if node.startswith("lb"):
+                # Direct routing: IPVS sees only the client's side of a connection,
+                # so a closed one lingers in FIN_WAIT for minutes; a new connection
+                # from a reused client port would then go to the old real even if it
+                # has died. Bit 2 of conn_reuse_mode reschedules those too.
+                sh("modprobe", "ip_vs", check=False)
+                sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.vs.conn_reuse_mode=3")
             if node.startswith("rs"):
                 # Direct routing: the real owns the VIP too, but must never answer ARP for it.
                 for conf in ("all", "eth0"):
