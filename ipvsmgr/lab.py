@@ -72,8 +72,12 @@ def in_netns(ns: str, fn: Callable[[], T]) -> T:
     return out[0]  # type: ignore[no-any-return]
 
 
-def lb_config(priority: int, checks: str = "http", weights: dict[str, int] | None = None) -> str:
+def lb_config(
+    priority: int, checks: str = "http", weights: dict[str, int] | None = None, forwarding: str = "dr"
+) -> str:
+    """forwarding: dr, or gre (IPVS wraps each packet in GRE to the real, which answers directly)."""
     chosen = WEIGHTS if weights is None else weights
+    fwd = "forwarding: dr" if forwarding == "dr" else "forwarding: tunnel\n    tunnel: {type: gre}"
     reals = "".join(f"      - {{address: {NET}.{HOSTS[n]}, weight: {w}}}\n" for n, w in chosen.items())
     return f"""\
 ipvs:
@@ -83,7 +87,7 @@ virtual_servers:
     address: {VIP}
     port: {PORT}
     scheduler: wrr
-    forwarding: dr
+    {fwd}
     health_check: {{type: {checks}, interval: 0.5s, timeout: 0.4s, rise: 2, fall: 2, jitter: 0}}
     reals:
 {reals}vrrp:
@@ -255,6 +259,13 @@ class Lab:
                     sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv4.conf.{conf}.arp_ignore=1")
                     sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv4.conf.{conf}.arp_announce=2")
                 sh("ip", "-n", ns, "addr", "add", f"{VIP}/32", "dev", "lo")
+                # GRE tunnelling (lb_config(forwarding="gre")): the namespace's fallback
+                # gre0 takes any GRE packet; what comes out of it is for the VIP on lo.
+                sh("modprobe", "ip_gre", check=False)
+                sh("ip", "-n", ns, "link", "set", "gre0", "up", check=False)
+                for conf in ("all", "gre0"):
+                    rp = f"net.ipv4.conf.{conf}.rp_filter=0"
+                    sh("ip", "netns", "exec", ns, "sysctl", "-qw", rp, check=False)
         for r in self.reals.values():
             r.start()
 

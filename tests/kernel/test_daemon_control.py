@@ -256,7 +256,7 @@ def test_remove_on_stop_deletes_only_our_services(ipvs: Lab, nat_lab: None) -> N
 
 
 def test_nat_traffic_follows_the_weights(ipvs: Lab, nat_lab: None) -> None:
-    """NAT (masquerading): 600 client connections through the VIP land on the
+    """NAT (masquerading): 1,000 client connections through the VIP land on the
     reals in the proportion of their wrr weights, counted at the reals."""
     weights_cfg = {"198.18.2.2": 1, "198.18.2.3": 2, "198.18.2.4": 3}
     cfg = ipvs.write(
@@ -271,13 +271,13 @@ def test_nat_traffic_follows_the_weights(ipvs: Lab, nat_lab: None) -> None:
     daemon = ipvs.daemon(cfg, log)
     try:
         wait_for(lambda: weights() == {f"{a}:8080": w for a, w in weights_cfg.items()}, 90)
-        for _ in range(600):
+        for _ in range(1000):
             c = connect("cl", VIP, VPORT)
             assert echo_ok(c, b"n")
             c.close()
         got = {a: s.accepted for a, s in servers.items()}
         for a, w in weights_cfg.items():
-            assert abs(got[a] - 100 * w) <= 3, got
+            assert abs(got[a] - 1000 * w / 6) <= 3, got
     finally:
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(30)
