@@ -505,6 +505,29 @@ def vrrp_reclaim(
     typer.echo(f"{r['instance']}: configured priority restored, now {r['state']}")
 
 
+def _lab_in_vm(why: str, work_dir: str | None) -> NoReturn:
+    """This kernel has no IPVS: run the same command inside a virtme-ng VM booted
+    from the newest /boot/vmlinuz (Debian's has IPVS), sharing this filesystem."""
+    import glob
+    import shlex
+    import shutil
+
+    kernels = sorted(glob.glob("/boot/vmlinuz-*"))
+    vng = shutil.which("vng")
+    if not vng or not kernels or os.environ.get("IPVSMGR_IN_VM") == "1":
+        _fail(f"{why}; no VM to run the lab in (needs virtme-ng, qemu and a /boot/vmlinuz-*)")
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    inner = [sys.executable, "-m", "ipvsmgr", "lab"] + (["--work-dir", work_dir] if work_dir else [])
+    command = (
+        f"cd {shlex.quote(os.getcwd())} && IPVSMGR_IN_VM=1 PYTHONPATH={shlex.quote(package_root)} "
+        + shlex.join(inner)
+    )
+    typer.echo(f"this kernel has no IPVS ({why}): running the lab inside a VM ({kernels[-1]}) ...")
+    sys.stdout.flush()
+    argv = [vng, "--run", kernels[-1], "--user", "root", "--disable-kvm", "--memory", "2G", "--cpus", "2"]
+    os.execv(vng, [*argv, "--exec", command])
+
+
 @app.command()
 def lab(
     work_dir: Optional[str] = typer.Option(  # noqa: UP007
@@ -519,8 +542,9 @@ def lab(
     Builds a client, a VRRP pair of load balancers running `ipvsmgr run` (IPVS
     direct routing, connection sync) and three real servers on one bridge;
     shows requests balanced by weight, a real failing and coming back, and the
-    master crashing while a connection stays up. Needs root and a kernel with
-    IPVS (scripts/lab.sh runs it inside the test VM on a machine without).
+    master crashing while a connection stays up. Needs root; on a kernel
+    without IPVS it runs itself inside a virtme-ng VM booted from the newest
+    /boot/vmlinuz (Debian's kernel has IPVS).
 
     Example:
 
@@ -537,7 +561,7 @@ def lab(
     try:
         IPVSClient().close()
     except IPVSUnavailable as e:
-        _fail(f"{e} (scripts/lab.sh runs the lab inside a VM that has IPVS)")
+        _lab_in_vm(str(e), work_dir)
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="ipvsmgr-lab-"))
     work.mkdir(parents=True, exist_ok=True)
     try:

@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
-# `ipvsmgr lab` from a fresh machine: set-up, then the lab inside a VM booted
-# from Debian's kernel (this machine's kernel has no IPVS). Prints the tour
-# and its summary; everything it builds lives and dies inside the VM.
+# `ipvsmgr lab` from a fresh machine: set-up, then the lab. On this machine's
+# kernel (no IPVS) `ipvsmgr lab` boots a VM with Debian's kernel and runs
+# itself there; everything it builds lives and dies inside that VM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-KERNEL=$(ls /boot/vmlinuz-* | sort -V | tail -n 1)
-vng --run "$KERNEL" --user root --disable-kvm --memory 2G --cpus 2 \
-  --exec "cd $PWD && PYTHONPATH=$PWD .venv/bin/python -m ipvsmgr lab"
+PYTHONPATH="$PWD" exec .venv/bin/python -m ipvsmgr lab "$@"
