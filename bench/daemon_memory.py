@@ -80,17 +80,15 @@ def setup_reals() -> None:
 
 def listen_for_reals() -> None:
     """One socket on 0.0.0.0:8000 in the reals' namespace answers all 10,000 addresses."""
-    import ctypes
     import socket
     import threading
 
-    libc = ctypes.CDLL(None, use_errno=True)
+    from ipvsmgr.lab import enter
+
     ready = threading.Event()
 
     def body() -> None:
-        with open("/run/netns/memrs") as f:
-            if libc.setns(f.fileno(), 0x40000000) != 0:
-                raise OSError(ctypes.get_errno(), "setns memrs")
+        enter("memrs")
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("0.0.0.0", 8000))

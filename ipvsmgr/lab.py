@@ -50,6 +50,13 @@ def sh(*argv: str, check: bool = True) -> str:
     return p.stdout
 
 
+def enter(ns: str) -> None:
+    """Move the calling thread into network namespace `ns`."""
+    with open(f"/run/netns/{ns}") as f:
+        if _libc.setns(f.fileno(), CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {ns}")
+
+
 def in_netns(ns: str, fn: Callable[[], T]) -> T:
     """fn() on a thread that entered namespace ns (sockets it makes stay in ns)."""
     out: list[Any] = []
@@ -57,9 +64,7 @@ def in_netns(ns: str, fn: Callable[[], T]) -> T:
 
     def body() -> None:
         try:
-            with open(f"/run/netns/{ns}") as f:
-                if _libc.setns(f.fileno(), CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), f"setns {ns}")
+            enter(ns)
             out.append(fn())
         except BaseException as e:
             err.append(e)

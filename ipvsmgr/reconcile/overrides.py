@@ -14,9 +14,9 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any
 
 from ipvsmgr.ipvs.model import DestKey, ServiceKey
+from ipvsmgr.reconcile.state import real_from_json, skey_from_json, skey_to_json, write_json_atomically
 
 OVERRIDES_FILE = "overrides.json"
 
@@ -37,14 +37,6 @@ class Overrides:
         )
 
 
-def _skey(d: dict[str, Any]) -> ServiceKey:
-    return ServiceKey(int(d["af"]), int(d["protocol"]), str(d["addr"]), int(d["port"]), int(d["fwmark"]))
-
-
-def _skey_json(k: ServiceKey) -> dict[str, Any]:
-    return {"af": k.af, "protocol": k.protocol, "addr": k.addr, "port": k.port, "fwmark": k.fwmark}
-
-
 @dataclass(slots=True)
 class OverrideStore:
     directory: str
@@ -58,11 +50,8 @@ class OverrideStore:
             with open(self.path, encoding="utf-8") as f:
                 raw = json.load(f)
             return Overrides(
-                drained=frozenset(
-                    (_skey(d["service"]), DestKey(int(d["af"]), str(d["addr"]), int(d["port"])))
-                    for d in raw.get("drained", [])
-                ),
-                disabled=frozenset(_skey(d) for d in raw.get("disabled", [])),
+                drained=frozenset(real_from_json(d) for d in raw.get("drained", [])),
+                disabled=frozenset(skey_from_json(d) for d in raw.get("disabled", [])),
                 released=frozenset(str(n) for n in raw.get("vrrp_released", [])),
             )
         except FileNotFoundError:
@@ -76,20 +65,10 @@ class OverrideStore:
         raw = {
             "version": 1,
             "drained": [
-                {"service": _skey_json(s), "af": d.af, "addr": d.addr, "port": d.port}
+                {"service": skey_to_json(s), "af": d.af, "addr": d.addr, "port": d.port}
                 for s, d in sorted(o.drained)
             ],
-            "disabled": [_skey_json(s) for s in sorted(o.disabled)],
+            "disabled": [skey_to_json(s) for s in sorted(o.disabled)],
             "vrrp_released": sorted(o.released),
         }
-        tmp = os.path.join(self.directory, f".overrides.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(raw, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_json_atomically(self.path, raw)

@@ -30,11 +30,16 @@ class State:
     drain_started: dict[DrainKey, float] = field(default_factory=dict)
 
 
-def _skey(d: dict[str, Any]) -> ServiceKey:
+def skey_from_json(d: dict[str, Any]) -> ServiceKey:
     return ServiceKey(int(d["af"]), int(d["protocol"]), str(d["addr"]), int(d["port"]), int(d["fwmark"]))
 
 
-def _skey_json(k: ServiceKey) -> dict[str, Any]:
+def real_from_json(d: dict[str, Any]) -> DrainKey:
+    """{"service": {...}, "af", "addr", "port"}: how both state files name a real."""
+    return skey_from_json(d["service"]), DestKey(int(d["af"]), str(d["addr"]), int(d["port"]))
+
+
+def skey_to_json(k: ServiceKey) -> dict[str, Any]:
     return {"af": k.af, "protocol": k.protocol, "addr": k.addr, "port": k.port, "fwmark": k.fwmark}
 
 
@@ -62,13 +67,8 @@ class StateStore:
             with open(self.path, encoding="utf-8") as f:
                 raw = json.load(f)
             return State(
-                owned={_skey(d) for d in raw.get("owned", [])},
-                drain_started={
-                    (_skey(d["service"]), DestKey(int(d["af"]), str(d["addr"]), int(d["port"]))): float(
-                        d["since"]
-                    )
-                    for d in raw.get("draining", [])
-                },
+                owned={skey_from_json(d) for d in raw.get("owned", [])},
+                drain_started={real_from_json(d): float(d["since"]) for d in raw.get("draining", [])},
             )
         except FileNotFoundError:
             return State()
@@ -82,19 +82,26 @@ class StateStore:
         os.makedirs(self.directory, mode=0o750, exist_ok=True)
         raw = {
             "version": 1,
-            "owned": [_skey_json(k) for k in sorted(state.owned)],
+            "owned": [skey_to_json(k) for k in sorted(state.owned)],
             "draining": [
-                {"service": _skey_json(s), "af": d.af, "addr": d.addr, "port": d.port, "since": since}
+                {"service": skey_to_json(s), "af": d.af, "addr": d.addr, "port": d.port, "since": since}
                 for (s, d), since in sorted(state.drain_started.items())
             ],
         }
-        tmp = os.path.join(self.directory, f".state.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(raw, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
+        write_json_atomically(self.path, raw)
+
+
+def write_json_atomically(path: str, raw: Any) -> None:
+    """Write, fsync, then rename over `path`: a crash leaves the old file or the new one."""
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(raw, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
             os.unlink(tmp)
-            raise
+        raise

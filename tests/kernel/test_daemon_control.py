@@ -75,13 +75,18 @@ class Echo:
         self.sock.close()
 
 
-def active() -> dict[str, int]:
+def per_real(column: int, *args: str) -> dict[str, int]:
+    """One numeric column of `ipvsadm -Ln ARGS` per real ADDRESS:PORT."""
     out = {}
-    for line in ipvsadm("-Ln").splitlines():
+    for line in ipvsadm("-Ln", *args).splitlines():
         parts = line.split()
         if line.strip().startswith("->") and parts[1][0].isdigit():
-            out[parts[1]] = int(parts[4])
+            out[parts[1]] = int(parts[column])
     return out
+
+
+def active() -> dict[str, int]:
+    return per_real(4)
 
 
 def echo_ok(c: socket.socket, data: bytes = b"still here") -> bool:
@@ -162,12 +167,7 @@ def test_status_drain_disable_and_metrics(ipvs: Lab, nat_lab: None) -> None:
         # Metrics: parsed with prometheus_client; the counters are ipvsadm's.
         with urllib.request.urlopen(f"http://{METRICS}/metrics", timeout=30) as resp:
             body = resp.read().decode()
-        exact = ipvsadm("-Ln", "--stats", "--exact")
-        conns = {}
-        for line in exact.splitlines():
-            parts = line.split()
-            if line.strip().startswith("->") and parts[1][0].isdigit():
-                conns[parts[1]] = int(parts[2])
+        conns = per_real(2, "--stats", "--exact")
         got: dict[tuple[str, str], float] = {}
         for fam in text_string_to_metric_families(body):
             for s in fam.samples:
@@ -348,11 +348,7 @@ virtual_servers:
             c = connect("cl", VIP, VPORT + 1)
             assert echo_ok(c, b"g")
             c.close()
-        conns = {}
-        for line in ipvsadm("-Ln", "--stats", "--exact").splitlines():
-            parts = line.split()
-            if line.strip().startswith("->") and parts[1][0].isdigit():
-                conns[parts[1].split(":")[0]] = int(parts[2])
+        conns = {real.split(":")[0]: n for real, n in per_real(2, "--stats", "--exact").items()}
         # IPVS sees one side of a tunnelled connection only: a new connection from
         # a client port it saw shortly before joins the old entry (same real) and
         # is not counted again, so the shares are checked, not the total.

@@ -8,7 +8,6 @@ run in threads or processes inside the server namespace.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
 import os
 import subprocess
@@ -19,27 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from healthchecks.result import Result
+from ipvsmgr.lab import enter as enter  # one namespace toolkit for the product's lab and the tests
+from ipvsmgr.lab import in_netns as in_netns
+from ipvsmgr.lab import sh as sh
 
 T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 CLIENT4, SERVER4 = "198.18.200.1", "198.18.200.2"
 CLIENT6, SERVER6 = "2001:db8:200::1", "2001:db8:200::2"
-
-
-def sh(*argv: str, check: bool = True) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: {proc.stderr.strip()}")
-    return proc.stdout
-
-
-def enter(ns: str) -> None:
-    """Move the calling thread into network namespace `ns`."""
-    with open(f"/run/netns/{ns}") as f:
-        if _libc.setns(f.fileno(), CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {ns}")
 
 
 @dataclass
@@ -84,25 +70,6 @@ class Lab:
             p.wait()
         sh("ip", "netns", "del", self.client, check=False)
         sh("ip", "netns", "del", self.server, check=False)
-
-
-def in_netns(ns: str, fn: Callable[[], T]) -> T:
-    out: list[Any] = []
-    err: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            enter(ns)
-            out.append(fn())
-        except BaseException as e:
-            err.append(e)
-
-    t = threading.Thread(target=body)
-    t.start()
-    t.join()
-    if err:
-        raise err[0]
-    return out[0]  # type: ignore[no-any-return]
 
 
 def make_lab() -> Lab:
