@@ -344,12 +344,16 @@ async def _measure(kind: str, reals: int, duration: float, warmup: float) -> Fig
         ru = resource.getrusage(resource.RUSAGE_SELF)
         return ru.ru_utime, ru.ru_stime
 
+    def kernel_events() -> tuple[int, int, int]:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return ru.ru_minflt, ru.ru_nvcsw, ru.ru_nivcsw
+
     coalesce = os.environ.get("HCBENCH_COALESCE")  # an experiment knob: the timer grid, seconds
     sched = Scheduler(coalesce=float(coalesce)) if coalesce else Scheduler()
     sched.update(checks)
     try:
         await asyncio.sleep(warmup)
-        s0, (u0, k0), t0 = sched.snapshot(), cpu(), time.monotonic()
+        s0, (u0, k0), t0, ev0 = sched.snapshot(), cpu(), time.monotonic(), kernel_events()
         started = time.time()
         print("window-start", flush=True)
         p50s: list[float] = []
@@ -363,7 +367,7 @@ async def _measure(kind: str, reals: int, duration: float, warmup: float) -> Fig
             sampling += time.process_time() - c
             p50s.append(snap.lag_p50)
             p99s.append(snap.lag_p99)
-        (u1, k1), t1 = cpu(), time.monotonic()
+        (u1, k1), t1, ev1 = cpu(), time.monotonic(), kernel_events()
         s1 = sched.snapshot()
         print("window-end", flush=True)
         reasons: Counter[str] = Counter()
@@ -392,6 +396,7 @@ async def _measure(kind: str, reals: int, duration: float, warmup: float) -> Fig
         "cpu_sys_s": k1 - k0,
         "cpu_s": cpu_s,
         "sampling_cpu_s": sampling,
+        **_per_run(ev0, ev1, runs),
         "cpu_per_1000": 1000 * cpu_s / runs if runs else None,
         "cpu_share": cpu_s / window,
         "lag_p50_ms": 1000 * p50s[len(p50s) // 2] if p50s else None,
@@ -461,6 +466,19 @@ def keepalived_conf(reals: int) -> str:
     return "\n".join(out) + "\n"
 
 
+def _per_run(ev0: tuple[int, int, int], ev1: tuple[int, int, int], runs: int) -> Figures:
+    """Minor page faults and context switches per check: kernel work that
+    strace does not see (each is emulated, hence dear, under TCG)."""
+    names = ("minflt_per_run", "vcsw_per_run", "ivcsw_per_run")
+    return {n: (b - a) / runs if runs else None for n, a, b in zip(names, ev0, ev1, strict=True)}
+
+
+def _kernel_events(pid: int) -> tuple[int, int, int]:
+    minflt = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+    vcsw, ivcsw = _status(pid, "voluntary_ctxt_switches"), _status(pid, "nonvoluntary_ctxt_switches")
+    return minflt, int(vcsw), int(ivcsw)
+
+
 def _cpu_ticks(pid: int) -> tuple[int, int]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]), int(fields[12])  # utime, stime (fields 14 and 15)
@@ -519,11 +537,13 @@ def run_keepalived(lab: Lab, exe: str, duration: float, warmup: float) -> Figure
     tick = os.sysconf("SC_CLK_TCK")
     started = time.time()
     (u0, k0), c0, sc0, b0, t0 = _cpu_ticks(checker), server.count(), server.cpu(), _busy_s(), time.monotonic()
+    ev0 = _kernel_events(checker)
     traced = _strace_bg(checker)
     time.sleep(duration)
     if traced is not None:
         traced.join()
     (u1, k1), c1, sc1, b1, t1 = _cpu_ticks(checker), server.count(), server.cpu(), _busy_s(), time.monotonic()
+    ev1 = _kernel_events(checker)
     if proc.poll() is not None:
         raise RuntimeError(f"keepalived exited during the window:\n{log.read_text()[-3000:]}")
     hwm_kib = int(_status(checker, "VmHWM").split()[0])
@@ -546,6 +566,7 @@ def run_keepalived(lab: Lab, exe: str, duration: float, warmup: float) -> Figure
         "cpu_s": cpu_s,
         "cpu_per_1000": 1000 * cpu_s / checks if checks else None,
         "cpu_per_1000_nominal": 1000 * cpu_s / (lab.reals * window / INTERVAL),
+        **_per_run(ev0, ev1, checks),
         "cpu_share": cpu_s / window,
         "rss_peak_mib": hwm_kib / 1024,
         "parent_rss_peak_mib": parent_hwm_kib / 1024,
@@ -672,7 +693,14 @@ def _line(r: Figures) -> str:
     return (
         f"{r['tool']} {r['kind']} x {r['reals']}: {r['runs']:,} checks in {r['window_s']:.1f} s "
         f"({r['runs_per_s']:,.0f}/s of {r['reals'] / INTERVAL:,.0f}/s), "
-        f"CPU {r['cpu_s']:.2f} s, {'-' if per is None else f'{per:.4f}'} s per 1,000"
+        f"CPU {r['cpu_s']:.2f} s (user {r['cpu_user_s']:.2f}), "
+        f"{'-' if per is None else f'{per:.4f}'} s per 1,000"
+        + (
+            f"; per check {r['minflt_per_run']:.3f} faults, "
+            f"{r['vcsw_per_run']:.3f}+{r['ivcsw_per_run']:.3f} cs"
+            if r.get("minflt_per_run") is not None
+            else ""
+        )
     )
 
 
