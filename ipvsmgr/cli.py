@@ -469,6 +469,36 @@ def enable(
     typer.echo(f"{r['virtual_server']}: enabled" + ("" if r["changed"] else " (was not disabled)"))
 
 
+@app.command("drain-node")
+def drain_node(socket_path: str = SOCKET_OPTION) -> None:
+    """Withdraw every BGP route of this node for maintenance; established flows keep being served.
+
+    The routers move new flows to the other nodes. Kept until `undrain-node`,
+    across reloads and restarts.
+
+    Example:
+
+      ipvsmgr drain-node && sleep 300 && systemctl stop ipvsmgr
+    """
+    r = _call(socket_path, "drain_node")
+    typer.echo("node drained: every route withdrawn" + ("" if r["changed"] else " (already)"))
+
+
+@app.command("undrain-node")
+def undrain_node(socket_path: str = SOCKET_OPTION) -> None:
+    """Undo `drain-node`: announce the routes again as health and VRRP decide.
+
+    Example:
+
+      ipvsmgr undrain-node
+    """
+    r = _call(socket_path, "undrain_node")
+    announced = ", ".join(r["announced"]) or "none yet"
+    typer.echo(
+        "node back in service; announced: " + announced + ("" if r["changed"] else " (was not drained)")
+    )
+
+
 vrrp_app = typer.Typer(help="VRRP instances: hand mastership over and take it back.", no_args_is_help=True)
 app.add_typer(vrrp_app, name="vrrp")
 

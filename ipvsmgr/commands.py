@@ -38,6 +38,8 @@ async def run(d: Daemon, req: Request) -> Any:
             return drain(d, a["virtual_server"], a["real"], req.command == "drain")
         if req.command in ("disable", "enable"):
             return disable(d, a["virtual_server"], req.command == "disable")
+        if req.command in ("drain_node", "undrain_node"):
+            return drain_node(d, req.command == "drain_node")
         if req.command in ("vrrp_release", "vrrp_reclaim"):
             return vrrp_release(d, a["instance"], req.command == "vrrp_release")
     except lookup.NotFound as e:
@@ -66,6 +68,19 @@ def disable(d: Daemon, vs_name: str, on: bool) -> dict[str, Any]:
     if changed:
         d.set_overrides(replace(d.overrides, disabled=frozenset(disabled)))
     return {"virtual_server": vs.name, "disabled": on, "changed": changed}
+
+
+def drain_node(d: Daemon, on: bool) -> dict[str, Any]:
+    """Withdraw (or announce again) every BGP route of this node; IPVS keeps
+    serving the flows that still arrive, so established connections finish."""
+    assert d.config is not None
+    if d.config.bgp is None:
+        raise CommandError("this node announces nothing: the configuration has no bgp: section")
+    changed = d.overrides.node_drained != on
+    if changed:
+        d.set_overrides(replace(d.overrides, node_drained=on))
+    d.update_bgp()
+    return {"node_drained": on, "changed": changed, "announced": d.bgp_announced()}
 
 
 def vrrp_release(d: Daemon, name: str, on: bool) -> dict[str, Any]:
@@ -106,6 +121,7 @@ async def status(d: Daemon) -> dict[str, Any]:
         },
         "virtual_servers": [_vs_status(d, vs, table) for vs in d.config.virtual_servers],
         "vrrp": d.vrrp.status() if d.vrrp is not None else [],
+        "bgp": d.bgp_status(),
         "connection_sync": None
         if d.config.connection_sync is None
         else {

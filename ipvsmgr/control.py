@@ -43,6 +43,8 @@ COMMANDS: Mapping[str, tuple[str, ...]] = {
     "undrain": ("virtual_server", "real"),
     "disable": ("virtual_server",),
     "enable": ("virtual_server",),
+    "drain_node": (),
+    "undrain_node": (),
     "vrrp_release": ("instance",),
     "vrrp_reclaim": ("instance",),
 }

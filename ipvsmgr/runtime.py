@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import threading
 import time
@@ -27,7 +28,7 @@ from healthchecks.result import Result, Target
 from healthchecks.scheduler import ScheduledCheck, Scheduler
 from ipvsmgr import commands, metrics, syncd
 from ipvsmgr.config import Config, ConfigError, load
-from ipvsmgr.config.model import ConnectionSync
+from ipvsmgr.config.model import BgpConfig, ConnectionSync
 from ipvsmgr.control import ControlServer, Request
 from ipvsmgr.events import EventBus, QuorumChanged, RealChanged, VrrpChanged, describe
 from ipvsmgr.ipvs.client import IPVSClient
@@ -35,13 +36,15 @@ from ipvsmgr.ipvs.model import ServiceKey, Table
 from ipvsmgr.metrics import MetricsServer
 from ipvsmgr.reconcile import engine
 from ipvsmgr.reconcile.desired import Desired, destination, service_key
-from ipvsmgr.reconcile.health import RealHealth, RealId, healthy_state
+from ipvsmgr.reconcile.health import QuorumState, RealHealth, RealId, healthy_state
 from ipvsmgr.reconcile.operations import DeleteReal
 from ipvsmgr.reconcile.overrides import Overrides, OverrideStore
 from ipvsmgr.reconcile.state import StateStore
 from ipvsmgr.sdnotify import Notifier
 
 if TYPE_CHECKING:
+    from ipvsmgr.bgp.routes import Decision
+    from ipvsmgr.bgp.speaker import Speaker
     from vrrp.service import VrrpService
 
 log = logging.getLogger("ipvsmgr")
@@ -137,6 +140,10 @@ class Daemon:
         self.config: Config | None = None
         self.vrrp: VrrpService | None = None
         self._vrrp_reload = False
+        self.quorum_states: dict[ServiceKey, QuorumState] = {}
+        self.state_dir = state_dir
+        self.bgp: Speaker | None = None
+        self.bgp_decisions: dict[str, Decision] = {}
 
     # ------------------------------------------------------------ checks
 
@@ -191,9 +198,11 @@ class Daemon:
                     QuorumChanged(key, desired.names.get(key, str(key)), q.up, q.reals_up, reason)
                 )
         self.quorum = {k: q.up for k, q in quorums.items()}
+        self.quorum_states = quorums
         if self.vrrp is not None:
             for key, q in quorums.items():
                 self.vrrp.set_virtual_server(desired.names.get(key, str(key)), q.up)
+        self.update_bgp()
         if self.client is None:
             return
         dirty, self._dirty = self._dirty, False
@@ -261,6 +270,7 @@ class Daemon:
                     state = self.vrrp.state(follow).value
             self._want_sync(None if config.connection_sync is None else syncd.role_for(state or "backup"))
         self._prune_overrides()
+        self._reload_bgp(old.bgp if old is not None else None)
         log.info("reloaded %s", self.config_path)
         self.last_reload = {"at": time.time(), "ok": True, "problems": []}
         self.counters["reloads_ok"] += 1
@@ -318,6 +328,89 @@ class Daemon:
             self.vrrp.close()
             self.vrrp = None
 
+    # ------------------------------------------------------------ BGP
+
+    def _start_bgp(self) -> None:
+        assert self.config is not None
+        if self.config.bgp is None:
+            return
+        from ipvsmgr.bgp.speaker import Speaker
+
+        self.bgp = Speaker(self.config.bgp, os.path.join(self.state_dir, "bgp"))
+        self.update_bgp()  # the routes are in the FIFO before ExaBGP starts
+        self.bgp.start()
+
+    def _reload_bgp(self, old: BgpConfig | None) -> None:
+        assert self.config is not None
+        new = self.config.bgp
+        if new == old:
+            return
+        if self.bgp is None:
+            self._start_bgp()  # a bgp: section added by this reload
+            return
+        if new is None:
+            log.info("bgp: section removed: withdrawing everything and stopping ExaBGP")
+            speaker, self.bgp = self.bgp, None
+            speaker.set_routes({})
+            asyncio.get_running_loop().create_task(self._retire(speaker))
+            return
+        self.bgp.update_config(new)
+        self.update_bgp()
+
+    async def _retire(self, speaker: Speaker) -> None:
+        assert self.config is not None
+        await asyncio.sleep(1.0)  # let the withdrawals leave before the sessions close
+        await speaker.stop()
+
+    def update_bgp(self) -> None:
+        """Announce or withdraw each prefix as health, VRRP and drain-node decide now."""
+        if self.bgp is None or self.config is None or self.config.bgp is None:
+            return
+        from ipvsmgr.bgp.routes import Health, desired
+
+        health: dict[str, Health] = {}
+        for vs in self.config.virtual_servers:
+            q = self.quorum_states.get(service_key(vs))
+            if q is not None:
+                health[vs.name] = Health(vs.quorum is not None, q.up, q.reals_up)
+        vrrp_states: dict[str, str] = {}
+        if self.vrrp is not None:
+            vrrp_states = {str(i["name"]): str(i["state"]) for i in self.vrrp.status()}
+        wanted, decisions = desired(self.config.bgp, health, vrrp_states, self.overrides.node_drained)
+        for prefix, dec in decisions.items():
+            before = self.bgp_decisions.get(prefix)
+            if before is None or before.announce != dec.announce:
+                log.info("BGP %s %s: %s", "announce" if dec.announce else "withdraw", prefix, dec.reason)
+        self.bgp_decisions = decisions
+        self.bgp.set_routes(wanted)
+
+    def bgp_announced(self) -> list[str]:
+        return sorted(self.bgp.wanted) if self.bgp is not None else []
+
+    def bgp_status(self) -> dict[str, Any] | None:
+        if self.bgp is None:
+            return None
+        return {
+            **self.bgp.status(),
+            "node_drained": self.overrides.node_drained,
+            "prefixes": {
+                p: {"announce": d.announce, "reason": d.reason} for p, d in sorted(self.bgp_decisions.items())
+            },
+        }
+
+    async def _stop_bgp(self) -> None:
+        """Withdraw, keep serving for the grace period, then stop ExaBGP."""
+        if self.bgp is None:
+            return
+        speaker, self.bgp = self.bgp, None
+        grace = speaker.config.withdraw_grace
+        if speaker.announced and grace > 0:
+            log.info("withdrawing %d BGP routes; serving on for %g s", len(speaker.announced), grace)
+            speaker.set_routes({})
+            self.notifier.status(f"stopping: routes withdrawn, serving for {grace:g} s")
+            await asyncio.sleep(grace)
+        await speaker.stop()
+
     async def run(self) -> None:
         self.config = load(self.config_path)  # a ConfigError here ends the start
         _trim()  # the YAML's parse is garbage now
@@ -337,6 +430,7 @@ class Daemon:
             if self.config.connection_sync is not None:
                 self._want_sync("backup")  # until the instance it follows says master
             await self._start_vrrp()
+            self._start_bgp()
             if self.control is not None:
                 try:
                     await self.control.start()
@@ -373,6 +467,7 @@ class Daemon:
                     self._reload()
         finally:
             self.notifier.stopping()
+            await self._stop_bgp()
             if watchdog is not None:
                 watchdog.cancel()
             if self.control is not None:
@@ -421,6 +516,8 @@ class Daemon:
     # ------------------------------------------------------------ connection sync
 
     def _on_event(self, event: object) -> None:
+        if isinstance(event, VrrpChanged):
+            self.update_bgp()
         cs = self.config.connection_sync if self.config is not None else None
         if isinstance(event, VrrpChanged) and cs is not None and event.instance == cs.follow:
             self._want_sync(syncd.role_for(event.new))

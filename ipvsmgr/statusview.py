@@ -101,6 +101,21 @@ def render(st: dict[str, Any]) -> str:
                 ]  # fmt: skip
             )
         lines.extend(_table(rows))
+    bgp = st.get("bgp")
+    if bgp:
+        lines.append("")
+        running = "not running" if bgp["exabgp_pid"] is None else f"pid {bgp['exabgp_pid']}"
+        drained = ", NODE DRAINED (drain-node): every route withdrawn" if bgp["node_drained"] else ""
+        lines.append(f"BGP (ExaBGP {running}){drained}")
+        rows = [["PEER", "STATE", "SINCE", "NOTE"]]
+        now = time.time()
+        for address, n in bgp["neighbors"].items():
+            rows.append([address, n["state"].upper(), _age(now - n["since"]), n["reason"]])
+        lines.extend(_table(rows))
+        rows = [["PREFIX", "ANNOUNCED", "WHY"]]
+        for prefix, p in bgp["prefixes"].items():
+            rows.append([prefix, "yes" if p["announce"] else "NO", p["reason"]])
+        lines.extend(_table(rows))
     return "\n".join(lines)
 
 

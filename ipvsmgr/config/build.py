@@ -11,6 +11,7 @@ import socket
 from dataclasses import replace
 from typing import Any
 
+from ipvsmgr.config.bgpbuild import build_bgp
 from ipvsmgr.config.durations import parse_duration
 from ipvsmgr.config.errors import Path, Problem
 from ipvsmgr.config.health import BLOCKS, build_check, merge
@@ -322,7 +323,15 @@ class _Builder:
         vrrp = build_vrrp(
             data.get("vrrp"), self.error, lambda p: self.doc.locate(p)[0], {v.name for v in servers}
         )
+        bgp = build_bgp(
+            data.get("bgp"),
+            self.error,
+            lambda p: self.doc.locate(p)[0],
+            servers,
+            {i.name for i in vrrp.instances},
+        )
         return Config(
+            bgp=bgp,
             source=self.doc.filename,
             virtual_servers=tuple(servers),
             timeouts=timeouts,

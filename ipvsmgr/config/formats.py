@@ -21,6 +21,16 @@ def is_ip_address(value: object) -> bool:
     return False
 
 
+def is_ipv4_address(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    try:
+        socket.inet_pton(socket.AF_INET, value)
+    except OSError:
+        return False
+    return True
+
+
 def is_ipv4_netmask(value: object) -> bool:
     if not isinstance(value, str):
         return True
@@ -47,6 +57,7 @@ def is_ip_interface(value: object) -> bool:
 
 FORMATS: dict[str, Callable[[object], bool]] = {
     "ip-address": is_ip_address,
+    "ipv4-address": is_ipv4_address,
     "ipv4-netmask": is_ipv4_netmask,
     "ip-interface": is_ip_interface,
 }

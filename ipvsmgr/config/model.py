@@ -95,6 +95,48 @@ class ConnectionSync:
 
 
 @dataclass(frozen=True, slots=True)
+class BgpPeer:
+    address: str
+    asn: int
+    local_address: str
+    hold_time: int  # seconds: 0 or 3..65535
+    password: str | None = None  # TCP MD5
+    multihop: int | None = None  # outgoing TTL
+
+    @property
+    def family(self) -> int:
+        return 10 if ":" in self.address else 2  # AF_INET6 / AF_INET
+
+
+@dataclass(frozen=True, slots=True)
+class BgpAnnouncement:
+    prefix: str  # canonical network text, e.g. 198.18.100.1/32
+    when: str  # healthy | always | vrrp-master
+    vrrp_instance: str = ""  # for vrrp-master
+    virtual_servers: tuple[str, ...] = ()  # for healthy: the names that must be healthy
+    next_hop: str = "self"
+    med: int | None = None
+    local_preference: int | None = None
+    communities: tuple[str, ...] = ()
+    large_communities: tuple[str, ...] = ()
+    path: Path = field(default=(), compare=False)
+
+    @property
+    def family(self) -> int:
+        return 10 if ":" in self.prefix else 2
+
+
+@dataclass(frozen=True, slots=True)
+class BgpConfig:
+    local_as: int
+    router_id: str
+    peers: tuple[BgpPeer, ...]
+    announcements: tuple[BgpAnnouncement, ...] = ()
+    withdraw_grace: float = 5.0
+    exabgp: tuple[str, ...] = ("exabgp",)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str
     virtual_servers: tuple[VirtualServer, ...]
@@ -102,3 +144,4 @@ class Config:
     drain_timeout: float = 300.0
     vrrp: VrrpConfig = field(default_factory=VrrpConfig)
     connection_sync: ConnectionSync | None = None
+    bgp: BgpConfig | None = None

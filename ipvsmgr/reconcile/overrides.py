@@ -28,12 +28,14 @@ class Overrides:
     drained: frozenset[RealId] = frozenset()  # weight 0, no new connections, until undrained
     disabled: frozenset[ServiceKey] = frozenset()  # every real at weight 0
     released: frozenset[str] = frozenset()  # VRRP instances handed over, staying backup
+    node_drained: bool = False  # every BGP route withdrawn (drain-node), until undrain-node
 
     def prune(self, reals: set[RealId], services: set[ServiceKey], instances: set[str]) -> Overrides:
         return Overrides(
             frozenset(self.drained & reals),
             frozenset(self.disabled & services),
             frozenset(self.released & instances),
+            self.node_drained,
         )
 
 
@@ -53,6 +55,7 @@ class OverrideStore:
                 drained=frozenset(real_from_json(d) for d in raw.get("drained", [])),
                 disabled=frozenset(skey_from_json(d) for d in raw.get("disabled", [])),
                 released=frozenset(str(n) for n in raw.get("vrrp_released", [])),
+                node_drained=bool(raw.get("node_drained", False)),
             )
         except FileNotFoundError:
             return Overrides()
@@ -70,5 +73,6 @@ class OverrideStore:
             ],
             "disabled": [skey_to_json(s) for s in sorted(o.disabled)],
             "vrrp_released": sorted(o.released),
+            "node_drained": o.node_drained,
         }
         write_json_atomically(self.path, raw)

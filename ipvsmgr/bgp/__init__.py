@@ -1,0 +1,1 @@
+"""BGP announcements of the VIPs through ExaBGP."""
