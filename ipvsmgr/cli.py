@@ -94,7 +94,10 @@ def check(
     cfg = _load(path)
     reals = sum(len(v.reals) for v in cfg.virtual_servers)
     vrrp = f", {len(cfg.vrrp.instances)} VRRP instances" if cfg.vrrp.instances else ""
-    typer.echo(f"{path}: OK ({len(cfg.virtual_servers)} virtual servers, {reals} real servers{vrrp})")
+    bgp = ""
+    if cfg.bgp is not None:
+        bgp = f", {len(cfg.bgp.peers)} BGP peers, {len(cfg.bgp.announcements)} BGP prefixes"
+    typer.echo(f"{path}: OK ({len(cfg.virtual_servers)} virtual servers, {reals} real servers{vrrp}{bgp})")
 
 
 @app.command()

@@ -330,7 +330,9 @@ class _Builder:
             servers,
             {i.name for i in vrrp.instances},
         )
+        sysctls = tuple((k, int(v)) for k, v in (ipvs.get("sysctl") or {}).items())
         return Config(
+            sysctls=sysctls,
             bgp=bgp,
             source=self.doc.filename,
             virtual_servers=tuple(servers),

@@ -145,3 +145,4 @@ class Config:
     vrrp: VrrpConfig = field(default_factory=VrrpConfig)
     connection_sync: ConnectionSync | None = None
     bgp: BgpConfig | None = None
+    sysctls: tuple[tuple[str, int], ...] = ()  # net.ipv4.vs.NAME = value, in config order

@@ -154,3 +154,4 @@ class Table:
     services: dict[ServiceKey, Service] = field(default_factory=dict)
     dests: dict[ServiceKey, dict[DestKey, Destination]] = field(default_factory=dict)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    sysctls: dict[str, int] = field(default_factory=dict)  # only those asked for (read from /proc)

@@ -36,6 +36,7 @@ class Desired:
     dests: dict[ServiceKey, dict[DestKey, Destination]] = field(default_factory=dict)
     timeouts: Timeouts = field(default_factory=Timeouts)
     names: dict[ServiceKey, str] = field(default_factory=dict)
+    sysctls: dict[str, int] = field(default_factory=dict)  # net.ipv4.vs.*
 
 
 def service_key(vs: VirtualServer) -> ServiceKey:
@@ -77,7 +78,7 @@ def destination(r: RealServer) -> Destination:
 
 
 def desired_state(config: Config) -> Desired:
-    d = Desired(timeouts=config.timeouts)
+    d = Desired(timeouts=config.timeouts, sysctls=dict(config.sysctls))
     for vs in config.virtual_servers:
         svc = service(vs)
         d.services[svc.key] = svc

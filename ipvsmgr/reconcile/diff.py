@@ -1,8 +1,18 @@
 """diff(desired, kernel, ownership) -> ordered operations. Pure: no I/O, no clock.
 
-Order: timeouts, new services, edited services, new reals, edited reals
-(including drains), deleted reals, deleted services, so that a service exists
-before its reals and a real never points at a deleted service.
+Order: sysctls, timeouts, new services, edited services, reals re-added to
+restore their order, new reals, edited reals (including drains), deleted
+reals, deleted services, so that a service exists before its reals and a
+real never points at a deleted service.
+
+Order matters to the hashing schedulers: mh (Maglev) and sh fill their
+lookup tables walking the kernel's list of reals, which is in the order the
+reals were added; contested slots go to the earlier real. Scale-out nodes
+must pick the same real for a flow, so their lists must be in one order:
+the configuration's. A real added in the middle of the list on a reload
+would be appended by the kernel, so the reals after it are deleted and
+added again behind it (their connections go on: a deleted real with
+connections waits in the kernel's trash and is revived by the add).
 """
 
 from __future__ import annotations
@@ -19,8 +29,11 @@ from ipvsmgr.reconcile.operations import (
     EditReal,
     EditService,
     Operation,
+    SetSysctl,
     SetTimeouts,
 )
+
+ORDERED_SCHEDULERS = frozenset({"mh", "sh"})
 
 DrainKey = tuple[ServiceKey, DestKey]
 
@@ -53,6 +66,28 @@ def _timeouts(want: Timeouts, have: Timeouts) -> SetTimeouts | None:
         getattr(want, f) and getattr(want, f) != getattr(have, f) for f in ("tcp", "tcp_fin", "udp")
     )
     return SetTimeouts(have, want) if differs else None
+
+
+def _reorder(
+    skey: ServiceKey,
+    want: dict[DestKey, Destination],
+    have: dict[DestKey, Destination],
+) -> tuple[list[Operation], set[DestKey]]:
+    """Operations that make the kernel's list of wanted reals follow `want`'s
+    order, and the keys they (re-)add. Reals not wanted (draining, weight 0)
+    are skipped by the hashing schedulers, so their place does not matter."""
+    kernel_order = [k for k in have if k in want]
+    wanted = list(want)
+    i = 0
+    while i < len(kernel_order) and kernel_order[i] == wanted[i]:
+        i += 1
+    if i == len(kernel_order):
+        return [], set()  # the kernel holds a prefix of the order: plain appends keep it
+    ops: list[Operation] = [
+        DeleteReal(skey, k, "re-added to keep the hashing order") for k in kernel_order[i:]
+    ]
+    ops += [AddReal(skey, want[k]) for k in wanted[i:]]
+    return ops, set(wanted[i:])
 
 
 def _drain(
@@ -106,9 +141,13 @@ def diff(
     del_real: list[Operation] = []
     del_svc: list[Operation] = []
 
+    for name, value in desired.sysctls.items():
+        if kernel.sysctls.get(name) != value:
+            plan.operations.append(SetSysctl(name, kernel.sysctls.get(name), value))
     t = _timeouts(desired.timeouts, kernel.timeouts)
     if t:
         plan.operations.append(t)
+    reorder: list[Operation] = []
 
     for skey, want in desired.services.items():
         plan.owned.add(skey)
@@ -122,7 +161,13 @@ def diff(
         if have.settings() != want.settings():
             edit_svc.append(EditService(have, want, name))
         have_dests = kernel.dests.get(skey, {})
+        readded: set[DestKey] = set()
+        if want.scheduler in ORDERED_SCHEDULERS:
+            ops, readded = _reorder(skey, want_dests, have_dests)
+            reorder += ops
         for dkey, d in want_dests.items():
+            if dkey in readded:
+                continue
             h = have_dests.get(dkey)
             if h is None:
                 add_real.append(AddReal(skey, d))
@@ -149,5 +194,5 @@ def diff(
             # one request removes the service and whatever reals are left
             del_svc.append(DeleteService(skey, "removed from config"))
 
-    plan.operations += add_svc + edit_svc + add_real + edit_real + del_real + del_svc
+    plan.operations += add_svc + edit_svc + reorder + add_real + edit_real + del_real + del_svc
     return plan

@@ -56,7 +56,7 @@ def healthy_state(
     new ones go elsewhere) and does not count towards the quorum."""
     before = quorum_before or {}
     ov = overrides or Overrides()
-    out = Desired(timeouts=config.timeouts)
+    out = Desired(timeouts=config.timeouts, sysctls=dict(config.sysctls))
     quorums: dict[ServiceKey, QuorumState] = {}
     for vs in config.virtual_servers:
         svc = service(vs)

@@ -107,6 +107,24 @@ class SetTimeouts:
         return {"op": "set-timeouts", "tcp": self.new.tcp, "tcp_fin": self.new.tcp_fin, "udp": self.new.udp}
 
 
+@dataclass(frozen=True, slots=True)
+class SetSysctl:
+    """net.ipv4.vs.NAME: a file write, not a netlink request (the engine runs these first)."""
+
+    name: str
+    old: int | None  # None: the kernel lacks it (it will fail, loudly)
+    new: int
+
+    def request(self) -> client.Request:
+        raise TypeError("a sysctl is written to /proc, not sent over netlink")
+
+    def text(self) -> str:
+        return f"~ sysctl net.ipv4.vs.{self.name} {'-' if self.old is None else self.old} -> {self.new}"
+
+    def json(self) -> dict[str, Any]:
+        return {"op": "set-sysctl", "name": f"net.ipv4.vs.{self.name}", "from": self.old, "to": self.new}
+
+
 def _svc_json(key: ServiceKey) -> dict[str, Any]:
     out: dict[str, Any] = {"family": FAMILY_NAMES.get(key.af, str(key.af))}
     if key.fwmark:
@@ -235,4 +253,6 @@ class DeleteReal:
         }
 
 
-Operation = SetTimeouts | AddService | EditService | DeleteService | AddReal | EditReal | DeleteReal
+Operation = (
+    SetSysctl | SetTimeouts | AddService | EditService | DeleteService | AddReal | EditReal | DeleteReal
+)

@@ -29,6 +29,8 @@ COMMANDS = [
     "undrain",
     "disable",
     "enable",
+    "drain-node",
+    "undrain-node",
     "lab",
 ]
 
@@ -60,7 +62,8 @@ def test_check_examples(runner: CliRunner, path: Path) -> None:
     r = invoke(runner, "check", str(path))
     assert r.exit_code == 0, r.stderr
     assert re.fullmatch(
-        rf"{re.escape(str(path))}: OK \(\d+ virtual servers, \d+ real servers(, \d+ VRRP instances)?\)\n",
+        rf"{re.escape(str(path))}: OK \(\d+ virtual servers, \d+ real servers(, \d+ VRRP instances)?"
+        r"(, \d+ BGP peers, \d+ BGP prefixes)?\)\n",
         r.stdout,
     )
     assert r.stderr == ""

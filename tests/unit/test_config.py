@@ -543,7 +543,9 @@ SEMANTIC_CASES = [
     ("family-without-fwmark", "virtual_servers:\n  - {address: 198.18.0.1, port: 80, family: ipv4}\n",
      "{address", 1, "family only applies to fwmark services"),
     ("vrrp-unknown-key", "vrrp:\n  instance: {vrid: 51}\n", "instance", 1, "did you mean 'instances'?"),
-    ("reserved-bgp", "bgp: {asn: 65000}\n", "{asn", 1, "this section is reserved"),
+    ("bgp-unknown-key", "bgp: {local_as: 1, router_id: 198.18.0.1, asn: 65000,\n"
+     "      peers: [{address: 198.18.0.2, as: 2, local_address: 198.18.0.1}]}\n", "asn", 1,
+     "unknown key 'asn'"),
     ("reserved-xdp", "xdp: [eth0]\n", "[eth0]", 1, "this section is reserved"),
     ("reserved-health-checks", "health_checks:\n  web: {type: http}\n", "web", 1, "this section is reserved"),
 ]  # fmt: skip
@@ -575,14 +577,14 @@ def test_some_positions_by_hand() -> None:
 
 
 def test_reserved_sections_may_be_empty() -> None:
-    cfg = load_text("vrrp:\nbgp: {}\nxdp: ~\nhealth_checks: {}\n", F)
-    assert cfg.virtual_servers == ()
+    cfg = load_text("vrrp:\nbgp:\nxdp: ~\nhealth_checks: {}\n", F)
+    assert cfg.virtual_servers == () and cfg.bgp is None
 
 
 def test_reserved_sections_each_reported() -> None:
-    text = "bgp:\n  b: 1\nxdp:\n  c: 1\nhealth_checks:\n  d: 1\n"
+    text = "xdp:\n  c: 1\nhealth_checks:\n  d: 1\n"
     got = problems(text)
-    assert [(p.line, p.col) for p in got] == [at(text, k) for k in ("b: 1", "c: 1", "d: 1")]
+    assert [(p.line, p.col) for p in got] == [at(text, k) for k in ("c: 1", "d: 1")]
     assert all("reserved" in p.message for p in got)
 
 

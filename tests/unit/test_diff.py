@@ -483,3 +483,98 @@ def test_ipv6_and_fwmark_services() -> None:
     assert set(want.dests[mark]) == {DestKey(AF6, "2001:db8::2", 0)}
     k = Table(services=dict(want.services), dests={s: dict(d) for s, d in want.dests.items()})
     assert run(want, k).operations == []
+
+
+# ---------------------------------------------------------------- hashing order, sysctls
+
+MH = """\
+ipvs:
+  sysctl: {sloppy_tcp: true, conn_reuse_mode: 3}
+virtual_servers:
+  - name: web
+    address: 198.18.100.1
+    port: 80
+    scheduler: mh
+    forwarding: dr
+    reals:
+      - {address: 198.18.2.1}
+      - {address: 198.18.2.2}
+      - {address: 198.18.2.3}
+      - {address: 198.18.2.4}
+"""
+VIP = ServiceKey(AF4, TCP, "198.18.100.1", 80)
+
+
+def _mh_kernel(order: list[int], sysctls: dict[str, int] | None = None) -> tuple[Desired, Table]:
+    want = desired_state(load_text(MH, "lb.yaml"))
+    dests = want.dests[VIP]
+    keys = list(dests)
+    kernel = Table(
+        services={VIP: want.services[VIP]},
+        dests={VIP: {keys[i - 1]: dests[keys[i - 1]] for i in order}},
+        timeouts=Timeouts(),
+        sysctls={"sloppy_tcp": 1, "conn_reuse_mode": 3} if sysctls is None else sysctls,
+    )
+    return want, kernel
+
+
+def _rk(n: int) -> DestKey:
+    return DestKey(AF4, f"198.18.2.{n}", 80)
+
+
+def _what(o: object) -> DestKey:
+    return o.key if isinstance(o, DeleteReal) else o.dest.key  # type: ignore[attr-defined]
+
+
+def test_mh_in_order_needs_nothing() -> None:
+    want, kernel = _mh_kernel([1, 2, 3, 4])
+    assert diff(want, kernel, {VIP}, {}, NOW, DRAIN).operations == []
+
+
+def test_mh_appended_reals_keep_the_order() -> None:
+    want, kernel = _mh_kernel([1, 2])
+    ops = diff(want, kernel, {VIP}, {}, NOW, DRAIN).operations
+    assert [(type(o).__name__, o.dest.key) for o in ops] == [("AddReal", _rk(3)), ("AddReal", _rk(4))]  # type: ignore[union-attr]
+
+
+def test_mh_out_of_order_tail_is_readded() -> None:
+    # 2 was deleted and re-added at some point: the kernel has it last.
+    want, kernel = _mh_kernel([1, 3, 4, 2])
+    ops = diff(want, kernel, {VIP}, {}, NOW, DRAIN).operations
+    assert [(type(o).__name__, _what(o)) for o in ops] == [  # type: ignore[union-attr]
+        ("DeleteReal", _rk(3)),
+        ("DeleteReal", _rk(4)),
+        ("DeleteReal", _rk(2)),
+        ("AddReal", _rk(2)),
+        ("AddReal", _rk(3)),
+        ("AddReal", _rk(4)),
+    ]
+    assert ops[0].text() == "- real 198.18.2.3:80 of tcp 198.18.100.1:80 (re-added to keep the hashing order)"
+
+
+def test_mh_missing_middle_real_is_inserted_in_place() -> None:
+    want, kernel = _mh_kernel([1, 3, 4])
+    ops = diff(want, kernel, {VIP}, {}, NOW, DRAIN).operations
+    names = [(type(o).__name__, _what(o)) for o in ops]  # type: ignore[union-attr]
+    assert names == [
+        ("DeleteReal", _rk(3)), ("DeleteReal", _rk(4)),
+        ("AddReal", _rk(2)), ("AddReal", _rk(3)), ("AddReal", _rk(4)),
+    ]  # fmt: skip
+
+
+def test_order_is_not_enforced_for_other_schedulers() -> None:
+    want, kernel = _mh_kernel([1, 3, 4, 2])
+    svc = replace(want.services[VIP], scheduler="wrr")
+    want.services[VIP] = svc
+    kernel.services[VIP] = svc
+    assert diff(want, kernel, {VIP}, {}, NOW, DRAIN).operations == []
+
+
+def test_sysctls_set_when_different_and_first() -> None:
+    want, kernel = _mh_kernel([1, 2, 3, 4], sysctls={"sloppy_tcp": 0})
+    ops = diff(want, kernel, {VIP}, {}, NOW, DRAIN).operations
+    assert [o.text() for o in ops] == [
+        "~ sysctl net.ipv4.vs.sloppy_tcp 0 -> 1",
+        "~ sysctl net.ipv4.vs.conn_reuse_mode - -> 3",
+    ]
+    assert ops[0].json() == {"op": "set-sysctl", "name": "net.ipv4.vs.sloppy_tcp", "from": 0, "to": 1}

@@ -24,7 +24,7 @@ EXAMPLES = sorted([ROOT / "etc" / "ipvsmgr" / "ipvsmgr.yaml", *(ROOT / "etc" / "
 HAND_WRITTEN: list[Any] = [
     {},
     {"virtual_servers": []},
-    {"vrrp": None, "bgp": {}, "xdp": None, "health_checks": {}},
+    {"vrrp": None, "bgp": None, "xdp": None, "health_checks": {}},
     {
         "ipvs": {"timeouts": {"tcp": 900, "tcp_fin": "2m", "udp": "1.5m"}, "drain_timeout": "100ms"},
         "virtual_servers": [
