@@ -502,6 +502,100 @@ def undrain_node(socket_path: str = SOCKET_OPTION) -> None:
     )
 
 
+realserver_app = typer.Typer(
+    help="Prepare a real server for direct routing or tunnel forwarding (run on the real).",
+    no_args_is_help=True,
+)
+app.add_typer(realserver_app, name="realserver")
+
+VIP_OPTION = typer.Option(..., "--vip", help="A VIP this real serves (repeat for more).")
+FORWARDING_OPTION = typer.Option("dr", "--forwarding", help="dr or tunnel.")
+TUNNEL_OPTION = typer.Option("ipip", "--tunnel", help="With --forwarding tunnel: ipip, gre or gue.")
+GUE_PORT_OPTION = typer.Option(0, "--gue-port", help="With --tunnel gue: the UDP port (e.g. 6080).")
+
+
+def _realserver_items(vips: list[str], forwarding: str, tunnel: str, gue_port: int) -> tuple[Any, list[Any]]:
+    import ipaddress
+
+    from ipvsmgr import realserver
+    from vrrp.netlink import Host
+
+    if forwarding not in ("dr", "tunnel"):
+        _fail(
+            f"--forwarding must be dr or tunnel, not {forwarding} "
+            "(with nat the real needs nothing but its route back through the balancer)"
+        )
+    if tunnel not in realserver.TUNNELS:
+        _fail(f"--tunnel must be one of {', '.join(realserver.TUNNELS)}, not {tunnel}")
+    if forwarding == "tunnel" and tunnel == "gue" and not 0 < gue_port < 65536:
+        _fail("--tunnel gue needs --gue-port (the port the balancer's GUE tunnel sends to, e.g. 6080)")
+    try:
+        addresses = [ipaddress.ip_address(v) for v in vips]
+    except ValueError as e:
+        _fail(str(e))
+    host = Host()
+    return host, realserver.items(host, addresses, forwarding, tunnel, gue_port)
+
+
+@realserver_app.command("check")
+def realserver_check(
+    vip: list[str] = VIP_OPTION,
+    forwarding: str = FORWARDING_OPTION,
+    tunnel: str = TUNNEL_OPTION,
+    gue_port: int = GUE_PORT_OPTION,
+) -> None:
+    """List what this host needs to be a real server, and what is missing (exit 1 if anything is).
+
+    Example:
+
+      ipvsmgr realserver check --vip 198.18.100.1 --forwarding tunnel --tunnel gre
+    """
+    host, items = _realserver_items(vip, forwarding, tunnel, gue_port)
+    host.close()
+    for item in items:
+        typer.echo(f"{'ok     ' if item.ok else 'MISSING'}  {item.what}")
+    missing = sum(1 for i in items if not i.ok)
+    if missing:
+        typer.echo(f"{missing} missing: run `ipvsmgr realserver setup` with the same options", err=True)
+        raise typer.Exit(1)
+
+
+@realserver_app.command("setup")
+def realserver_setup(
+    vip: list[str] = VIP_OPTION,
+    forwarding: str = FORWARDING_OPTION,
+    tunnel: str = TUNNEL_OPTION,
+    gue_port: int = GUE_PORT_OPTION,
+) -> None:
+    """Put the VIPs on lo, restrict ARP, and for tunnels bring up decapsulation (idempotent).
+
+    Not persistent across reboots: put the same command in the real's boot
+    sequence (or its network configuration).
+
+    Example:
+
+      ipvsmgr realserver setup --vip 198.18.100.1 --vip 2001:db8::100
+    """
+    import subprocess
+
+    host, items = _realserver_items(vip, forwarding, tunnel, gue_port)
+    try:
+        for item in items:
+            if item.ok:
+                continue
+            try:
+                item.fix()
+            except (OSError, subprocess.CalledProcessError) as e:
+                _fail(f"{item.what}: {e}")
+            typer.echo(f"done     {item.what}")
+        still = [i for i in _realserver_items(vip, forwarding, tunnel, gue_port)[1] if not i.ok]
+    finally:
+        host.close()
+    if still:
+        _fail("still missing after setup: " + "; ".join(i.what for i in still))
+    typer.echo(f"real server ready for {forwarding}" + (f" ({tunnel})" if forwarding == "tunnel" else ""))
+
+
 vrrp_app = typer.Typer(help="VRRP instances: hand mastership over and take it back.", no_args_is_help=True)
 app.add_typer(vrrp_app, name="vrrp")
 

@@ -61,6 +61,7 @@ class Snapshot:
     control_refused: dict[str, int] = field(default_factory=dict)
     scrape_refused: dict[str, int] = field(default_factory=dict)
     checks: dict[str, float] = field(default_factory=dict)
+    bgp: dict[str, Any] | None = None  # Daemon.bgp_status(): peers, prefixes, counters
 
 
 def families(s: Snapshot, table: Table | None, kernel_ok: bool) -> Iterator[Metric]:
@@ -151,6 +152,9 @@ def families(s: Snapshot, table: Table | None, kernel_ok: bool) -> Iterator[Metr
         vdrop.add_metric([reason], n)
     yield from (vstate, vprio, vtrans, vsent, vrecv, vdrop)
 
+    if s.bgp is not None:
+        yield from _bgp(s.bgp)
+
     c = s.counters
     for name, text in (
         ("reconcile_rounds", "Reconcile rounds."),
@@ -175,6 +179,40 @@ def families(s: Snapshot, table: Table | None, kernel_ok: bool) -> Iterator[Metr
     for reason, n in sorted(s.scrape_refused.items()):
         sref.add_metric([reason], n)
     yield from (creq, cref, sref)
+
+
+BGP_STATES = ("idle", "connected", "up", "down")
+BGP_COUNTERS = {
+    "starts": ("ipvsmgr_bgp_exabgp_starts", "ExaBGP processes started."),
+    "crashes": ("ipvsmgr_bgp_exabgp_crashes", "ExaBGP exits the daemon did not ask for."),
+    "start_failures": ("ipvsmgr_bgp_exabgp_start_failures", "ExaBGP starts that failed."),
+    "commands": ("ipvsmgr_bgp_commands", "Announce and withdraw commands sent to ExaBGP."),
+    "messages_malformed": ("ipvsmgr_bgp_messages_malformed", "Unreadable lines from ExaBGP."),
+}
+
+
+def _bgp(b: dict[str, Any]) -> Iterator[Metric]:
+    running = _G("ipvsmgr_bgp_exabgp_running", "1 while the ExaBGP child runs.")
+    running.add_metric([], 0.0 if b["exabgp_pid"] is None else 1.0)
+    drained = _G("ipvsmgr_bgp_node_drained", "1 while drain-node holds every route withdrawn.")
+    drained.add_metric([], 1.0 if b["node_drained"] else 0.0)
+    peer = _G("ipvsmgr_bgp_peer_state", "1 for the BGP session's current state.", labels=["peer", "state"])
+    ups = _C("ipvsmgr_bgp_peer_established", "Times the session came up.", labels=["peer"])
+    for address, n in sorted(b["neighbors"].items()):
+        for state in BGP_STATES:
+            peer.add_metric([address, state], 1.0 if n["state"] == state else 0.0)
+        ups.add_metric([address], n["ups"])
+    prefix = _G("ipvsmgr_bgp_prefix_announced", "1 while the prefix is announced.", labels=["prefix"])
+    for p, d in sorted(b["prefixes"].items()):
+        prefix.add_metric([p], 1.0 if d["announce"] else 0.0)
+    acks = _C("ipvsmgr_bgp_command_acks", "ExaBGP's answers to commands.", labels=["result"])
+    acks.add_metric(["done"], b["counters"].get("acks_done", 0))
+    acks.add_metric(["error"], b["counters"].get("acks_error", 0))
+    yield from (running, drained, peer, ups, prefix, acks)
+    for key, (name, text) in BGP_COUNTERS.items():
+        m = _C(name, text)
+        m.add_metric([], b["counters"].get(key, 0))
+        yield m
 
 
 class _Once:

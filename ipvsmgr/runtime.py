@@ -45,6 +45,7 @@ from ipvsmgr.sdnotify import Notifier
 if TYPE_CHECKING:
     from ipvsmgr.bgp.routes import Decision
     from ipvsmgr.bgp.speaker import Speaker
+    from ipvsmgr.bgp.vips import VipHolder
     from vrrp.service import VrrpService
 
 log = logging.getLogger("ipvsmgr")
@@ -143,6 +144,7 @@ class Daemon:
         self.quorum_states: dict[ServiceKey, QuorumState] = {}
         self.state_dir = state_dir
         self.bgp: Speaker | None = None
+        self.bgp_vips: VipHolder | None = None
         self.bgp_decisions: dict[str, Decision] = {}
 
     # ------------------------------------------------------------ checks
@@ -337,8 +339,26 @@ class Daemon:
         from ipvsmgr.bgp.speaker import Speaker
 
         self.bgp = Speaker(self.config.bgp, os.path.join(self.state_dir, "bgp"))
+        self._sync_bgp_vips()
         self.update_bgp()  # the routes are in the FIFO before ExaBGP starts
         self.bgp.start()
+
+    def _sync_bgp_vips(self) -> None:
+        from ipvsmgr.bgp.vips import VipHolder, host_addresses
+
+        cfg = self.config.bgp if self.config is not None else None
+        interface = cfg.vip_interface if cfg is not None else ""
+        if self.bgp_vips is not None and self.bgp_vips.interface != interface:
+            self.bgp_vips.close()
+            self.bgp_vips = None
+        if not interface or cfg is None:
+            return
+        if self.bgp_vips is None:
+            self.bgp_vips = VipHolder(interface)
+        try:
+            self.bgp_vips.sync(host_addresses(cfg))
+        except OSError as e:
+            log.error("VIPs on %s: %s", interface, e)
 
     def _reload_bgp(self, old: BgpConfig | None) -> None:
         assert self.config is not None
@@ -355,12 +375,16 @@ class Daemon:
             asyncio.get_running_loop().create_task(self._retire(speaker))
             return
         self.bgp.update_config(new)
+        self._sync_bgp_vips()
         self.update_bgp()
 
     async def _retire(self, speaker: Speaker) -> None:
-        assert self.config is not None
-        await asyncio.sleep(1.0)  # let the withdrawals leave before the sessions close
+        """The bgp: section left the configuration: withdraw, serve the grace, stop."""
+        await asyncio.sleep(speaker.config.withdraw_grace)
         await speaker.stop()
+        if self.bgp_vips is not None and (self.config is None or self.config.bgp is None):
+            self.bgp_vips.close()
+            self.bgp_vips = None
 
     def update_bgp(self) -> None:
         """Announce or withdraw each prefix as health, VRRP and drain-node decide now."""
@@ -410,6 +434,9 @@ class Daemon:
             self.notifier.status(f"stopping: routes withdrawn, serving for {grace:g} s")
             await asyncio.sleep(grace)
         await speaker.stop()
+        if self.bgp_vips is not None:
+            self.bgp_vips.close()  # after the grace: flows were served until the routers moved
+            self.bgp_vips = None
 
     async def run(self) -> None:
         self.config = load(self.config_path)  # a ConfigError here ends the start
@@ -586,6 +613,7 @@ class Daemon:
             snap.vrrp = self.vrrp.status()
             snap.vrrp_drops = dict(self.vrrp.drops)
         snap.counters = dict(self.counters)
+        snap.bgp = self.bgp_status()
         snap.reloads = {"ok": self.counters["reloads_ok"], "refused": self.counters["reloads_refused"]}
         if self.control is not None:
             snap.control_requests = dict(self.control.requests)

@@ -12,7 +12,9 @@ APT_PACKAGES=(
   ipvsadm           # the independent reader of kernel state
   busybox-static    # virtme-ng's initramfs
   keepalived        # the VRRP peer of the interop tests, and the health-check baseline
-  frr               # zebra + vrrpd: the second VRRP implementation of the interop tests
+  frr               # zebra + vrrpd / bgpd: second VRRP implementation, second BGP router
+  exabgp            # the BGP speaker ipvsmgr drives (Debian's 4.2; 5.x comes from PyPI for tests)
+  bird2             # the BGP router of the ECMP tests
   iproute2 procps kmod
 )
 missing=()
@@ -22,7 +24,7 @@ done
 if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  # Packages with services (keepalived, frr) must not start them here: policy-rc.d says no.
+  # Packages with services (keepalived, frr, exabgp, bird2) must not start them here: policy-rc.d says no.
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
     chmod +x /usr/sbin/policy-rc.d

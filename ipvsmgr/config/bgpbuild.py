@@ -93,8 +93,9 @@ def build_bgp(
     grace = parse_duration(data.get("withdraw_grace", DEFAULT_WITHDRAW_GRACE))
     exabgp = tuple(data.get("exabgp") or ("exabgp",))
     return BgpConfig(
-        int(data["local_as"]), data["router_id"], tuple(peers), tuple(announcements), grace, exabgp
-    )
+        int(data["local_as"]), data["router_id"], tuple(peers), tuple(announcements), grace, exabgp,
+        data.get("vip_interface", "lo"),
+    )  # fmt: skip
 
 
 def _announcement(

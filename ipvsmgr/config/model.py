@@ -134,6 +134,7 @@ class BgpConfig:
     announcements: tuple[BgpAnnouncement, ...] = ()
     withdraw_grace: float = 5.0
     exabgp: tuple[str, ...] = ("exabgp",)
+    vip_interface: str = "lo"  # "" leaves the VIP addresses to the operator
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,12 +16,13 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.netns.lab import sh
+from tests.netns.lab import in_netns, sh
 from tests.netns.vrrplab import ADDR4, VrrpLab
 
 VIP = "198.18.100.1"
@@ -142,12 +143,15 @@ def test_ecmp_drain_node_and_stop(bgp_lab: tuple[VrrpLab, Router], speaker: str)
     lab.ctl("a", "undrain-node")
     lab.wait_for(lambda: router.next_hops() == both("a", "b"), 5, "a back")
 
+    # The VIP is on lo while the daemon runs (bgp.vip_interface), so IPVS would see its traffic.
+    assert lab.has_address("b", VIP, dev="lo")
     # SIGTERM: b withdraws first and serves on for withdraw_grace, then exits cleanly.
     os.killpg(pb.pid, signal.SIGTERM)
     lab.wait_for(lambda: router.next_hops() == {ADDR4["a"]}, 5, "b withdrawn on stop")
     assert pb.poll() is None, "b exited before its grace period"
     assert pb.wait(timeout=20) == 0
     assert "withdrawing 1 BGP routes; serving on for 1 s" in lab.log("b")
+    assert not lab.has_address("b", VIP, dev="lo")  # taken away after the grace
     assert "exabgp" not in _comms(lab, "b")
 
 
@@ -212,5 +216,12 @@ def test_garbage_from_exabgp_is_counted_and_harmless(bgp_lab: tuple[VrrpLab, Rou
         os.close(fd)
     lab.wait_for(lambda: status(lab, "a")["counters"].get("messages_malformed") == 4, 5, "4 counted")
     assert status(lab, "a")["neighbors"][ADDR4["c"]]["state"] == "up"
+    text = in_netns(
+        lab.ns("a"), lambda: urllib.request.urlopen("http://127.0.0.1:9474/metrics", timeout=10).read()
+    )
+    metrics = text.decode()
+    assert "ipvsmgr_bgp_messages_malformed_total 4.0" in metrics
+    assert f'ipvsmgr_bgp_prefix_announced{{prefix="{VIP}/32"}} 1.0' in metrics
+    assert f'ipvsmgr_bgp_peer_state{{peer="{ADDR4["c"]}",state="up"}} 1.0' in metrics
     lab.ctl("a", "drain-node")  # still in control
     lab.wait_for(lambda: router.next_hops() == set(), 5, "withdrawn")

@@ -299,3 +299,12 @@ def test_endless_line_is_dropped() -> None:
     out = r.feed(b"x" * (exabgp.MAX_LINE + 10))
     assert len(out) == 1 and isinstance(out[0], exabgp.Malformed)
     assert r.feed(b"done\n") == [exabgp.Ack(True)]
+
+
+def test_host_addresses_held_locally() -> None:
+    from ipvsmgr.bgp.vips import host_addresses
+
+    c = bgp(FULL)
+    # host routes only, and not the VRRP-decided one (VRRP holds that address itself)
+    assert host_addresses(c) == {"198.18.100.1", "2001:db8::100"}
+    assert c.vip_interface == "lo"

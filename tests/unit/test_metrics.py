@@ -75,6 +75,28 @@ def test_render_parses_and_carries_the_values() -> None:
     assert got[("ipvsmgr_health_check_lag_seconds", (("quantile", "0.99"),))] == 0.011
 
 
+def test_bgp_metrics() -> None:
+    snap = snapshot()
+    snap.bgp = {
+        "exabgp_pid": 42, "node_drained": False,
+        "neighbors": {"198.18.0.1": {"state": "up", "since": 0.0, "reason": "", "ups": 3}},
+        "prefixes": {"198.18.100.1/32": {"announce": True, "reason": "healthy: web"},
+                     "198.18.100.2/32": {"announce": False, "reason": "no quorum: dns"}},
+        "counters": {"starts": 2, "crashes": 1, "commands": 9, "acks_done": 8, "acks_error": 1},
+    }  # fmt: skip
+    got = samples(render(snap, TABLE, True))
+    assert got[("ipvsmgr_bgp_exabgp_running", ())] == 1
+    assert got[("ipvsmgr_bgp_peer_state", (("peer", "198.18.0.1"), ("state", "up")))] == 1
+    assert got[("ipvsmgr_bgp_peer_state", (("peer", "198.18.0.1"), ("state", "down")))] == 0
+    assert got[("ipvsmgr_bgp_peer_established_total", (("peer", "198.18.0.1"),))] == 3
+    assert got[("ipvsmgr_bgp_prefix_announced", (("prefix", "198.18.100.1/32"),))] == 1
+    assert got[("ipvsmgr_bgp_prefix_announced", (("prefix", "198.18.100.2/32"),))] == 0
+    assert got[("ipvsmgr_bgp_command_acks_total", (("result", "error"),))] == 1
+    assert got[("ipvsmgr_bgp_exabgp_crashes_total", ())] == 1
+    assert got[("ipvsmgr_bgp_messages_malformed_total", ())] == 0
+    assert not any(name.startswith("ipvsmgr_bgp") for name, _ in samples(render(snapshot(), TABLE, True)))
+
+
 def test_served_over_http_with_junk_refused() -> None:
     async def main() -> None:
         def dump() -> Table:
