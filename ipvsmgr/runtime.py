@@ -145,6 +145,8 @@ class Daemon:
         self.state_dir = state_dir
         self.bgp: Speaker | None = None
         self.bgp_vips: VipHolder | None = None
+        self._bgp_settled = False  # every checked real had its first verdict since start
+        self._bgp_settle_by = 0.0
         self.bgp_decisions: dict[str, Decision] = {}
 
     # ------------------------------------------------------------ checks
@@ -338,6 +340,10 @@ class Daemon:
             return
         from ipvsmgr.bgp.speaker import Speaker
 
+        longest = max(
+            ((s.rise * s.interval + s.timeout) for _, s in _checked_reals(self.config)), default=0.0
+        )
+        self._bgp_settle_by = time.monotonic() + 2 * longest + 5.0
         self.bgp = Speaker(self.config.bgp, os.path.join(self.state_dir, "bgp"))
         self._sync_bgp_vips()
         self.update_bgp()  # the routes are in the FIFO before ExaBGP starts
@@ -392,11 +398,23 @@ class Daemon:
             return
         from ipvsmgr.bgp.routes import Health, desired
 
+        pending: Counter[ServiceKey] = Counter()
+        if not self._bgp_settled:
+            known = self.health.keys()
+            for rid, _spec in _checked_reals(self.config):
+                if rid not in known:
+                    pending[rid[0]] += 1
+            # Settled for good once every real had a verdict, or after the longest
+            # first verdict could take twice over (a check that never answers).
+            if not pending or time.monotonic() > self._bgp_settle_by:
+                self._bgp_settled = True
+                pending.clear()
         health: dict[str, Health] = {}
         for vs in self.config.virtual_servers:
-            q = self.quorum_states.get(service_key(vs))
+            skey = service_key(vs)
+            q = self.quorum_states.get(skey)
             if q is not None:
-                health[vs.name] = Health(vs.quorum is not None, q.up, q.reals_up)
+                health[vs.name] = Health(vs.quorum is not None, q.up, q.reals_up, pending[skey])
         vrrp_states: dict[str, str] = {}
         if self.vrrp is not None:
             vrrp_states = {str(i["name"]): str(i["state"]) for i in self.vrrp.status()}

@@ -22,6 +22,7 @@ class Health:
     has_quorum_rule: bool
     quorum_up: bool
     reals_up: int
+    pending: int = 0  # checked reals without a first verdict, while the node starts
 
     @property
     def healthy(self) -> bool:
@@ -69,6 +70,12 @@ def decide(
     if a.when == "vrrp-master":
         state = vrrp.get(a.vrrp_instance, "init")
         return Decision(state == "master", f"VRRP {a.vrrp_instance} is {state}")
+    # A starting node announces once every real has its first verdict: with a
+    # real still pending (weight 0) its Maglev table differs from the other
+    # nodes', and flows the routers move to it would reach the wrong real.
+    pending = [name for name in a.virtual_servers if name in health and health[name].pending]
+    if pending:
+        return Decision(False, "waiting for the first health verdicts: " + ", ".join(pending))
     sick = [name for name in a.virtual_servers if not (name in health and health[name].healthy)]
     if sick:
         return Decision(False, "no quorum: " + ", ".join(sick))

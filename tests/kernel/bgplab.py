@@ -41,7 +41,7 @@ LINGER0 = struct.pack("ii", 1, 0)
 FAST_CHECKS = "interval: 0.5s, timeout: 0.4s, rise: 2, fall: 2"
 # Under emulation a loaded node can miss a 0.4 s timeout; for tests that must
 # not see a real flap (the hashing ones) the checks are forgiving.
-CALM_CHECKS = "interval: 1s, timeout: 2s, rise: 2, fall: 4"
+CALM_CHECKS = "interval: 1s, timeout: 1s, rise: 2, fall: 4"
 
 
 def node_config(

@@ -159,7 +159,7 @@ def test_same_real_on_every_node_and_minimal_disruption(tmp_path: Path) -> None:
 
 
 def test_nodes_joining_and_leaving_break_no_connection(tmp_path: Path) -> None:
-    with BgpLab(tmp_path, reals=4) as lab:
+    with BgpLab(tmp_path, reals=4, checks=CALM_CHECKS) as lab:
         lab.build()
         lab.start_bird()
         lab.start_lb("lba")

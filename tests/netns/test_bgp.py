@@ -35,10 +35,11 @@ SPEAKERS = {
 pytestmark = pytest.mark.skipif(shutil.which("bird") is None, reason="BIRD 2 is not installed")
 
 
-def bird_conf(sock_dir: Path) -> str:
+def bird_conf(sock_dir: Path, password: str | None = None) -> str:
+    secret = f'password "{password}"; ' if password else ""
     peers = "\n".join(
         f"protocol bgp {n} {{ local {ADDR4['c']} as {ROUTER_AS}; neighbor {ADDR4[n]} as {NODE_AS}; "
-        "hold time 3; connect retry time 1; error wait time 1, 2; "
+        f"hold time 3; connect retry time 1; error wait time 1, 2; {secret}"
         "ipv4 { import all; export none; }; }"
         for n in ("a", "b")
     )
@@ -51,7 +52,8 @@ protocol kernel {{ ipv4 {{ export all; }}; merge paths on; }}
 """
 
 
-def node_conf(node: str, exabgp: str, grace: str = "1s") -> str:
+def node_conf(node: str, exabgp: str, grace: str = "1s", password: str | None = None) -> str:
+    secret = f", password: {json.dumps(password)}" if password else ""
     return f"""\
 bgp:
   local_as: {NODE_AS}
@@ -60,7 +62,7 @@ bgp:
   withdraw_grace: {grace}
   exabgp: [{exabgp}]
   peers:
-    - {{address: {ADDR4["c"]}, as: {ROUTER_AS}, local_address: {ADDR4[node]}}}
+    - {{address: {ADDR4["c"]}, as: {ROUTER_AS}, local_address: {ADDR4[node]}{secret}}}
   announce:
     - {{prefix: {VIP}, when: always, med: 10, communities: ["65000:100"]}}
 """
@@ -72,9 +74,9 @@ class Router:
         self.sock = lab.work / "bird.ctl"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, password: str | None = None) -> None:
         conf = self.lab.work / "bird.conf"
-        conf.write_text(bird_conf(self.lab.work))
+        conf.write_text(bird_conf(self.lab.work, password))
         self.proc = self.lab.spawn("c", ["bird", "-f", "-c", str(conf), "-s", str(self.sock)], "bird")
 
     def stop(self) -> None:
@@ -225,3 +227,18 @@ def test_garbage_from_exabgp_is_counted_and_harmless(bgp_lab: tuple[VrrpLab, Rou
     assert f'ipvsmgr_bgp_peer_state{{peer="{ADDR4["c"]}",state="up"}} 1.0' in metrics
     lab.ctl("a", "drain-node")  # still in control
     lab.wait_for(lambda: router.next_hops() == set(), 5, "withdrawn")
+
+
+def test_tcp_md5_password(vrrp_lab: VrrpLab) -> None:
+    """RFC 2385 signatures: the right key gets a session and the route, a wrong one nothing."""
+    router = Router(vrrp_lab)
+    router.start(password="s3cret-key")
+    exe = SPEAKERS["exabgp-4.2"]
+    vrrp_lab.ipvsmgr("a", node_conf("a", exe, password="s3cret-key"), "a")
+    vrrp_lab.ipvsmgr("b", node_conf("b", exe, password="wrong-key"), "b")
+    vrrp_lab.wait_for(lambda: router.next_hops() == {ADDR4["a"]}, 30, "a's signed session")
+    time.sleep(4)  # b keeps trying; its unsigned-to-the-router segments are dropped
+    assert router.next_hops() == {ADDR4["a"]}
+    assert status(vrrp_lab, "b")["neighbors"][ADDR4["c"]]["state"] != "up"
+    conf = (vrrp_lab.work / "a-state" / "bgp" / "exabgp.conf").stat()
+    assert conf.st_mode & 0o077 == 0  # the key is in there: owner only

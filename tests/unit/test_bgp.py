@@ -308,3 +308,11 @@ def test_host_addresses_held_locally() -> None:
     # host routes only, and not the VRRP-decided one (VRRP holds that address itself)
     assert host_addresses(c) == {"198.18.100.1", "2001:db8::100"}
     assert c.vip_interface == "lo"
+
+
+def test_a_starting_node_waits_for_every_first_verdict() -> None:
+    c = bgp(FULL)
+    starting = Health(False, True, 1, pending=2)  # one real up, two not checked yet
+    routes, why = _decide(c, {"web": UP, "tls": starting, "v6": UP}, {"outside": "master"})
+    assert "198.18.100.1/32" not in routes
+    assert why["198.18.100.1/32"].reason == "waiting for the first health verdicts: tls"
