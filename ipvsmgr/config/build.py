@@ -258,6 +258,16 @@ class _Builder:
                 continue
             seen[rk] = rp
             reals.append(real)
+        fallback = f"{scheduler}-fallback"
+        inhibited = any(r.health is not None and r.health.on_failure == "inhibit" for r in reals)
+        if scheduler in ("mh", "sh") and inhibited and fallback not in flags:
+            self.error(
+                path + (("scheduler_flags",) if "scheduler_flags" in d else ("scheduler",)),
+                f"add {fallback} to scheduler_flags: {scheduler} keeps the table slots of a real "
+                "at weight 0 (failed with on_failure: inhibit, or drained), and without the "
+                "fallback the new connections hashed to it are refused instead of going to the "
+                "next real (or use on_failure: remove)",
+            )
         sorry = None
         if "sorry_server" in d:
             sp = path + ("sorry_server",)

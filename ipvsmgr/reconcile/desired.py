@@ -37,6 +37,11 @@ class Desired:
     timeouts: Timeouts = field(default_factory=Timeouts)
     names: dict[ServiceKey, str] = field(default_factory=dict)
     sysctls: dict[str, int] = field(default_factory=dict)  # net.ipv4.vs.*
+    # Hashing schedulers (mh, sh): the configured weight of a real wanted at weight 0.
+    # IPVS sizes a real's share of the table by its last non-zero weight, so such a
+    # real is added at this weight and quiesced at once: every node then builds the
+    # same table whatever the real's health history.
+    table_weights: dict[tuple[ServiceKey, DestKey], int] = field(default_factory=dict)
 
 
 def service_key(vs: VirtualServer) -> ServiceKey:

@@ -6,13 +6,14 @@ reals, deleted services, so that a service exists before its reals and a
 real never points at a deleted service.
 
 Order matters to the hashing schedulers: mh (Maglev) and sh fill their
-lookup tables walking the kernel's list of reals, which is in the order the
-reals were added; contested slots go to the earlier real. Scale-out nodes
-must pick the same real for a flow, so their lists must be in one order:
-the configuration's. A real added in the middle of the list on a reload
-would be appended by the kernel, so the reals after it are deleted and
-added again behind it (their connections go on: a deleted real with
-connections waits in the kernel's trash and is revived by the add).
+lookup tables walking the kernel's list of reals, which holds them in
+reverse order of addition (each add goes to the head); contested slots go
+to the real met first. Scale-out nodes must pick the same real for a flow,
+so their lists must be in one order: the configuration's order of
+addition. A real inserted in the middle of the configuration on a reload
+would otherwise come first in the kernel's list, so the reals after it are
+deleted and added again after it (their connections go on: a deleted real
+with connections waits in the kernel's trash and is revived by the add).
 """
 
 from __future__ import annotations
@@ -68,15 +69,27 @@ def _timeouts(want: Timeouts, have: Timeouts) -> SetTimeouts | None:
     return SetTimeouts(have, want) if differs else None
 
 
+def _add(skey: ServiceKey, d: Destination, table_weight: int) -> list[Operation]:
+    """Add a real; one wanted at weight 0 by a hashing scheduler goes in at its
+    configured weight and is quiesced in the same batch (see Desired.table_weights)."""
+    if d.weight or not table_weight:
+        return [AddReal(skey, d)]
+    full = replace(d, weight=table_weight)
+    return [AddReal(skey, full), EditReal(skey, full, d, "quiesced: its table share kept")]
+
+
 def _reorder(
     skey: ServiceKey,
     want: dict[DestKey, Destination],
     have: dict[DestKey, Destination],
+    table_weights: dict[tuple[ServiceKey, DestKey], int],
 ) -> tuple[list[Operation], set[DestKey]]:
     """Operations that make the kernel's list of wanted reals follow `want`'s
     order, and the keys they (re-)add. Reals not wanted (draining, weight 0)
     are skipped by the hashing schedulers, so their place does not matter."""
-    kernel_order = [k for k in have if k in want]
+    # IPVS puts a new real at the head of the service's list, so a dump lists
+    # the last added first: the order of addition is the dump reversed.
+    kernel_order = [k for k in reversed(have) if k in want]
     wanted = list(want)
     i = 0
     while i < len(kernel_order) and kernel_order[i] == wanted[i]:
@@ -86,7 +99,8 @@ def _reorder(
     ops: list[Operation] = [
         DeleteReal(skey, k, "re-added to keep the hashing order") for k in kernel_order[i:]
     ]
-    ops += [AddReal(skey, want[k]) for k in wanted[i:]]
+    for k in wanted[i:]:
+        ops += _add(skey, want[k], table_weights.get((skey, k), 0))
     return ops, set(wanted[i:])
 
 
@@ -156,21 +170,22 @@ def diff(
         want_dests = desired.dests.get(skey, {})
         if have is None:
             add_svc.append(AddService(want, name))
-            add_real.extend(AddReal(skey, d) for d in want_dests.values())
+            for d in want_dests.values():
+                add_real += _add(skey, d, desired.table_weights.get((skey, d.key), 0))
             continue
         if have.settings() != want.settings():
             edit_svc.append(EditService(have, want, name))
         have_dests = kernel.dests.get(skey, {})
         readded: set[DestKey] = set()
         if want.scheduler in ORDERED_SCHEDULERS:
-            ops, readded = _reorder(skey, want_dests, have_dests)
+            ops, readded = _reorder(skey, want_dests, have_dests, desired.table_weights)
             reorder += ops
         for dkey, d in want_dests.items():
             if dkey in readded:
                 continue
             h = have_dests.get(dkey)
             if h is None:
-                add_real.append(AddReal(skey, d))
+                add_real += _add(skey, d, desired.table_weights.get((skey, dkey), 0))
             elif h.settings() != d.settings():
                 edit_real.append(EditReal(skey, h, d))
         for dkey, h in have_dests.items():

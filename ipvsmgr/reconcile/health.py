@@ -18,6 +18,7 @@ from ipvsmgr.reconcile.desired import Desired, destination, service, service_key
 from ipvsmgr.reconcile.overrides import Overrides
 
 RealId = tuple[ServiceKey, DestKey]
+HASHING = frozenset({"mh", "sh"})  # schedulers whose table keeps a weight-0 real's slots
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,8 @@ def healthy_state(
                 h = health.get((key, d.key))
                 up = h.up if h is not None else r.health.start_up
                 dynamic = h.weight if h is not None and h.up else None
+            if d.weight and vs.scheduler in HASHING:
+                out.table_weights[(key, d.key)] = d.weight
             if disabled or (key, d.key) in ov.drained:
                 if up or r.health is None or r.health.on_failure == "inhibit":
                     dests[d.key] = replace(d, weight=0) if d.weight else d

@@ -56,7 +56,7 @@ virtual_servers:
     address: {VIP}
     port: 80
     scheduler: mh
-    scheduler_flags: [mh-port]
+    scheduler_flags: [mh-port, mh-fallback]
     forwarding: dr
     health_check:
       {{type: tcp, port: {HEALTH_PORT[lb]}, {checks}, jitter: 0}}
@@ -340,8 +340,8 @@ class BgpLab:
         return out
 
     def order(self, lb: str) -> list[str]:
-        """The reals in the kernel's list order, as ipvsadm prints them."""
-        text = sh("ip", "netns", "exec", self.ns(lb), "ipvsadm", "-Ln", check=False)
+        """The reals in the kernel's list order (`--nosort`: ipvsadm sorts by default)."""
+        text = sh("ip", "netns", "exec", self.ns(lb), "ipvsadm", "-Ln", "--nosort", check=False)
         return [
             ln.split()[1]
             for ln in text.splitlines()

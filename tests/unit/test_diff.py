@@ -19,6 +19,7 @@ from ipvsmgr.reconcile.operations import (
     DeleteService,
     EditReal,
     EditService,
+    SetSysctl,
     SetTimeouts,
 )
 
@@ -76,9 +77,9 @@ def kernel_matching_config() -> Table:
                 R11: Destination(R11, 0, 10, active_conns=3),
                 R12: Destination(R12, 0, 10, inact_conns=1),
             },
-            DNS: {
-                R21: Destination(R21, 3, 1),
+            DNS: {  # as dumped: IPVS lists the last added real first (sh hashes in list order)
                 R22: Destination(R22, 2, 1, tun_type=1, tun_port=6080, tun_flags=1),
+                R21: Destination(R21, 3, 1),
             },
         },
         timeouts=Timeouts(900, 120, 300),
@@ -156,7 +157,7 @@ def test_identical_kernel_as_decoded_from_netlink_needs_no_operation() -> None:
         msg = next(wire.iter_messages(wire.message(0x20, 2, 1, 1, wire.service_attr(reported))))
         k.services[key] = wire.decode_service(msg)
         k.dests[key] = {}
-        for d in want.dests[key].values():
+        for d in reversed(want.dests[key].values()):  # a dump lists the last added real first
             dm = next(wire.iter_messages(wire.message(0x20, 2, 1, 8, wire.dest_attr(d))))
             k.dests[key][d.key] = wire.decode_dest(dm, key.af)
     assert k.services[DNS].settings() == want.services[DNS].settings()
@@ -171,7 +172,7 @@ def test_all_methods_example_against_itself() -> None:
     assert run(want, Table()).operations  # something to do from scratch
     k = Table(
         services=dict(want.services),
-        dests={s: dict(d) for s, d in want.dests.items()},
+        dests={s: dict(reversed(d.items())) for s, d in want.dests.items()},  # as dumped: last added first
         timeouts=want.timeouts,
     )
     assert run(want, k).operations == []
@@ -511,7 +512,8 @@ def _mh_kernel(order: list[int], sysctls: dict[str, int] | None = None) -> tuple
     keys = list(dests)
     kernel = Table(
         services={VIP: want.services[VIP]},
-        dests={VIP: {keys[i - 1]: dests[keys[i - 1]] for i in order}},
+        # `order` is the order of addition; IPVS lists the last added first
+        dests={VIP: {keys[i - 1]: dests[keys[i - 1]] for i in reversed(order)}},
         timeouts=Timeouts(),
         sysctls={"sloppy_tcp": 1, "conn_reuse_mode": 3} if sysctls is None else sysctls,
     )
@@ -578,3 +580,32 @@ def test_sysctls_set_when_different_and_first() -> None:
         "~ sysctl net.ipv4.vs.conn_reuse_mode - -> 3",
     ]
     assert ops[0].json() == {"op": "set-sysctl", "name": "net.ipv4.vs.sloppy_tcp", "from": 0, "to": 1}
+
+
+def test_a_pending_real_of_a_hashing_scheduler_keeps_its_table_share() -> None:
+    from ipvsmgr.config.model import Config
+    from ipvsmgr.reconcile.health import RealHealth, healthy_state
+
+    text = MH.replace("    forwarding: dr\n", "    forwarding: dr\n    scheduler_flags: [mh-fallback]\n"
+                      "    health_check: {type: tcp}\n")  # fmt: skip
+    cfg: Config = load_text(text, "lb.yaml")
+    # rs1 up, the rest not checked yet (weight 0): each is added at weight 1 and quiesced at once
+    want, _ = healthy_state(cfg, {(VIP, _rk(1)): RealHealth(True)})
+    ops = diff(want, Table(), set(), {}, NOW, DRAIN).operations
+    texts = [o.text() for o in ops if not isinstance(o, SetSysctl)]
+    assert texts[1:4] == [
+        "+ real 198.18.2.1:80 of tcp 198.18.100.1:80 dr weight 1",
+        "+ real 198.18.2.2:80 of tcp 198.18.100.1:80 dr weight 1",
+        "~ real 198.18.2.2:80 of tcp 198.18.100.1:80 weight 1 -> 0 (quiesced: its table share kept)",
+    ]
+    assert len(texts) == 1 + 4 + 3  # the service, four adds, three quiesced
+
+
+def test_fallback_is_required_with_inhibited_reals() -> None:
+    from ipvsmgr.config import ConfigError
+
+    text = MH.replace("    forwarding: dr\n", "    forwarding: dr\n    health_check: {type: tcp}\n")
+    with pytest.raises(ConfigError) as e:
+        load_text(text, "lb.yaml")
+    (p,) = e.value.problems
+    assert (p.line, p.col) == (7, 16) and p.message.startswith("add mh-fallback to scheduler_flags")
