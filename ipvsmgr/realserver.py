@@ -60,7 +60,13 @@ def _fou_ports() -> set[int]:
 
 
 def _fou_add(port: int) -> None:
-    subprocess.run(["ip", "fou", "add", "port", str(port), "gue"], capture_output=True, text=True, check=True)
+    # The fou module is not loaded on demand by `ip fou` on every kernel.
+    subprocess.run(["modprobe", "fou"], capture_output=True, check=False)
+    r = subprocess.run(
+        ["ip", "fou", "add", "port", str(port), "gue"], capture_output=True, text=True, check=False
+    )
+    if r.returncode != 0:
+        raise OSError(f"ip fou add port {port} gue: {r.stderr.strip() or f'exit {r.returncode}'}")
 
 
 def _sysctl_item(name: str, ok: Callable[[int], bool], value: str, why: str) -> Item:
