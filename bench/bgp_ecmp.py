@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -158,25 +157,10 @@ def main() -> None:
     if os.environ.get("IPVSMGR_IN_VM") == "1":
         print(json.dumps(inside(args.runs, args.no_disruption)))
         return
-    from tests.vm import run_in_vm, why_no_vm
+    from bench.vmrun import run_module_in_vm
 
-    why = why_no_vm()
-    if why:
-        raise SystemExit(f"cannot boot the VM: {why}")
-    out = tempfile.mkdtemp(prefix="ipvsmgr-bgpbench-")
-    res = os.path.join(out, "result.json")
-    cmd = (
-        f"cd {shlex.quote(str(ROOT))} && IPVSMGR_IN_VM=1 PYTHONPATH={shlex.quote(str(ROOT))} "
-        f"{shlex.quote(PY)} -m bench.bgp_ecmp --runs {args.runs} "
-        + ("--no-disruption " if args.no_disruption else "")
-        + f"> {shlex.quote(res)} 2> {shlex.quote(res)}.err"
-    )
-    proc = run_in_vm(cmd, out, timeout=7200, memory="4G")
-    try:
-        r = json.loads(Path(res).read_text().strip().splitlines()[-1])
-    except (FileNotFoundError, IndexError, ValueError):
-        err = Path(res + ".err").read_text() if os.path.exists(res + ".err") else proc.stderr
-        raise SystemExit(f"the benchmark failed inside the VM:\n{err[-4000:]}") from None
+    argv = ["--runs", str(args.runs)] + (["--no-disruption"] if args.no_disruption else [])
+    r = run_module_in_vm("bench.bgp_ecmp", argv, timeout=7200)
     print(report(r))
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1))

@@ -186,24 +186,10 @@ def main() -> None:
         r = inside(args.services, args.reals, args.big)
         print(json.dumps(r))
         return
-    from tests.vm import run_in_vm, why_no_vm
+    from bench.vmrun import run_module_in_vm
 
-    why = why_no_vm()
-    if why:
-        raise SystemExit(f"cannot boot the VM: {why}")
-    out = tempfile.mkdtemp(prefix="ipvsmgr-bench-")
-    res = os.path.join(out, "result.json")
-    cmd = (
-        f"cd {shlex.quote(str(ROOT))} && IPVSMGR_IN_VM=1 PYTHONPATH={shlex.quote(str(ROOT))} "
-        f"{shlex.quote(PY)} -m bench.ipvs_apply --services {args.services} --reals {args.reals} "
-        f"--big {args.big} > {shlex.quote(res)} 2> {shlex.quote(res)}.err"
-    )
-    proc = run_in_vm(cmd, out, timeout=3600, memory="4G")
-    try:
-        r = json.loads(Path(res).read_text().strip().splitlines()[-1])
-    except (FileNotFoundError, IndexError, ValueError):
-        err = Path(res + ".err").read_text() if os.path.exists(res + ".err") else proc.stderr
-        raise SystemExit(f"the benchmark failed inside the VM:\n{err[-4000:]}") from None
+    argv = ["--services", str(args.services), "--reals", str(args.reals), "--big", str(args.big)]
+    r = run_module_in_vm("bench.ipvs_apply", argv, timeout=3600)
     print(report(r))
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import itertools
+import json
 import os
 import signal
 import socket
@@ -75,6 +76,66 @@ def in_netns(ns: str, fn: Callable[[], T]) -> T:
     if err:
         raise err[0]
     return out[0]  # type: ignore[no-any-return]
+
+
+def switch(sw: str) -> None:
+    """A namespace holding one bridge, br0, that the nodes' veths are ports of."""
+    sh("ip", "netns", "add", sw)
+    sh("ip", "-n", sw, "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0")
+    sh("ip", "-n", sw, "link", "set", "br0", "up")
+
+
+def attach(sw: str, ns: str, node: str, address: str) -> None:
+    """A new namespace `ns` whose eth0 (address/24) is a port of the bridge br0 in `sw`."""
+    sh("ip", "netns", "add", ns)
+    sh("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"p-{node}", "netns", sw)
+    sh("ip", "-n", sw, "link", "set", f"p-{node}", "master", "br0", "up")
+    sh("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+    sh("ip", "-n", ns, "link", "set", "eth0", "up")
+    sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+
+def remove_namespaces(built: list[str]) -> None:
+    """Delete the namespaces (the bridge's last); veths first: a namespace's
+    veths are freed asynchronously after it goes."""
+    for ns in built:
+        if not ns.endswith("-sw"):
+            sh("ip", "-n", ns, "link", "del", "eth0", check=False)
+    for ns in reversed(built):
+        sh("ip", "netns", "del", ns, check=False)
+    built.clear()
+
+
+def next_hops(ns: str, prefix: str) -> set[str]:
+    """The gateways of ns's kernel route to prefix (one per ECMP next hop)."""
+    out = sh("ip", "-n", ns, "-j", "route", "show", prefix, check=False) or "[]"
+    hops: set[str] = set()
+    for r in json.loads(out):
+        if "gateway" in r:
+            hops.add(r["gateway"])
+        for nh in r.get("nexthops", []):
+            hops.add(nh["gateway"])
+    return hops
+
+
+def http_requests(ns: str, address: str, port: int, n: int) -> Counter[str]:
+    """n sequential HTTP requests from namespace ns; who answered (or the error)."""
+
+    def body() -> Counter[str]:
+        got: Counter[str] = Counter()
+        for _ in range(n):
+            try:
+                with socket.create_connection((address, port), timeout=5) as s:
+                    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                    data = b""
+                    while chunk := s.recv(4096):
+                        data += chunk
+                got[data.rsplit(b"\r\n\r\n", 1)[-1].decode().strip() or "empty"] += 1
+            except OSError as e:
+                got[f"error: {type(e).__name__}"] += 1
+        return got
+
+    return in_netns(ns, body)
 
 
 def lb_config(
@@ -224,33 +285,12 @@ class Lab:
 
     def build(self) -> None:
         sw = self.ns("sw")
-        sh("ip", "netns", "add", sw)
         self.built.append(sw)
-        sh("ip", "-n", sw, "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0")
-        sh("ip", "-n", sw, "link", "set", "br0", "up")
+        switch(sw)
         for node, host in HOSTS.items():
             ns = self.ns(node)
-            sh("ip", "netns", "add", ns)
-            self.built.append(ns)
-            sh(
-                "ip",
-                "-n",
-                ns,
-                "link",
-                "add",
-                "eth0",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                f"p-{node}",
-                "netns",
-                sw,
-            )
-            sh("ip", "-n", sw, "link", "set", f"p-{node}", "master", "br0", "up")
-            sh("ip", "-n", ns, "addr", "add", f"{NET}.{host}/24", "dev", "eth0")
-            sh("ip", "-n", ns, "link", "set", "eth0", "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            self.built.append(ns)  # first: a failed attach is still cleaned up
+            attach(sw, ns, node, f"{NET}.{host}")
             if node.startswith("lb"):
                 # Direct routing: IPVS sees only the client's side of a connection,
                 # so a closed one lingers in FIN_WAIT for minutes; a new connection
@@ -284,13 +324,7 @@ class Lab:
                 p.wait(timeout=10)
         for r in self.reals.values():
             r.stop()
-        # veths first: a namespace's veths are freed asynchronously after it goes
-        for ns in self.built:
-            if not ns.endswith("-sw"):
-                sh("ip", "-n", ns, "link", "del", "eth0", check=False)
-        for ns in reversed(self.built):
-            sh("ip", "netns", "del", ns, check=False)
-        self.built.clear()
+        remove_namespaces(self.built)
 
     def __enter__(self) -> Lab:
         return self
@@ -358,22 +392,7 @@ class Lab:
 
     def requests(self, n: int) -> Counter[str]:
         """n sequential HTTP requests to the VIP; who answered (or the error)."""
-
-        def body() -> Counter[str]:
-            got: Counter[str] = Counter()
-            for _ in range(n):
-                try:
-                    with socket.create_connection((VIP, PORT), timeout=5) as s:
-                        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-                        data = b""
-                        while chunk := s.recv(4096):
-                            data += chunk
-                    got[data.rsplit(b"\r\n\r\n", 1)[-1].decode().strip() or "empty"] += 1
-                except OSError as e:
-                    got[f"error: {type(e).__name__}"] += 1
-            return got
-
-        return in_netns(self.ns("client"), body)
+        return http_requests(self.ns("client"), VIP, PORT, n)
 
 
 def wait(what: Callable[[], bool], limit: float, step: float = 0.05) -> float:

@@ -16,7 +16,6 @@ the independent reader of what was announced.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -28,7 +27,7 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from ipvsmgr.lab import RealServer, in_netns, sh
+from ipvsmgr.lab import RealServer, attach, in_netns, next_hops, remove_namespaces, sh, switch
 
 FRONT, OUTSIDE = "198.18.40", "198.18.41"
 VIP = "198.18.100.1"
@@ -130,27 +129,8 @@ class BgpLab:
 
     def _node(self, node: str, address: str) -> str:
         ns = self.ns(node)
-        sh("ip", "netns", "add", ns)
         self.built.append(ns)
-        sh(
-            "ip",
-            "-n",
-            ns,
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            f"p-{node}",
-            "netns",
-            self.ns("sw"),
-        )
-        sh("ip", "-n", self.ns("sw"), "link", "set", f"p-{node}", "master", "br0", "up")
-        sh("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
-        sh("ip", "-n", ns, "link", "set", "eth0", "up")
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        attach(self.ns("sw"), ns, node, address)
         return ns
 
     def build(self, by_hand: tuple[str, ...] = ()) -> None:
@@ -159,10 +139,8 @@ class BgpLab:
         from vrrp.netlink import Host
 
         sw = self.ns("sw")
-        sh("ip", "netns", "add", sw)
         self.built.append(sw)
-        sh("ip", "-n", sw, "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0")
-        sh("ip", "-n", sw, "link", "set", "br0", "up")
+        switch(sw)
         router = self._node("router", f"{FRONT}.1")
         client = self.ns("client")
         sh("ip", "netns", "add", client)
@@ -217,12 +195,7 @@ class BgpLab:
             r.stop()
         for h in self.health.values():
             h.stop()
-        for ns in self.built:
-            if not ns.endswith("-sw"):
-                sh("ip", "-n", ns, "link", "del", "eth0", check=False)
-        for ns in reversed(self.built):
-            sh("ip", "netns", "del", ns, check=False)
-        self.built.clear()
+        remove_namespaces(self.built)
 
     def __enter__(self) -> BgpLab:
         return self
@@ -318,14 +291,7 @@ class BgpLab:
     # ------------------------------------------------------------ readers
 
     def next_hops(self) -> set[str]:
-        out = sh("ip", "-n", self.ns("router"), "-j", "route", "show", f"{VIP}/32", check=False) or "[]"
-        hops: set[str] = set()
-        for r in json.loads(out):
-            if "gateway" in r:
-                hops.add(r["gateway"])
-            for nh in r.get("nexthops", []):
-                hops.add(nh["gateway"])
-        return hops
+        return next_hops(self.ns("router"), f"{VIP}/32")
 
     def hops(self, *lbs: str) -> set[str]:
         return {f"{FRONT}.{LBS[lb]}" for lb in lbs}

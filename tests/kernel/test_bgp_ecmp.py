@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ipvsmgr.lab import in_netns, sh, wait
+from ipvsmgr.lab import http_requests, in_netns, sh, wait
 from tests.kernel.bgplab import CALM_CHECKS, FRONT, VIP, BgpLab
 
 PORTS = range(20000, 21000)  # 1,000 distinct flows (mh-port hashes the source port)
@@ -37,21 +37,7 @@ def realserver_cli(lab: BgpLab, node: str, *args: str) -> subprocess.CompletedPr
 
 
 def client_requests(lab: BgpLab, n: int) -> Counter[str]:
-    def body() -> Counter[str]:
-        got: Counter[str] = Counter()
-        for _ in range(n):
-            try:
-                with socket.create_connection((VIP, 80), timeout=5) as s:
-                    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-                    data = b""
-                    while chunk := s.recv(4096):
-                        data += chunk
-                got[data.rsplit(b"\r\n\r\n", 1)[-1].decode().strip() or "empty"] += 1
-            except OSError as e:
-                got[f"error: {type(e).__name__}"] += 1
-        return got
-
-    return in_netns(lab.ns("client"), body)
+    return http_requests(lab.ns("client"), VIP, 80, n)
 
 
 @pytest.mark.parametrize("router", ["bird", "frr"])

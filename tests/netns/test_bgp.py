@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from ipvsmgr.lab import next_hops
 from tests.netns.lab import in_netns, sh
 from tests.netns.vrrplab import ADDR4, VrrpLab
 
@@ -85,14 +86,7 @@ class Router:
 
     def next_hops(self) -> set[str]:
         """The gateways of c's kernel route to the VIP: what the router forwards to."""
-        out = sh("ip", "-n", self.lab.ns("c"), "-j", "route", "show", f"{VIP}/32", check=False) or "[]"
-        hops: set[str] = set()
-        for r in json.loads(out):
-            if "gateway" in r:
-                hops.add(r["gateway"])
-            for nh in r.get("nexthops", []):
-                hops.add(nh["gateway"])
-        return hops
+        return next_hops(self.lab.ns("c"), f"{VIP}/32")
 
     def route_attributes(self) -> str:
         return subprocess.run(
