@@ -716,3 +716,102 @@ def main() -> None:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
+
+
+xdp_app = typer.Typer(help="The XDP guard: status, run-time allow/block lists, detach.", no_args_is_help=True)
+app.add_typer(xdp_app, name="xdp")
+
+
+@xdp_app.command("status")
+def xdp_status(
+    socket_path: str = SOCKET_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="Print the daemon's answer as JSON."),
+) -> None:
+    """Where the guard is attached, its counters per verdict and reason, attack state, recent drops.
+
+    Example:
+
+      ipvsmgr xdp status
+      ipvsmgr xdp status --json | jq '.counters | map_values(.packets)'
+    """
+    result = _call(socket_path, "xdp_status")
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    from ipvsmgr.statusview import render_xdp
+
+    typer.echo(render_xdp(result))
+
+
+@xdp_app.command("block")
+def xdp_block(
+    prefix: str = typer.Argument(..., help="Source address or prefix (198.18.7.0/24, 2001:db8::/48)."),
+    tarpit: bool = typer.Option(False, "--tarpit", help="Answer its SYNs with a zero-window SYN-ACK."),
+    remove: bool = typer.Option(False, "--remove", help="Take the prefix off the run-time blocklist."),
+    socket_path: str = SOCKET_OPTION,
+) -> None:
+    """Block a source at run time (kept across reloads and restarts until removed).
+
+    Example:
+
+      ipvsmgr xdp block 198.18.7.0/24
+      ipvsmgr xdp block 198.18.9.9 --tarpit
+      ipvsmgr xdp block 198.18.7.0/24 --remove
+    """
+    action = "remove" if remove else ("tarpit" if tarpit else "drop")
+    r = _call(socket_path, "xdp_block", prefix=prefix, action=action)
+    _echo_list_change(r)
+
+
+@xdp_app.command("allow")
+def xdp_allow(
+    prefix: str = typer.Argument(..., help="Source address or prefix that skips every check."),
+    remove: bool = typer.Option(False, "--remove", help="Take the prefix off the run-time allowlist."),
+    socket_path: str = SOCKET_OPTION,
+) -> None:
+    """Allow a source at run time: its traffic to the VIPs skips every check.
+
+    Example:
+
+      ipvsmgr xdp allow 198.18.5.0/24
+    """
+    r = _call(socket_path, "xdp_allow", prefix=prefix, action="remove" if remove else "add")
+    _echo_list_change(r)
+
+
+def _echo_list_change(r: dict[str, Any]) -> None:
+    verb = {"remove": "removed from", "add": "added to", "drop": "added to", "tarpit": "added (tarpit) to"}
+    text = f"{r['prefix']} {verb[r['action']]} the run-time {r['list']}"
+    if not r["changed"]:
+        text += " (no change)"
+    if r["also_in_config"]:
+        text += "; the configuration file lists it too"
+    if r["guard"] != "active":
+        text += f"; note: the guard is {r['guard']}"
+    typer.echo(text)
+
+
+@xdp_app.command("detach")
+def xdp_detach(
+    interface: list[str] = typer.Argument(..., help="Interfaces to take the guard off."),  # noqa: B008
+    unpin: bool = typer.Option(False, "--unpin", help="Also delete the pinned maps (counters, lists)."),
+    pin_path: str = typer.Option("/sys/fs/bpf/ipvsmgr", "--pin-path", help="Where the maps are pinned."),
+) -> None:
+    """Take the guard off interfaces without a daemon (the daemon leaves it attached on stop,
+    so that a restart keeps the VIPs guarded).
+
+    Example:
+
+      ipvsmgr xdp detach eth0 eth1 --unpin
+    """
+    from bpf_offload import guard
+
+    for ifname in interface:
+        try:
+            done = guard.detach(ifname)
+        except OSError as e:
+            _fail(f"detaching from {ifname} failed: {e}")
+        typer.echo(f"{ifname}: " + ("detached" if done else "no ipvsmgr XDP program attached"))
+    if unpin:
+        guard.unpin(pin_path)
+        typer.echo(f"{pin_path}: maps unpinned")

@@ -9,6 +9,7 @@ view, so what an operator sees is what IPVS does.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import time
 from dataclasses import replace
@@ -42,6 +43,10 @@ async def run(d: Daemon, req: Request) -> Any:
             return drain_node(d, req.command == "drain_node")
         if req.command in ("vrrp_release", "vrrp_reclaim"):
             return vrrp_release(d, a["instance"], req.command == "vrrp_release")
+        if req.command == "xdp_status":
+            return xdp_status(d)
+        if req.command in ("xdp_block", "xdp_allow"):
+            return xdp_list(d, req.command[4:], a["prefix"], a["action"])
     except lookup.NotFound as e:
         raise CommandError(str(e)) from None
     raise CommandError(f"command {req.command} is not handled")  # COMMANDS and this file disagree
@@ -98,6 +103,56 @@ def vrrp_release(d: Daemon, name: str, on: bool) -> dict[str, Any]:
     return {"instance": name, "released": on, "state": state.value}
 
 
+def xdp_status(d: Daemon) -> dict[str, Any]:
+    assert d.config is not None
+    if d.config.xdp is None:
+        raise CommandError("the XDP guard is not configured: the configuration has no xdp: section")
+    return d.xdp.status()
+
+
+def xdp_list(d: Daemon, which: str, raw: str, action: str) -> dict[str, Any]:
+    """Add a source prefix to (or remove it from) the run-time allowlist or blocklist."""
+    assert d.config is not None
+    if d.config.xdp is None:
+        raise CommandError("the XDP guard is not configured: the configuration has no xdp: section")
+    actions = ("drop", "tarpit", "remove") if which == "block" else ("add", "remove")
+    if action not in actions:
+        raise CommandError(f"{which} action must be one of {', '.join(actions)}, not {action!r}")
+    try:
+        net = ipaddress.ip_network(raw, strict=True)
+    except ValueError:
+        try:
+            fixed = ipaddress.ip_network(raw, strict=False)
+        except ValueError:
+            raise CommandError(
+                f"{raw!r} is not an address or prefix (198.18.7.0/24, 2001:db8::/32)"
+            ) from None
+        raise CommandError(f"{raw} has host bits set: the prefix is {fixed}") from None
+    prefix = str(net)
+    o = d.overrides
+    if which == "allow":
+        allow = o.xdp_allow | {prefix} if action == "add" else o.xdp_allow - {prefix}
+        new = replace(o, xdp_allow=frozenset(allow))
+    else:
+        blocks = dict(o.xdp_block)
+        if action == "remove":
+            blocks.pop(prefix, None)
+        else:
+            blocks[prefix] = action
+        new = replace(o, xdp_block=tuple(sorted(blocks.items())))
+    changed = new != o
+    configured = (
+        prefix in d.config.xdp.allowlist if which == "allow" else prefix in dict(d.config.xdp.blocklist)
+    )
+    if changed:
+        d.set_overrides(new)
+        d.sync_xdp()
+    return {
+        "list": which + "list", "prefix": prefix, "action": action, "changed": changed,
+        "also_in_config": configured, "guard": d.xdp.status(samples=0)["state"],
+    }  # fmt: skip
+
+
 async def status(d: Daemon) -> dict[str, Any]:
     assert d.config is not None
     table: Table | None = None
@@ -122,6 +177,7 @@ async def status(d: Daemon) -> dict[str, Any]:
         "virtual_servers": [_vs_status(d, vs, table) for vs in d.config.virtual_servers],
         "vrrp": d.vrrp.status() if d.vrrp is not None else [],
         "bgp": d.bgp_status(),
+        "xdp": d.xdp.status(samples=0) if d.config.xdp is not None else None,
         "connection_sync": None
         if d.config.connection_sync is None
         else {

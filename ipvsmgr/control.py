@@ -47,6 +47,9 @@ COMMANDS: Mapping[str, tuple[str, ...]] = {
     "undrain_node": (),
     "vrrp_release": ("instance",),
     "vrrp_reclaim": ("instance",),
+    "xdp_status": (),
+    "xdp_block": ("prefix", "action"),  # action: drop | tarpit | remove
+    "xdp_allow": ("prefix", "action"),  # action: add | remove
 }
 
 

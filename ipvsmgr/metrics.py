@@ -62,6 +62,7 @@ class Snapshot:
     scrape_refused: dict[str, int] = field(default_factory=dict)
     checks: dict[str, float] = field(default_factory=dict)
     bgp: dict[str, Any] | None = None  # Daemon.bgp_status(): peers, prefixes, counters
+    xdp: dict[str, Any] | None = None  # XdpShield.status(): attachment, counters, attack state
 
 
 def families(s: Snapshot, table: Table | None, kernel_ok: bool) -> Iterator[Metric]:
@@ -154,6 +155,8 @@ def families(s: Snapshot, table: Table | None, kernel_ok: bool) -> Iterator[Metr
 
     if s.bgp is not None:
         yield from _bgp(s.bgp)
+    if s.xdp is not None:
+        yield from _xdp(s.xdp)
 
     c = s.counters
     for name, text in (
@@ -213,6 +216,31 @@ def _bgp(b: dict[str, Any]) -> Iterator[Metric]:
         m = _C(name, text)
         m.add_metric([], b["counters"].get(key, 0))
         yield m
+
+
+def _xdp(x: dict[str, Any]) -> Iterator[Metric]:
+    active = _G("ipvsmgr_xdp_active", "1 while the XDP guard is attached on every configured interface.")
+    active.add_metric([], 1.0 if x["state"] == "active" else 0.0)
+    degraded = _G("ipvsmgr_xdp_degraded", "1 while the daemon runs without the XDP guard it was asked for.")
+    degraded.add_metric([], 1.0 if x["state"] == "degraded" else 0.0)
+    attached = _G(
+        "ipvsmgr_xdp_attached", "1 per interface the guard is attached to.", labels=["interface", "mode"]
+    )
+    for a in x["interfaces"]:
+        attached.add_metric([a["name"], a["mode"]], 1.0)
+    packets = _C("ipvsmgr_xdp_packets", "Packets the guard judged.", labels=["verdict", "reason"])
+    nbytes = _C("ipvsmgr_xdp_bytes", "Bytes the guard judged.", labels=["verdict", "reason"])
+    for reason, c in sorted(x["counters"].items()):
+        packets.add_metric([c["verdict"], reason], c["packets"])
+        nbytes.add_metric([c["verdict"], reason], c["bytes"])
+    attack = _G("ipvsmgr_xdp_vip_under_attack", "1 while the VIP is in attack mode.", labels=["vip"])
+    rate = _G("ipvsmgr_xdp_vip_syn_rate", "SYNs to the VIP in the last whole second.", labels=["vip"])
+    attacks = _C("ipvsmgr_xdp_vip_attacks", "Times the VIP entered attack mode.", labels=["vip"])
+    for v in x["vips"]:
+        attack.add_metric([v["address"]], 1.0 if v["under_attack"] else 0.0)
+        rate.add_metric([v["address"]], v["syn_rate"])
+        attacks.add_metric([v["address"]], v["attacks"])
+    yield from (active, degraded, attached, packets, nbytes, attack, rate, attacks)
 
 
 class _Once:

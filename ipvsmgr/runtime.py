@@ -41,6 +41,7 @@ from ipvsmgr.reconcile.operations import DeleteReal
 from ipvsmgr.reconcile.overrides import Overrides, OverrideStore
 from ipvsmgr.reconcile.state import StateStore
 from ipvsmgr.sdnotify import Notifier
+from ipvsmgr.xdpshield import XdpShield, tables_for
 
 if TYPE_CHECKING:
     from ipvsmgr.bgp.routes import Decision
@@ -148,6 +149,7 @@ class Daemon:
         self._bgp_settled = False  # every checked real had its first verdict since start
         self._bgp_settle_by = 0.0
         self.bgp_decisions: dict[str, Decision] = {}
+        self.xdp = XdpShield()
 
     # ------------------------------------------------------------ checks
 
@@ -275,6 +277,7 @@ class Daemon:
             self._want_sync(None if config.connection_sync is None else syncd.role_for(state or "backup"))
         self._prune_overrides()
         self._reload_bgp(old.bgp if old is not None else None)
+        self._reload_xdp(old)
         log.info("reloaded %s", self.config_path)
         self.last_reload = {"at": time.time(), "ok": True, "problems": []}
         self.counters["reloads_ok"] += 1
@@ -456,10 +459,40 @@ class Daemon:
             self.bgp_vips.close()  # after the grace: flows were served until the routers moved
             self.bgp_vips = None
 
+    def _xdp_tables(self) -> Any:
+        assert self.config is not None
+        o = self.overrides
+        return tables_for(self.config, o.xdp_allow, dict(o.xdp_block))
+
+    def sync_xdp(self) -> None:
+        """The maps follow the configuration and the run-time lists."""
+        if self.config is not None and self.config.xdp is not None:
+            try:
+                self.xdp.sync(self._xdp_tables())
+            except OSError as e:
+                self.counters["xdp_sync_errors"] += 1
+                log.error("xdp: updating the guard's maps failed: %s", e)
+
+    def _reload_xdp(self, old: Config | None) -> None:
+        assert self.config is not None
+        was, now = (old.xdp if old is not None else None), self.config.xdp
+        if now is None:
+            if was is not None:
+                log.info("xdp: section removed: detaching the guard")
+                self.xdp.remove()
+            return
+        if was is None:
+            self.xdp.start(self.config, self._xdp_tables())
+        else:
+            self.xdp.reload(self.config, self._xdp_tables())
+
     async def run(self) -> None:
         self.config = load(self.config_path)  # a ConfigError here ends the start
         _trim()  # the YAML's parse is garbage now
         self._prune_overrides()
+        if self.config.xdp is not None:
+            # First: the VIPs are guarded before anything announces them.
+            self.xdp.start(self.config, self._xdp_tables())
         if self.config.virtual_servers or self.config.connection_sync is not None:
             self.client = IPVSClient()
         loop = asyncio.get_running_loop()
@@ -513,6 +546,7 @@ class Daemon:
         finally:
             self.notifier.stopping()
             await self._stop_bgp()
+            self.xdp.close()  # stays attached with its maps: a restart adopts it
             if watchdog is not None:
                 watchdog.cancel()
             if self.control is not None:
@@ -632,6 +666,8 @@ class Daemon:
             snap.vrrp_drops = dict(self.vrrp.drops)
         snap.counters = dict(self.counters)
         snap.bgp = self.bgp_status()
+        if self.config.xdp is not None:
+            snap.xdp = self.xdp.status(samples=0)
         snap.reloads = {"ok": self.counters["reloads_ok"], "refused": self.counters["reloads_refused"]}
         if self.control is not None:
             snap.control_requests = dict(self.control.requests)
@@ -692,6 +728,8 @@ class Daemon:
         lost = sum(1 for up in self.quorum.values() if not up)
         if lost:
             parts.append(f"{lost} without quorum")
+        if self.config.xdp is not None:
+            parts.append(f"XDP {self.xdp.status(samples=0)['state']}")
         if self.vrrp is not None:
             parts.append("VRRP " + ", ".join(f"{i['name']} {i['state']}" for i in self.vrrp.status()))
         return "; ".join(parts)

@@ -116,6 +116,51 @@ def render(st: dict[str, Any]) -> str:
         for prefix, p in bgp["prefixes"].items():
             rows.append([prefix, "yes" if p["announce"] else "NO", p["reason"]])
         lines.extend(_table(rows))
+    xdp = st.get("xdp")
+    if xdp:
+        lines.append("")
+        lines.extend(_xdp_head(xdp))
+    return "\n".join(lines)
+
+
+def _xdp_head(x: dict[str, Any]) -> list[str]:
+    if x["state"] == "degraded":
+        out = [f"XDP guard: DEGRADED, running without it: {x['error']}"]
+        out += [f"  {line}" for line in (x.get("verifier_log_tail") or "").splitlines()]
+        return out
+    if x["state"] != "active":
+        return ["XDP guard: off"]
+    where = ", ".join(f"{a['name']} ({a['mode']})" for a in x["interfaces"])
+    attacked = [v["address"] for v in x["vips"] if v["under_attack"]]
+    dropped = sum(c["packets"] for c in x["counters"].values() if c["verdict"] == "drop")
+    head = f"XDP guard: program {x.get('program_id')} on {where}; {dropped} packets dropped"
+    return [head + (f"; UNDER ATTACK: {', '.join(attacked)}" if attacked else "")]
+
+
+def render_xdp(x: dict[str, Any]) -> str:
+    """`ipvsmgr xdp status`: the guard's state, counters, VIPs and recent drops."""
+    lines = _xdp_head(x)
+    if x["state"] != "active":
+        return "\n".join(lines)
+    rows = [["VERDICT", "REASON", "PACKETS", "BYTES"]]
+    for reason, c in x["counters"].items():
+        if c["packets"]:
+            rows.append([c["verdict"], reason, str(c["packets"]), str(c["bytes"])])
+    lines += ["", *_table(rows)]
+    rows = [["VIP", "SYN/S", "UNDER ATTACK", "ATTACKS"]]
+    for v in x["vips"]:
+        rows.append(
+            [v["address"], str(v["syn_rate"]), "YES" if v["under_attack"] else "no", str(v["attacks"])]
+        )
+    lines += ["", *_table(rows)]
+    lines.append(f"verified sources (answered a challenge): {x.get('verified_sources', 0)}")
+    if x["drop_samples"]:
+        rows = [["AGE", "REASON", "SOURCE", "DESTINATION", "PROTO"]]
+        for d in x["drop_samples"]:
+            src = f"{d['source']}:{d['sport']}" if d["sport"] else d["source"]
+            dst = f"{d['destination']}:{d['dport']}" if d["dport"] else d["destination"]
+            rows.append([f"{d['age_s']}s", d["reason"], src, dst, str(d["protocol"])])
+        lines += ["", "recent drops (sampled):", *_table(rows)]
     return "\n".join(lines)
 
 

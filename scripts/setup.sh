@@ -16,6 +16,8 @@ APT_PACKAGES=(
   exabgp            # the BGP speaker ipvsmgr drives (Debian's 4.2; 5.x comes from PyPI for tests)
   bird2             # the BGP router of the ECMP tests
   iproute2 procps kmod
+  clang libbpf-dev linux-libc-dev make  # the XDP object, built from source (bpf_offload/Makefile)
+  bpftool           # the independent reader of the attached XDP program
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -8,4 +8,5 @@ export PATH="$PWD/.venv/bin:$PATH" PYTHONPATH="$PWD"
 ruff check .
 ruff format --check .
 mypy
+make -s -C bpf_offload  # the XDP object from source (no binary is committed)
 python -m pytest -p no:cacheprovider -ra tests "$@"

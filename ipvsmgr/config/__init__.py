@@ -44,7 +44,7 @@ def load_text(text: str, filename: str) -> Config:
                     valid.append(True)
                     continue
             valid.append(False)
-        for section in ("ipvs", "vrrp", "bgp"):  # a section the schema refused is not built
+        for section in ("ipvs", "vrrp", "bgp", "xdp"):  # a section the schema refused is not built
             if not fast_def_check(section)(data.get(section) or {}):
                 data = {k: v for k, v in data.items() if k != section}
                 doc.data = data

@@ -27,6 +27,7 @@ from ipvsmgr.config.model import (
     VrrpConfig,
 )
 from ipvsmgr.config.vrrpbuild import build_vrrp
+from ipvsmgr.config.xdpbuild import build_xdp
 from ipvsmgr.config.yamlsource import Document
 from ipvsmgr.ipvs.model import Timeouts
 
@@ -341,7 +342,9 @@ class _Builder:
             {i.name for i in vrrp.instances},
         )
         sysctls = tuple((k, int(v)) for k, v in (ipvs.get("sysctl") or {}).items())
+        xdp = build_xdp(data.get("xdp"), self.error, lambda p: self.doc.locate(p)[0], servers)
         return Config(
+            xdp=xdp,
             sysctls=sysctls,
             bgp=bgp,
             source=self.doc.filename,

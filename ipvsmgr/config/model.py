@@ -138,6 +138,23 @@ class BgpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class XdpConfig:
+    interfaces: tuple[str, ...]
+    mode: str = "auto"  # auto | native | generic
+    object: str | None = None  # the compiled program; None: the default places
+    pin_path: str = "/sys/fs/bpf/ipvsmgr"
+    syn_rate_per_source: int = 0  # SYN/s, 0: no limit
+    syn_burst_per_source: int = 0
+    attack_syn_rate: int = 0  # SYN/s per VIP, 0: never under attack
+    attack_hold: float = 10.0
+    challenge: bool = True
+    verified_ttl: float = 600.0
+    allowlist: tuple[str, ...] = ()  # canonical prefixes
+    blocklist: tuple[tuple[str, str], ...] = ()  # (prefix, drop | tarpit)
+    drop_sample_every: int = 64
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str
     virtual_servers: tuple[VirtualServer, ...]
@@ -147,3 +164,4 @@ class Config:
     connection_sync: ConnectionSync | None = None
     bgp: BgpConfig | None = None
     sysctls: tuple[tuple[str, int], ...] = ()  # net.ipv4.vs.NAME = value, in config order
+    xdp: XdpConfig | None = None

@@ -29,6 +29,8 @@ class Overrides:
     disabled: frozenset[ServiceKey] = frozenset()  # every real at weight 0
     released: frozenset[str] = frozenset()  # VRRP instances handed over, staying backup
     node_drained: bool = False  # every BGP route withdrawn (drain-node), until undrain-node
+    xdp_allow: frozenset[str] = frozenset()  # prefixes allowed at run time (`ipvsmgr xdp allow`)
+    xdp_block: tuple[tuple[str, str], ...] = ()  # (prefix, drop | tarpit) blocked at run time
 
     def prune(self, reals: set[RealId], services: set[ServiceKey], instances: set[str]) -> Overrides:
         return Overrides(
@@ -36,6 +38,8 @@ class Overrides:
             frozenset(self.disabled & services),
             frozenset(self.released & instances),
             self.node_drained,
+            self.xdp_allow,
+            self.xdp_block,
         )
 
 
@@ -56,6 +60,10 @@ class OverrideStore:
                 disabled=frozenset(skey_from_json(d) for d in raw.get("disabled", [])),
                 released=frozenset(str(n) for n in raw.get("vrrp_released", [])),
                 node_drained=bool(raw.get("node_drained", False)),
+                xdp_allow=frozenset(str(p) for p in raw.get("xdp_allow", [])),
+                xdp_block=tuple(
+                    sorted((str(b["prefix"]), str(b["action"])) for b in raw.get("xdp_block", []))
+                ),
             )
         except FileNotFoundError:
             return Overrides()
@@ -74,5 +82,7 @@ class OverrideStore:
             "disabled": [skey_to_json(s) for s in sorted(o.disabled)],
             "vrrp_released": sorted(o.released),
             "node_drained": o.node_drained,
+            "xdp_allow": sorted(o.xdp_allow),
+            "xdp_block": [{"prefix": p, "action": a} for p, a in o.xdp_block],
         }
         write_json_atomically(self.path, raw)

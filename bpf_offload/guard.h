@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: Apache-2.0 OR GPL-2.0 */
+/*
+ * Layouts shared by the XDP guard (xdp_guard.c) and its loader
+ * (bpf_offload/maps.py packs the same structs with the struct module).
+ * Every struct is padded by hand so both sides agree without a compiler.
+ */
+#ifndef IPVSMGR_GUARD_H
+#define IPVSMGR_GUARD_H
+
+#include <linux/types.h>
+
+/* Addresses are 16 bytes in every map; IPv4 is stored IPv4-mapped
+ * (::ffff:a.b.c.d) so one trie and one table serve both families. */
+struct guard_addr {
+	__u8 b[16];
+};
+
+/* LPM trie key: prefix length counts the 96 mapped bits for IPv4. */
+struct guard_lpm_key {
+	__u32 prefixlen;
+	__u8 b[16];
+};
+
+enum guard_list_action {
+	GUARD_LIST_DROP = 1,
+	GUARD_LIST_TARPIT = 2,
+};
+
+#define GUARD_PROTO_TCP (1u << 0)
+#define GUARD_PROTO_UDP (1u << 1)
+#define GUARD_PROTO_SCTP (1u << 2)
+
+struct guard_vip {
+	__u32 index;  /* slot in vip_state */
+	__u32 protos; /* GUARD_PROTO_* with at least one virtual server */
+};
+
+struct guard_svc_key {
+	struct guard_addr addr;
+	__u16 port; /* network order; 0 = every port (a port-0 virtual server) */
+	__u8 proto; /* IPPROTO_* */
+	__u8 pad;
+};
+
+struct guard_vip_state {
+	__u64 window_start_ns;
+	__u64 window_syns;
+	__u64 last_window_syns; /* SYNs in the last whole second, for status */
+	__u64 attack_until_ns;
+	__u64 attack_started; /* number of times attack mode was entered */
+};
+
+struct guard_bucket {
+	__u64 milli_tokens;
+	__u64 last_ns;
+};
+
+#define GUARD_F_CHALLENGE (1u << 0)
+
+struct guard_config {
+	__u64 src_syn_rate;  /* SYN/s per source; 0 = no per-source limit */
+	__u64 src_syn_burst; /* bucket depth in SYNs */
+	__u64 attack_syn_rate; /* SYN/s per VIP that starts attack mode; 0 = never */
+	__u64 attack_hold_ns;  /* attack mode lasts this long after the last excess */
+	__u64 verified_ttl_ns; /* a source that answered a challenge is trusted this long */
+	__u32 flags;
+	__u32 sample_every; /* one drop sample per this many drops of a reason; 0 = none */
+	__u32 allow_entries; /* lookups are skipped while a list is empty */
+	__u32 block_entries;
+};
+
+/* Verdict reasons: index into the per-CPU stats array. Keep in the
+ * order of bpf_offload/reasons.py. */
+enum guard_reason {
+	R_PASS_NOT_IP = 0,
+	R_PASS_NOT_VIP,
+	R_PASS_ALLOWLIST,
+	R_PASS_VIP,
+	R_PASS_SYN,
+	R_PASS_VERIFIED,
+	R_PASS_ICMP,
+	R_DROP_BLOCKLIST,
+	R_TX_TARPIT,
+	R_DROP_NO_SERVICE,
+	R_DROP_FRAGMENT,
+	R_DROP_BAD_FLAGS,
+	R_DROP_SRC_RATE,
+	R_TX_CHALLENGE,
+	R_DROP_CHALLENGE_PASSED,
+	R_DROP_MALFORMED,
+	R_DROP_UNCHALLENGEABLE,
+	R_MAX,
+};
+
+struct guard_stat {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct guard_sample {
+	__u64 ktime_ns;
+	struct guard_addr saddr;
+	struct guard_addr daddr;
+	__u16 sport; /* network order */
+	__u16 dport; /* network order */
+	__u8 proto;
+	__u8 reason;
+	__u8 tcp_flags;
+	__u8 pad;
+	__u32 ifindex;
+	__u32 pad2;
+};
+
+#define GUARD_SAMPLES 256
+#define GUARD_MAX_VIPS 4096
+
+#endif

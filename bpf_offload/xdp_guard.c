@@ -1,0 +1,645 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0
+/*
+ * ipvsmgr XDP guard: filters traffic to the virtual IPs before the kernel
+ * stack (and IPVS, which creates a connection entry per SYN) does any work.
+ *
+ * Traffic that is not addressed to a VIP passes untouched: ARP, VRRP, BGP,
+ * health-check replies and ICMP to the host never meet a rule.  For a VIP:
+ * allowlist, blocklist (drop or tarpit), no-service drop, fragment and
+ * TCP-flag sanity, a per-source SYN token bucket, and per-VIP attack mode
+ * in which unverified sources must answer a challenge first.
+ *
+ * The challenge ("RST cookie"): IPVS forwards SYNs to real servers, which
+ * cannot validate a cookie we minted, so a classic SYN-cookie handshake
+ * answered here would leave the client connected to nobody.  Instead the
+ * challenge SYN-ACK carries the cookie in its acknowledgment number, which
+ * is deliberately not the client's ISN + 1.  RFC 793 (3.4, SYN-SENT) makes
+ * the client answer an unacceptable ACK with a RST whose sequence number is
+ * that acknowledgment number, and keep its connection attempt alive.  The
+ * RST comes back here, the cookie is checked, the source is remembered as
+ * verified and the RST is dropped.  The client's SYN retransmission (1 s
+ * later on Linux) then passes to IPVS and the real server: the connection
+ * succeeds, once per source per verified_ttl, at the cost of one SYN RTO.
+ * A spoofed source never sees the SYN-ACK, so it never answers.
+ * The cookie is the kernel's syncookie (keyed hash of the 4-tuple and a
+ * minute counter, valid for about two minutes) over a fixed ISN of 0.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "guard.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL"; /* syncookie helpers are GPL-only */
+
+#define NSEC_PER_SEC 1000000000ULL
+#define COOKIE_WINDOW_NS (180ULL * NSEC_PER_SEC) /* kernel cookies live < 3 min */
+#define MAX_L3_OFF 22 /* Ethernet + two VLAN tags */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GUARD_MAX_VIPS);
+	__type(key, struct guard_addr);
+	__type(value, struct guard_vip);
+} vips SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct guard_svc_key);
+	__type(value, __u32);
+} services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct guard_lpm_key);
+	__type(value, __u32);
+} allowlist SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct guard_lpm_key);
+	__type(value, __u32);
+} blocklist SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GUARD_MAX_VIPS);
+	__type(key, __u32);
+	__type(value, struct guard_vip_state);
+} vip_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct guard_addr);
+	__type(value, struct guard_bucket);
+} src_buckets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct guard_addr);
+	__type(value, __u64); /* ktime until which the source is trusted */
+} verified SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct guard_config);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, R_MAX);
+	__type(key, __u32);
+	__type(value, struct guard_stat);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GUARD_SAMPLES);
+	__type(key, __u32);
+	__type(value, struct guard_sample);
+} samples SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64); /* samples written so far; slot = count % GUARD_SAMPLES */
+} sample_seq SEC(".maps");
+
+struct vlan_hdr {
+	__be16 tci;
+	__be16 proto;
+};
+
+/* What the parser learnt about one packet. */
+struct flow {
+	struct guard_addr src;
+	struct guard_addr dst;
+	__u32 l3off;
+	__u32 l4off;
+	__u8 family; /* 4 or 6 */
+	__u8 proto;
+	__u8 fragment; /* 1: first fragment, 2: a later one (no L4 header) */
+	__u8 plain;    /* no IP options / extension headers: a reply can be built */
+	__u16 sport;
+	__u16 dport;
+	__u8 tcp_flags;
+	__u32 tcp_seq; /* host order */
+};
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_PSH 0x08
+#define TCP_ACK 0x10
+#define TCP_URG 0x20
+
+static __always_inline void sample_drop(struct xdp_md *ctx, struct flow *f, __u32 reason)
+{
+	__u32 zero = 0;
+	__u64 *seq = bpf_map_lookup_elem(&sample_seq, &zero);
+	if (!seq)
+		return;
+	__u32 slot = __sync_fetch_and_add(seq, 1) % GUARD_SAMPLES;
+	struct guard_sample *s = bpf_map_lookup_elem(&samples, &slot);
+	if (!s)
+		return;
+	s->ktime_ns = bpf_ktime_get_ns();
+	s->saddr = f->src;
+	s->daddr = f->dst;
+	s->sport = f->sport;
+	s->dport = f->dport;
+	s->proto = f->proto;
+	s->reason = reason;
+	s->tcp_flags = f->tcp_flags;
+	s->ifindex = ctx->ingress_ifindex;
+}
+
+static __always_inline int verdict(struct xdp_md *ctx, struct guard_config *cfg, struct flow *f,
+				   __u32 reason, int action)
+{
+	struct guard_stat *st = bpf_map_lookup_elem(&stats, &reason);
+	if (!st)
+		return action;
+	st->packets++;
+	st->bytes += ctx->data_end - ctx->data;
+	if (action == XDP_DROP && f && cfg && cfg->sample_every &&
+	    st->packets % cfg->sample_every == 1 % cfg->sample_every)
+		sample_drop(ctx, f, reason);
+	return action;
+}
+
+static __always_inline __u16 csum_fold(__u32 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+static __always_inline __u32 sum16(const void *p, int words)
+{
+	const __u16 *w = p;
+	__u32 sum = 0;
+#pragma unroll
+	for (int i = 0; i < words; i++)
+		sum += w[i];
+	return sum;
+}
+
+/* Answer a SYN from XDP: turn the packet into a SYN-ACK from the VIP with
+ * the given sequence, acknowledgment and window, and one MSS option. */
+static __always_inline int reply_synack(struct xdp_md *ctx, struct guard_config *cfg, struct flow *f,
+					__u32 seq, __u32 ack, __u16 window, __u16 mss, __u32 reason)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	__u8 mac[ETH_ALEN];
+	__u32 l3off = f->l3off;
+	__u32 ip_len = f->family == 4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
+	struct {
+		struct tcphdr th;
+		__u8 opt[4];
+	} t = {};
+	__u32 sum;
+
+	if ((void *)(eth + 1) > data_end)
+		return verdict(ctx, cfg, f, R_DROP_MALFORMED, XDP_DROP);
+	if (bpf_xdp_adjust_tail(ctx, (int)(l3off + ip_len + sizeof(t)) - (int)(data_end - data)))
+		return verdict(ctx, cfg, f, R_DROP_UNCHALLENGEABLE, XDP_DROP);
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end || l3off > MAX_L3_OFF)
+		return XDP_DROP;
+	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+
+	t.th.source = f->dport;
+	t.th.dest = f->sport;
+	t.th.seq = bpf_htonl(seq);
+	t.th.ack_seq = bpf_htonl(ack);
+	t.th.doff = sizeof(t) / 4;
+	t.th.syn = 1;
+	t.th.ack = 1;
+	t.th.window = bpf_htons(window);
+	t.opt[0] = 2; /* MSS */
+	t.opt[1] = 4;
+	t.opt[2] = mss >> 8;
+	t.opt[3] = mss & 0xff;
+	sum = sum16(&t, sizeof(t) / 2) + bpf_htons(IPPROTO_TCP) + bpf_htons(sizeof(t));
+	sum += sum16(&f->src, 8) + sum16(&f->dst, 8);
+
+	/* Headers are built on the stack and copied in: the verifier then
+	 * only has to bound one write per header. */
+	if (f->family == 4) {
+		struct iphdr ip = {};
+		void *p = data + l3off;
+		if (p + sizeof(ip) + sizeof(t) > data_end)
+			return XDP_DROP;
+		/* The IPv4 pseudo header holds the 4-byte addresses: take the
+		 * mapped prefix (0:0:0:0:0:ffff) back out of the sum. */
+		sum -= 2 * bpf_htons(0xffff);
+		ip.version = 4;
+		ip.ihl = 5;
+		ip.tot_len = bpf_htons(sizeof(ip) + sizeof(t));
+		ip.frag_off = bpf_htons(0x4000); /* DF */
+		ip.ttl = 64;
+		ip.protocol = IPPROTO_TCP;
+		__builtin_memcpy(&ip.saddr, &f->dst.b[12], 4);
+		__builtin_memcpy(&ip.daddr, &f->src.b[12], 4);
+		ip.check = csum_fold(sum16(&ip, sizeof(ip) / 2));
+		t.th.check = csum_fold(sum);
+		__builtin_memcpy(p, &ip, sizeof(ip));
+		__builtin_memcpy(p + sizeof(ip), &t, sizeof(t));
+	} else {
+		struct ipv6hdr ip6 = {};
+		void *p = data + l3off;
+		if (p + sizeof(ip6) + sizeof(t) > data_end)
+			return XDP_DROP;
+		ip6.version = 6;
+		ip6.payload_len = bpf_htons(sizeof(t));
+		ip6.nexthdr = IPPROTO_TCP;
+		ip6.hop_limit = 64;
+		__builtin_memcpy(&ip6.saddr, &f->dst, 16);
+		__builtin_memcpy(&ip6.daddr, &f->src, 16);
+		t.th.check = csum_fold(sum);
+		__builtin_memcpy(p, &ip6, sizeof(ip6));
+		__builtin_memcpy(p + sizeof(ip6), &t, sizeof(t));
+	}
+	return verdict(ctx, cfg, f, reason, XDP_TX);
+}
+
+/* The kernel syncookie helpers read only the addresses, the ports, the
+ * sequence numbers and doff, so they are fed headers built on the stack:
+ * a fixed ISN of 0 makes the cookie depend on the 4-tuple and time only,
+ * which is all the client's RST gives back. */
+static __always_inline __s64 cookie_make(struct flow *f)
+{
+	struct tcphdr th = {};
+	th.source = f->sport;
+	th.dest = f->dport;
+	th.doff = 5;
+	th.syn = 1;
+	if (f->family == 4) {
+		struct iphdr ip = {};
+		ip.version = 4;
+		ip.ihl = 5;
+		__builtin_memcpy(&ip.saddr, &f->src.b[12], 4);
+		__builtin_memcpy(&ip.daddr, &f->dst.b[12], 4);
+		return bpf_tcp_raw_gen_syncookie_ipv4(&ip, &th, sizeof(th));
+	}
+	struct ipv6hdr ip6 = {};
+	ip6.version = 6;
+	__builtin_memcpy(&ip6.saddr, &f->src, 16);
+	__builtin_memcpy(&ip6.daddr, &f->dst, 16);
+	return bpf_tcp_raw_gen_syncookie_ipv6(&ip6, &th, sizeof(th));
+}
+
+static __always_inline int cookie_valid(struct flow *f, __u32 cookie)
+{
+	struct tcphdr th = {};
+	th.source = f->sport;
+	th.dest = f->dport;
+	th.seq = bpf_htonl(1); /* the helper checks against seq - 1 = 0 */
+	th.ack_seq = bpf_htonl(cookie + 1);
+	th.doff = 5;
+	th.ack = 1;
+	if (f->family == 4) {
+		struct iphdr ip = {};
+		ip.version = 4;
+		ip.ihl = 5;
+		__builtin_memcpy(&ip.saddr, &f->src.b[12], 4);
+		__builtin_memcpy(&ip.daddr, &f->dst.b[12], 4);
+		return bpf_tcp_raw_check_syncookie_ipv4(&ip, &th) == 0;
+	}
+	struct ipv6hdr ip6 = {};
+	ip6.version = 6;
+	__builtin_memcpy(&ip6.saddr, &f->src, 16);
+	__builtin_memcpy(&ip6.daddr, &f->dst, 16);
+	return bpf_tcp_raw_check_syncookie_ipv6(&ip6, &th) == 0;
+}
+
+static __always_inline int bucket_take(struct flow *f, struct guard_config *cfg, __u64 now)
+{
+	__u64 full = cfg->src_syn_burst * 1000;
+	struct guard_bucket *b = bpf_map_lookup_elem(&src_buckets, &f->src);
+	if (!b) {
+		struct guard_bucket fresh = { .milli_tokens = full > 1000 ? full - 1000 : 0, .last_ns = now };
+		bpf_map_update_elem(&src_buckets, &f->src, &fresh, BPF_ANY);
+		return 1;
+	}
+	__u64 elapsed = now - b->last_ns;
+	if (elapsed > 10 * NSEC_PER_SEC)
+		elapsed = 10 * NSEC_PER_SEC;
+	/* rate SYN/s = rate milli-tokens per ms = rate / 1e6 milli-tokens per ns */
+	__u64 tokens = b->milli_tokens + elapsed * cfg->src_syn_rate / 1000000;
+	if (tokens > full)
+		tokens = full;
+	b->last_ns = now;
+	if (tokens < 1000) {
+		b->milli_tokens = tokens;
+		return 0;
+	}
+	b->milli_tokens = tokens - 1000;
+	return 1;
+}
+
+/* Count the SYN against its VIP and say whether the VIP is under attack. */
+static __always_inline int vip_under_attack(__u32 index, struct guard_config *cfg, __u64 now)
+{
+	struct guard_vip_state *st = bpf_map_lookup_elem(&vip_state, &index);
+	if (!st)
+		return 0;
+	__u64 age = now - st->window_start_ns;
+	if (age >= NSEC_PER_SEC) {
+		st->last_window_syns = age < 2 * NSEC_PER_SEC ? st->window_syns : 0;
+		st->window_start_ns = now;
+		st->window_syns = 0;
+	}
+	__u64 count = __sync_fetch_and_add(&st->window_syns, 1) + 1;
+	if (cfg->attack_syn_rate && count > cfg->attack_syn_rate) {
+		if (st->attack_until_ns < now)
+			__sync_fetch_and_add(&st->attack_started, 1);
+		st->attack_until_ns = now + cfg->attack_hold_ns;
+	}
+	return now < st->attack_until_ns;
+}
+
+static __always_inline int tcp_flags_valid(__u8 fl)
+{
+	if (!(fl & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK)))
+		return 0; /* null scan, or PSH/URG alone */
+	if ((fl & TCP_SYN) && (fl & (TCP_FIN | TCP_RST)))
+		return 0;
+	if ((fl & TCP_FIN) && (fl & TCP_RST))
+		return 0;
+	if ((fl & (TCP_FIN | TCP_PSH | TCP_URG)) && !(fl & TCP_ACK))
+		return 0; /* FIN/PSH/URG always ride on an ACK (xmas scans do not) */
+	return 1;
+}
+
+static __always_inline int guard_flow(struct xdp_md *ctx, struct flow *f)
+{
+	__u32 zero = 0;
+	struct guard_vip *vip = bpf_map_lookup_elem(&vips, &f->dst);
+	if (!vip)
+		return verdict(ctx, NULL, NULL, R_PASS_NOT_VIP, XDP_PASS);
+	struct guard_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg)
+		return XDP_PASS;
+
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 l4off = f->l4off;
+	if (l4off > 256)
+		return verdict(ctx, cfg, f, R_DROP_MALFORMED, XDP_DROP);
+	if (f->fragment != 2 && (f->proto == IPPROTO_TCP || f->proto == IPPROTO_UDP ||
+				 f->proto == IPPROTO_SCTP)) {
+		__be16 *ports = data + l4off;
+		if ((void *)(ports + 2) > data_end)
+			return verdict(ctx, cfg, f, R_DROP_MALFORMED, XDP_DROP);
+		f->sport = ports[0];
+		f->dport = ports[1];
+		if (f->proto == IPPROTO_TCP) {
+			struct tcphdr *th = data + l4off;
+			if ((void *)(th + 1) > data_end || th->doff < 5)
+				return verdict(ctx, cfg, f, R_DROP_MALFORMED, XDP_DROP);
+			f->tcp_flags = ((__u8 *)th)[13];
+			f->tcp_seq = bpf_ntohl(th->seq);
+		}
+	}
+
+	if (cfg->allow_entries) {
+		struct guard_lpm_key k = { .prefixlen = 128 };
+		k.b[0] = 0; /* keep the verifier happy about the whole key being written */
+		__builtin_memcpy(k.b, f->src.b, 16);
+		if (bpf_map_lookup_elem(&allowlist, &k))
+			return verdict(ctx, cfg, f, R_PASS_ALLOWLIST, XDP_PASS);
+	}
+	if (cfg->block_entries) {
+		struct guard_lpm_key k = { .prefixlen = 128 };
+		__builtin_memcpy(k.b, f->src.b, 16);
+		__u32 *action = bpf_map_lookup_elem(&blocklist, &k);
+		if (action) {
+			if (*action == GUARD_LIST_TARPIT && f->proto == IPPROTO_TCP && !f->fragment &&
+			    f->plain && (f->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+				return reply_synack(ctx, cfg, f, bpf_get_prandom_u32(), f->tcp_seq + 1, 0,
+						    536, R_TX_TARPIT);
+			return verdict(ctx, cfg, f, R_DROP_BLOCKLIST, XDP_DROP);
+		}
+	}
+
+	__u32 bit;
+	switch (f->proto) {
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		/* echo to the VIP and the PMTU errors IPVS relays */
+		return verdict(ctx, cfg, f, R_PASS_ICMP, XDP_PASS);
+	case IPPROTO_TCP:
+		bit = GUARD_PROTO_TCP;
+		break;
+	case IPPROTO_UDP:
+		bit = GUARD_PROTO_UDP;
+		break;
+	case IPPROTO_SCTP:
+		bit = GUARD_PROTO_SCTP;
+		break;
+	default:
+		return verdict(ctx, cfg, f, R_DROP_NO_SERVICE, XDP_DROP);
+	}
+	if (!(vip->protos & bit))
+		return verdict(ctx, cfg, f, R_DROP_NO_SERVICE, XDP_DROP);
+	if (f->fragment) {
+		/* TCP finds its MSS with PMTU discovery: a fragmented TCP
+		 * segment to a VIP is an attack.  Later UDP fragments carry
+		 * no port to check; IPVS reassembles them. */
+		if (f->proto == IPPROTO_TCP)
+			return verdict(ctx, cfg, f, R_DROP_FRAGMENT, XDP_DROP);
+		if (f->fragment == 2)
+			return verdict(ctx, cfg, f, R_PASS_VIP, XDP_PASS);
+	}
+
+	struct guard_svc_key sk = { .addr = f->dst, .port = f->dport, .proto = f->proto };
+	if (!bpf_map_lookup_elem(&services, &sk)) {
+		sk.port = 0;
+		if (!bpf_map_lookup_elem(&services, &sk))
+			return verdict(ctx, cfg, f, R_DROP_NO_SERVICE, XDP_DROP);
+	}
+	if (f->proto != IPPROTO_TCP)
+		return verdict(ctx, cfg, f, R_PASS_VIP, XDP_PASS);
+
+	__u8 fl = f->tcp_flags;
+	if (!tcp_flags_valid(fl))
+		return verdict(ctx, cfg, f, R_DROP_BAD_FLAGS, XDP_DROP);
+
+	if ((fl & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
+		__u64 now = bpf_ktime_get_ns();
+		if (cfg->src_syn_rate && !bucket_take(f, cfg, now))
+			return verdict(ctx, cfg, f, R_DROP_SRC_RATE, XDP_DROP);
+		if (!vip_under_attack(vip->index, cfg, now) || !(cfg->flags & GUARD_F_CHALLENGE))
+			return verdict(ctx, cfg, f, R_PASS_SYN, XDP_PASS);
+		__u64 *until = bpf_map_lookup_elem(&verified, &f->src);
+		if (until && *until > now)
+			return verdict(ctx, cfg, f, R_PASS_VERIFIED, XDP_PASS);
+		if (!f->plain)
+			return verdict(ctx, cfg, f, R_DROP_UNCHALLENGEABLE, XDP_DROP);
+		__s64 cookie = cookie_make(f);
+		if (cookie < 0)
+			return verdict(ctx, cfg, f, R_DROP_UNCHALLENGEABLE, XDP_DROP);
+		__u32 ack = (__u32)cookie;
+		/* One ISN in 2^32 would make the challenge acceptable to the
+		 * client; it then retries after its RTO like any other. */
+		return reply_synack(ctx, cfg, f, bpf_get_prandom_u32(), ack, 65535,
+				    f->family == 4 ? 1460 : 1440, R_TX_CHALLENGE);
+	}
+
+	if ((fl & (TCP_RST | TCP_ACK)) == TCP_RST && (cfg->flags & GUARD_F_CHALLENGE) && f->plain) {
+		struct guard_vip_state *st = bpf_map_lookup_elem(&vip_state, &vip->index);
+		__u64 now = bpf_ktime_get_ns();
+		/* Only near an attack: outside one no challenge is pending. */
+		if (st && st->attack_until_ns + COOKIE_WINDOW_NS > now && cookie_valid(f, f->tcp_seq)) {
+			__u64 until = now + cfg->verified_ttl_ns;
+			bpf_map_update_elem(&verified, &f->src, &until, BPF_ANY);
+			return verdict(ctx, cfg, f, R_DROP_CHALLENGE_PASSED, XDP_DROP);
+		}
+	}
+	return verdict(ctx, cfg, f, R_PASS_VIP, XDP_PASS);
+}
+
+static __always_inline int guard_ipv4(struct xdp_md *ctx, __u32 l3off)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct iphdr *ip;
+	struct flow f = {};
+
+	if (l3off > MAX_L3_OFF)
+		return XDP_PASS;
+	ip = data + l3off;
+	if ((void *)(ip + 1) > data_end || ip->ihl < 5)
+		return verdict(ctx, NULL, NULL, R_PASS_NOT_VIP, XDP_PASS);
+	f.family = 4;
+	f.l3off = l3off;
+	f.l4off = l3off + ip->ihl * 4;
+	f.proto = ip->protocol;
+	f.plain = ip->ihl == 5;
+	f.src.b[10] = 0xff;
+	f.src.b[11] = 0xff;
+	__builtin_memcpy(&f.src.b[12], &ip->saddr, 4);
+	f.dst.b[10] = 0xff;
+	f.dst.b[11] = 0xff;
+	__builtin_memcpy(&f.dst.b[12], &ip->daddr, 4);
+	__u16 frag = bpf_ntohs(ip->frag_off);
+	if (frag & 0x1fff)
+		f.fragment = 2;
+	else if (frag & 0x2000)
+		f.fragment = 1;
+	return guard_flow(ctx, &f);
+}
+
+struct ipv6_frag {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off;
+	__be32 id;
+};
+
+static __always_inline int guard_ipv6(struct xdp_md *ctx, __u32 l3off)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ipv6hdr *ip6;
+	struct flow f = {};
+
+	if (l3off > MAX_L3_OFF)
+		return XDP_PASS;
+	ip6 = data + l3off;
+	if ((void *)(ip6 + 1) > data_end)
+		return verdict(ctx, NULL, NULL, R_PASS_NOT_VIP, XDP_PASS);
+	f.family = 6;
+	f.l3off = l3off;
+	__builtin_memcpy(&f.src, &ip6->saddr, 16);
+	__builtin_memcpy(&f.dst, &ip6->daddr, 16);
+	f.plain = 1;
+	__u8 next = ip6->nexthdr;
+	__u32 off = l3off + sizeof(*ip6);
+	/* Walk a bounded number of extension headers. */
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS &&
+		    next != IPPROTO_FRAGMENT)
+			break;
+		f.plain = 0;
+		if (off > 200)
+			break;
+		__u8 *h = data + off;
+		if ((void *)(h + 8) > data_end)
+			break;
+		if (next == IPPROTO_FRAGMENT) {
+			struct ipv6_frag *fh = (void *)h;
+			__u16 fo = bpf_ntohs(fh->frag_off);
+			f.fragment = (fo & 0xfff8) ? 2 : (fo & 1) ? 1 : 0;
+			next = fh->nexthdr;
+			off += 8;
+		} else {
+			next = h[0];
+			off += (h[1] + 1) * 8;
+		}
+	}
+	f.proto = next;
+	f.l4off = off;
+	return guard_flow(ctx, &f);
+}
+
+SEC("xdp")
+int xdp_guard(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	__u32 off = sizeof(*eth);
+	__be16 proto;
+
+	if ((void *)(eth + 1) > data_end)
+		return verdict(ctx, NULL, NULL, R_PASS_NOT_IP, XDP_PASS);
+	proto = eth->h_proto;
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		struct vlan_hdr *vh = data + off;
+		if ((void *)(vh + 1) > data_end)
+			return verdict(ctx, NULL, NULL, R_PASS_NOT_IP, XDP_PASS);
+		proto = vh->proto;
+		off += sizeof(*vh);
+	}
+	if (proto == bpf_htons(ETH_P_IP))
+		return guard_ipv4(ctx, off);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return guard_ipv6(ctx, off);
+	return verdict(ctx, NULL, NULL, R_PASS_NOT_IP, XDP_PASS);
+}
+
+/* The baseline of the benchmark: the cheapest possible program. */
+SEC("xdp")
+int xdp_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}
