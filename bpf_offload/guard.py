@@ -117,7 +117,9 @@ class LoadedGuard:
 
     def close(self) -> None:
         """Drop our references; an attached program and the pinned maps stay in the kernel."""
-        libbpf.libbpf().lib.bpf_object__close(self.obj)
+        if self.obj:
+            libbpf.libbpf().lib.bpf_object__close(self.obj)
+            self.obj = 0
 
     # -- attachment -------------------------------------------------------
 

@@ -198,7 +198,7 @@ class MapHandle:
             raise
         return True
 
-    def keys(self) -> list[bytes]:
+    def key_list(self) -> list[bytes]:
         out: list[bytes] = []
         nxt = ctypes.create_string_buffer(self.key_size)
         prev: ctypes.Array[ctypes.c_char] | None = None
@@ -214,7 +214,7 @@ class MapHandle:
 
     def items(self) -> dict[bytes, bytes]:
         result = {}
-        for k in self.keys():
+        for k in self.key_list():
             v = self.get(k)
             if v is not None:
                 result[k] = v[: self.value_size]

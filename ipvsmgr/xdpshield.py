@@ -216,5 +216,5 @@ class XdpShield:
             }
             for s in (g.read_samples(maps)[-samples:] if samples else [])
         ]  # fmt: skip
-        out["verified_sources"] = len(maps["verified"].keys())
+        out["verified_sources"] = len(maps["verified"].key_list())
         return out

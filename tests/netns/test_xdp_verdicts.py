@@ -268,7 +268,7 @@ def test_challenge_synack_then_rst_cookie_verifies_the_source(g: guard.LoadedGua
     # the retransmitted SYN (and any later one from that source) goes to IPVS
     assert judge(g, syn) == ("pass", "verified")
     assert judge(g, ip(fam) / TCP(sport=41002, dport=80, flags="S")) == ("pass", "verified")
-    assert len(g.maps["verified"].keys()) == 1
+    assert len(g.maps["verified"].key_list()) == 1
 
 
 @FAMS
