@@ -21,10 +21,26 @@ struct guard_lpm_key {
 	__u8 b[16];
 };
 
+/* The source trie's values: the longest matching prefix decides, so an
+ * address allowed inside a blocked range (or blocked inside an allowed
+ * one) is said with a longer prefix. */
 enum guard_list_action {
 	GUARD_LIST_DROP = 1,
 	GUARD_LIST_TARPIT = 2,
+	GUARD_LIST_ALLOW = 3,
 };
+
+/* A 65,536-bit filter of VIP addresses (by guard_addr_hash): most packets
+ * a host receives are not to a VIP, and one bit test in an array sends
+ * them on without a hash table lookup. */
+#define GUARD_FILTER_BITS 65536
+struct guard_vip_filter {
+	__u64 words[GUARD_FILTER_BITS / 64];
+};
+
+/* The four 32-bit words of the address, read in host order, folded and
+ * multiplied by the 32-bit golden ratio; the top 16 bits pick the bit. */
+#define GUARD_HASH_MUL 0x9E3779B1u
 
 #define GUARD_PROTO_TCP (1u << 0)
 #define GUARD_PROTO_UDP (1u << 1)
@@ -35,6 +51,7 @@ struct guard_vip {
 	__u32 protos; /* GUARD_PROTO_* with at least one virtual server */
 };
 
+/* services: key -> the VIP's state slot (guard_vip.index) */
 struct guard_svc_key {
 	struct guard_addr addr;
 	__u16 port; /* network order; 0 = every port (a port-0 virtual server) */
@@ -65,8 +82,8 @@ struct guard_config {
 	__u64 verified_ttl_ns; /* a source that answered a challenge is trusted this long */
 	__u32 flags;
 	__u32 sample_every; /* one drop sample per this many drops of a reason; 0 = none */
-	__u32 allow_entries; /* lookups are skipped while a list is empty */
-	__u32 block_entries;
+	__u32 source_entries; /* the source trie is not consulted while empty */
+	__u32 pad;
 };
 
 /* Verdict reasons: index into the per-CPU stats array. Keep in the

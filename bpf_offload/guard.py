@@ -31,8 +31,8 @@ OBJECT_PATHS = (Path(__file__).with_name(OBJECT_NAME), Path("/usr/lib/ipvsmgr") 
 MAPS: dict[str, tuple[int, int, bool]] = {
     "vips": (16, layout.VIP.size, False),
     "services": (layout.SVC_KEY.size, 4, False),
-    "allowlist": (layout.LPM_KEY.size, 4, False),
-    "blocklist": (layout.LPM_KEY.size, 4, False),
+    "sources": (layout.LPM_KEY.size, 4, False),
+    "vip_filter": (4, layout.FILTER_BITS // 8, False),
     "vip_state": (4, layout.VIP_STATE.size, False),
     "src_buckets": (16, 16, False),
     "verified": (16, 8, False),
@@ -41,7 +41,7 @@ MAPS: dict[str, tuple[int, int, bool]] = {
     "samples": (4, layout.SAMPLE.size, False),
     "sample_seq": (4, 8, False),
 }
-SYNCED = ("vips", "services", "allowlist", "blocklist", "config")
+SYNCED = ("vips", "services", "sources", "vip_filter", "config")
 
 
 class GuardError(Exception):

@@ -30,7 +30,7 @@ REASONS: tuple[tuple[str, str], ...] = (
 REASON_INDEX = {name: i for i, (name, _) in enumerate(REASONS)}
 
 PROTO_BITS = {socket.IPPROTO_TCP: 1, socket.IPPROTO_UDP: 2, 132: 4}  # 132 = SCTP
-LIST_ACTIONS = {"drop": 1, "tarpit": 2}
+LIST_ACTIONS = {"drop": 1, "tarpit": 2, "allow": 3}
 LIST_ACTION_NAMES = {v: k for k, v in LIST_ACTIONS.items()}
 F_CHALLENGE = 1
 
@@ -45,6 +45,22 @@ STAT = struct.Struct("=QQ")
 SAMPLE = struct.Struct("=Q16s16sHHBBBxII")
 MAX_VIPS = 4096
 SAMPLES = 256
+FILTER_BITS = 65536
+HASH_MUL = 0x9E3779B1
+
+
+def filter_bit(raw16: bytes) -> int:
+    """guard.h's VIP filter hash: the address's four words in host order, folded."""
+    w0, w1, w2, w3 = struct.unpack("=IIII", raw16)
+    return int((((w0 ^ w1 ^ w2 ^ w3) * HASH_MUL) & 0xFFFFFFFF) >> 16)
+
+
+def vip_filter(addresses: list[bytes]) -> bytes:
+    bits = bytearray(FILTER_BITS // 8)
+    for a in addresses:
+        h = filter_bit(a)
+        bits[h >> 3] |= 1 << (h & 7)  # little-endian u64 words: bit h is byte h/8, bit h%8
+    return bytes(bits)
 
 
 def addr16(address: str) -> bytes:
@@ -90,7 +106,7 @@ class GuardSettings:
     challenge: bool = True
     sample_every: int = 64
 
-    def pack(self, allow_entries: int, block_entries: int) -> bytes:
+    def pack(self, source_entries: int) -> bytes:
         return CONFIG.pack(
             self.src_syn_rate,
             self.src_syn_burst,
@@ -99,8 +115,8 @@ class GuardSettings:
             int(self.verified_ttl * 1e9),
             F_CHALLENGE if self.challenge else 0,
             self.sample_every,
-            allow_entries,
-            block_entries,
+            source_entries,
+            0,
         )
 
 

@@ -49,17 +49,23 @@ def vip_entries(services: Iterable[Service], current: Mapping[bytes, bytes]) -> 
 
 
 def desired_maps(tables: Tables, current_vips: Mapping[bytes, bytes]) -> dict[str, dict[bytes, bytes]]:
-    one = layout.U32.pack(1)
+    vips = vip_entries(tables.services, current_vips)
+    index = {k: v[:4] for k, v in vips.items()}  # guard_vip.index, packed
+    sources = {layout.lpm_key(p): layout.U32.pack(layout.LIST_ACTIONS["allow"]) for p in tables.allow}
+    # the one trie holds both lists; a prefix in both is the configuration's error, the block wins here
+    sources.update(
+        {layout.lpm_key(p): layout.U32.pack(layout.LIST_ACTIONS[a]) for p, a in tables.block.items()}
+    )
+    zero = layout.U32.pack(0)
     return {
-        "vips": vip_entries(tables.services, current_vips),
-        "services": {layout.svc_key(s.address, s.port, s.proto): one for s in tables.services},
-        "allowlist": {layout.lpm_key(p): one for p in tables.allow},
-        "blocklist": {
-            layout.lpm_key(p): layout.U32.pack(layout.LIST_ACTIONS[a]) for p, a in tables.block.items()
+        "services": {
+            layout.svc_key(s.address, s.port, s.proto): index[layout.addr16(s.address)]
+            for s in tables.services
         },
-        "config": {
-            layout.U32.pack(0): tables.settings.pack(len(tables.allow), len(tables.block)),
-        },
+        "sources": sources,
+        "vips": vips,
+        "vip_filter": {zero: layout.vip_filter(sorted(vips))},
+        "config": {zero: tables.settings.pack(len(sources))},
     }
 
 
@@ -69,20 +75,20 @@ def diff(
     """Changes that make the maps equal the desired contents.
 
     Order matters for a program reading concurrently: VIPs go out before
-    their services, services and list entries go in before the VIPs that
-    make them reachable, and the config (with the list sizes that enable
-    lookups) is written last, so a list is never consulted half-filled.
+    their services, services and list entries go in before the VIPs (and
+    the filter bits) that make them reachable, and the config (with the
+    list size that enables lookups) is written last.
     """
     puts: list[MapChange] = []
     deletes: list[MapChange] = []
-    for name in ("services", "allowlist", "blocklist", "vips", "config"):
+    for name in ("services", "sources", "vips", "vip_filter", "config"):
         want = desired.get(name, {})
         have = current.get(name, {})
         for k, v in want.items():
             if have.get(k) != v:
                 puts.append(MapChange(name, k, v))
         for k in have:
-            if k not in want and name != "config":
+            if k not in want and name not in ("config", "vip_filter"):
                 deletes.append(MapChange(name, k, None))
     vips_out = [c for c in deletes if c.map == "vips"]
     other_out = [c for c in deletes if c.map != "vips"]

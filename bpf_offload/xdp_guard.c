@@ -56,21 +56,21 @@ struct {
 	__type(value, __u32);
 } services SEC(".maps");
 
+/* allowlist and blocklist in one trie: one lookup, longest prefix decides */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 131072);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct guard_lpm_key);
-	__type(value, __u32);
-} allowlist SEC(".maps");
+	__type(value, __u32); /* enum guard_list_action */
+} sources SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 65536);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct guard_lpm_key);
-	__type(value, __u32);
-} blocklist SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct guard_vip_filter);
+} vip_filter SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -395,49 +395,77 @@ static __always_inline int tcp_flags_valid(__u8 fl)
 	return 1;
 }
 
+/* The filter test runs on the header's words before anything else is
+ * built: it is all that traffic to the host itself pays. */
+static __always_inline int maybe_vip(__u32 folded)
+{
+	__u32 zero = 0;
+	struct guard_vip_filter *vf = bpf_map_lookup_elem(&vip_filter, &zero);
+	if (!vf)
+		return 1;
+	__u32 h = (folded * GUARD_HASH_MUL) >> 16;
+	return (vf->words[(h >> 6) & (GUARD_FILTER_BITS / 64 - 1)] >> (h & 63)) & 1;
+}
+
 static __always_inline int guard_flow(struct xdp_md *ctx, struct flow *f)
 {
 	__u32 zero = 0;
-	struct guard_vip *vip = bpf_map_lookup_elem(&vips, &f->dst);
-	if (!vip)
-		return verdict(ctx, NULL, NULL, R_PASS_NOT_VIP, XDP_PASS);
-	struct guard_config *cfg = bpf_map_lookup_elem(&config, &zero);
-	if (!cfg)
-		return XDP_PASS;
 
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	__u32 l4off = f->l4off;
-	if (l4off > 256)
-		return verdict(ctx, cfg, f, R_DROP_MALFORMED, XDP_DROP);
-	if (f->fragment != 2 && (f->proto == IPPROTO_TCP || f->proto == IPPROTO_UDP ||
-				 f->proto == IPPROTO_SCTP)) {
+	int truncated = l4off > 256;
+	if (!truncated && f->fragment != 2 &&
+	    (f->proto == IPPROTO_TCP || f->proto == IPPROTO_UDP || f->proto == IPPROTO_SCTP)) {
 		__be16 *ports = data + l4off;
-		if ((void *)(ports + 2) > data_end)
-			return verdict(ctx, cfg, f, R_DROP_MALFORMED, XDP_DROP);
-		f->sport = ports[0];
-		f->dport = ports[1];
-		if (f->proto == IPPROTO_TCP) {
-			struct tcphdr *th = data + l4off;
-			if ((void *)(th + 1) > data_end || th->doff < 5)
-				return verdict(ctx, cfg, f, R_DROP_MALFORMED, XDP_DROP);
-			f->tcp_flags = ((__u8 *)th)[13];
-			f->tcp_seq = bpf_ntohl(th->seq);
+		if ((void *)(ports + 2) > data_end) {
+			truncated = 1;
+		} else {
+			f->sport = ports[0];
+			f->dport = ports[1];
+			if (f->proto == IPPROTO_TCP) {
+				struct tcphdr *th = data + l4off;
+				if ((void *)(th + 1) > data_end || th->doff < 5) {
+					truncated = 1;
+				} else {
+					f->tcp_flags = ((__u8 *)th)[13];
+					f->tcp_seq = bpf_ntohl(th->seq);
+				}
+			}
 		}
 	}
 
-	if (cfg->allow_entries) {
-		struct guard_lpm_key k = { .prefixlen = 128 };
-		k.b[0] = 0; /* keep the verifier happy about the whole key being written */
-		__builtin_memcpy(k.b, f->src.b, 16);
-		if (bpf_map_lookup_elem(&allowlist, &k))
-			return verdict(ctx, cfg, f, R_PASS_ALLOWLIST, XDP_PASS);
+	/* The common case, a packet to a virtual server, needs one lookup:
+	 * the service names its VIP's slot.  Anything else asks the VIP table. */
+	__u32 *svc = NULL;
+	struct guard_vip *vip = NULL;
+	if (!truncated && f->fragment != 2 && f->dport) {
+		struct guard_svc_key sk = { .addr = f->dst, .port = f->dport, .proto = f->proto };
+		svc = bpf_map_lookup_elem(&services, &sk);
+		if (!svc) {
+			sk.port = 0;
+			svc = bpf_map_lookup_elem(&services, &sk);
+		}
 	}
-	if (cfg->block_entries) {
+	if (!svc) {
+		vip = bpf_map_lookup_elem(&vips, &f->dst);
+		if (!vip)
+			return verdict(ctx, NULL, NULL, R_PASS_NOT_VIP, XDP_PASS);
+	}
+	__u32 index = svc ? *svc : vip->index;
+	struct guard_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg)
+		return XDP_PASS;
+	if (truncated)
+		return verdict(ctx, cfg, f, R_DROP_MALFORMED, XDP_DROP);
+
+	if (cfg->source_entries) {
 		struct guard_lpm_key k = { .prefixlen = 128 };
 		__builtin_memcpy(k.b, f->src.b, 16);
-		__u32 *action = bpf_map_lookup_elem(&blocklist, &k);
+		__u32 *action = bpf_map_lookup_elem(&sources, &k);
 		if (action) {
+			if (*action == GUARD_LIST_ALLOW)
+				return verdict(ctx, cfg, f, R_PASS_ALLOWLIST, XDP_PASS);
 			if (*action == GUARD_LIST_TARPIT && f->proto == IPPROTO_TCP && !f->fragment &&
 			    f->plain && (f->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
 				return reply_synack(ctx, cfg, f, bpf_get_prandom_u32(), f->tcp_seq + 1, 0,
@@ -446,41 +474,20 @@ static __always_inline int guard_flow(struct xdp_md *ctx, struct flow *f)
 		}
 	}
 
-	__u32 bit;
-	switch (f->proto) {
-	case IPPROTO_ICMP:
-	case IPPROTO_ICMPV6:
+	if (f->proto == IPPROTO_ICMP || f->proto == IPPROTO_ICMPV6)
 		/* echo to the VIP and the PMTU errors IPVS relays */
 		return verdict(ctx, cfg, f, R_PASS_ICMP, XDP_PASS);
-	case IPPROTO_TCP:
-		bit = GUARD_PROTO_TCP;
-		break;
-	case IPPROTO_UDP:
-		bit = GUARD_PROTO_UDP;
-		break;
-	case IPPROTO_SCTP:
-		bit = GUARD_PROTO_SCTP;
-		break;
-	default:
-		return verdict(ctx, cfg, f, R_DROP_NO_SERVICE, XDP_DROP);
-	}
-	if (!(vip->protos & bit))
-		return verdict(ctx, cfg, f, R_DROP_NO_SERVICE, XDP_DROP);
-	if (f->fragment) {
+	if (f->fragment && f->proto == IPPROTO_TCP)
 		/* TCP finds its MSS with PMTU discovery: a fragmented TCP
-		 * segment to a VIP is an attack.  Later UDP fragments carry
-		 * no port to check; IPVS reassembles them. */
-		if (f->proto == IPPROTO_TCP)
-			return verdict(ctx, cfg, f, R_DROP_FRAGMENT, XDP_DROP);
-		if (f->fragment == 2)
+		 * segment to a VIP is an attack. */
+		return verdict(ctx, cfg, f, R_DROP_FRAGMENT, XDP_DROP);
+	if (!svc) {
+		/* Later UDP/SCTP fragments carry no port to check; IPVS
+		 * reassembles them for a VIP that serves the protocol. */
+		__u32 bit = f->proto == IPPROTO_UDP ? GUARD_PROTO_UDP : f->proto == IPPROTO_SCTP ? GUARD_PROTO_SCTP : 0;
+		if (f->fragment == 2 && vip && (vip->protos & bit))
 			return verdict(ctx, cfg, f, R_PASS_VIP, XDP_PASS);
-	}
-
-	struct guard_svc_key sk = { .addr = f->dst, .port = f->dport, .proto = f->proto };
-	if (!bpf_map_lookup_elem(&services, &sk)) {
-		sk.port = 0;
-		if (!bpf_map_lookup_elem(&services, &sk))
-			return verdict(ctx, cfg, f, R_DROP_NO_SERVICE, XDP_DROP);
+		return verdict(ctx, cfg, f, R_DROP_NO_SERVICE, XDP_DROP);
 	}
 	if (f->proto != IPPROTO_TCP)
 		return verdict(ctx, cfg, f, R_PASS_VIP, XDP_PASS);
@@ -493,7 +500,7 @@ static __always_inline int guard_flow(struct xdp_md *ctx, struct flow *f)
 		__u64 now = bpf_ktime_get_ns();
 		if (cfg->src_syn_rate && !bucket_take(f, cfg, now))
 			return verdict(ctx, cfg, f, R_DROP_SRC_RATE, XDP_DROP);
-		if (!vip_under_attack(vip->index, cfg, now) || !(cfg->flags & GUARD_F_CHALLENGE))
+		if (!vip_under_attack(index, cfg, now) || !(cfg->flags & GUARD_F_CHALLENGE))
 			return verdict(ctx, cfg, f, R_PASS_SYN, XDP_PASS);
 		__u64 *until = bpf_map_lookup_elem(&verified, &f->src);
 		if (until && *until > now)
@@ -503,15 +510,14 @@ static __always_inline int guard_flow(struct xdp_md *ctx, struct flow *f)
 		__s64 cookie = cookie_make(f);
 		if (cookie < 0)
 			return verdict(ctx, cfg, f, R_DROP_UNCHALLENGEABLE, XDP_DROP);
-		__u32 ack = (__u32)cookie;
 		/* One ISN in 2^32 would make the challenge acceptable to the
 		 * client; it then retries after its RTO like any other. */
-		return reply_synack(ctx, cfg, f, bpf_get_prandom_u32(), ack, 65535,
+		return reply_synack(ctx, cfg, f, bpf_get_prandom_u32(), (__u32)cookie, 65535,
 				    f->family == 4 ? 1460 : 1440, R_TX_CHALLENGE);
 	}
 
 	if ((fl & (TCP_RST | TCP_ACK)) == TCP_RST && (cfg->flags & GUARD_F_CHALLENGE) && f->plain) {
-		struct guard_vip_state *st = bpf_map_lookup_elem(&vip_state, &vip->index);
+		struct guard_vip_state *st = bpf_map_lookup_elem(&vip_state, &index);
 		__u64 now = bpf_ktime_get_ns();
 		/* Only near an attack: outside one no challenge is pending. */
 		if (st && st->attack_until_ns + COOKIE_WINDOW_NS > now && cookie_valid(f, f->tcp_seq)) {
@@ -534,6 +540,10 @@ static __always_inline int guard_ipv4(struct xdp_md *ctx, __u32 l3off)
 		return XDP_PASS;
 	ip = data + l3off;
 	if ((void *)(ip + 1) > data_end || ip->ihl < 5)
+		return verdict(ctx, NULL, NULL, R_PASS_NOT_VIP, XDP_PASS);
+	/* the mapped form's third word, ::ffff:0:0/96, read in host order */
+	const __u8 mapped[4] = { 0, 0, 0xff, 0xff };
+	if (!maybe_vip(*(__u32 *)mapped ^ ip->daddr))
 		return verdict(ctx, NULL, NULL, R_PASS_NOT_VIP, XDP_PASS);
 	f.family = 4;
 	f.l3off = l3off;
@@ -572,6 +582,9 @@ static __always_inline int guard_ipv6(struct xdp_md *ctx, __u32 l3off)
 		return XDP_PASS;
 	ip6 = data + l3off;
 	if ((void *)(ip6 + 1) > data_end)
+		return verdict(ctx, NULL, NULL, R_PASS_NOT_VIP, XDP_PASS);
+	__u32 *d = ip6->daddr.in6_u.u6_addr32;
+	if (!maybe_vip(d[0] ^ d[1] ^ d[2] ^ d[3]))
 		return verdict(ctx, NULL, NULL, R_PASS_NOT_VIP, XDP_PASS);
 	f.family = 6;
 	f.l3off = l3off;

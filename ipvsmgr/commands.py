@@ -130,16 +130,16 @@ def xdp_list(d: Daemon, which: str, raw: str, action: str) -> dict[str, Any]:
         raise CommandError(f"{raw} has host bits set: the prefix is {fixed}") from None
     prefix = str(net)
     o = d.overrides
-    if which == "allow":
-        allow = o.xdp_allow | {prefix} if action == "add" else o.xdp_allow - {prefix}
-        new = replace(o, xdp_allow=frozenset(allow))
+    allow, blocks = set(o.xdp_allow), dict(o.xdp_block)
+    if action == "remove":
+        (allow.discard if which == "allow" else lambda p: blocks.pop(p, None))(prefix)
+    elif which == "allow":
+        allow.add(prefix)
+        blocks.pop(prefix, None)  # the last word on a prefix wins
     else:
-        blocks = dict(o.xdp_block)
-        if action == "remove":
-            blocks.pop(prefix, None)
-        else:
-            blocks[prefix] = action
-        new = replace(o, xdp_block=tuple(sorted(blocks.items())))
+        blocks[prefix] = action
+        allow.discard(prefix)
+    new = replace(o, xdp_allow=frozenset(allow), xdp_block=tuple(sorted(blocks.items())))
     changed = new != o
     configured = (
         prefix in d.config.xdp.allowlist if which == "allow" else prefix in dict(d.config.xdp.blocklist)

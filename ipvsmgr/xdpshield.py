@@ -26,7 +26,10 @@ PROTOS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp": 132}
 
 
 def tables_for(config: Config, allow: frozenset[str], block: dict[str, str]) -> Tables:
-    """The maps' desired contents: the configuration's lists plus the run-time ones."""
+    """The maps' desired contents: the configuration's lists plus the run-time ones.
+
+    One trie holds both lists and the longest matching prefix decides, so
+    198.18.5.7/32 blocked inside an allowed 198.18.5.0/24 is blocked."""
     from bpf_offload.layout import GuardSettings
     from bpf_offload.tables import Service, Tables
 
@@ -35,11 +38,12 @@ def tables_for(config: Config, allow: frozenset[str], block: dict[str, str]) -> 
     services = frozenset(
         Service(v.address, v.port, PROTOS[v.protocol]) for v in config.virtual_servers if v.address
     )
-    blocks = dict(x.blocklist)
+    # A run-time entry overrides the file's for the same prefix.
+    blocks = {p: a for p, a in x.blocklist if p not in allow}
     blocks.update(block)
     return Tables(
         services=services,
-        allow=frozenset(x.allowlist) | allow,
+        allow=frozenset(p for p in x.allowlist if p not in block) | allow,
         block=blocks,
         settings=GuardSettings(
             src_syn_rate=x.syn_rate_per_source,

@@ -182,6 +182,17 @@ def test_blocklist_drops_everything_to_vips(g: guard.LoadedGuard, fam: int) -> N
     )
 
 
+def test_longest_prefix_decides_between_the_lists(g: guard.LoadedGuard) -> None:
+    set_tables(g, Tables(services=services(VIP4, VIP6), allow=frozenset({"198.18.40.0/24", "198.18.41.7/32"}),
+                         block={"198.18.40.7/32": "drop", "198.18.41.0/24": "drop"}))  # fmt: skip
+    syn = TCP(dport=80, flags="S")
+    assert judge(g, ip(4, src="198.18.40.8") / syn) == ("pass", "allowlist")
+    assert judge(g, ip(4, src="198.18.40.7") / syn) == ("drop", "blocklist")
+    assert judge(g, ip(4, src="198.18.41.8") / syn) == ("drop", "blocklist")
+    assert judge(g, ip(4, src="198.18.41.7") / syn) == ("pass", "allowlist")
+    assert judge(g, ip(4, src="198.18.42.7") / syn) == ("pass", "syn")
+
+
 def checked(out: bytes, fam: int) -> Any:
     """Parse a reply and verify its checksums by recomputing them with scapy."""
     p = Ether(out)

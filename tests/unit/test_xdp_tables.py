@@ -47,15 +47,37 @@ def test_diff_orders_writes_for_a_program_reading_concurrently() -> None:
     current = desired_maps(old, {})
     changes = diff(desired_maps(new, current["vips"]), current)
     kinds = [(c.map, c.value is None) for c in changes]
-    # the old VIP goes first, new entries before the new VIP, the config (list sizes) last
+    # the old VIP goes first, new entries before the new VIP and its filter bit, the config last
     assert kinds[0] == ("vips", True)
     assert kinds[-1] == ("config", False)
-    assert kinds.index(("vips", False)) > kinds.index(("services", False))
+    assert (
+        kinds.index(("services", False)) < kinds.index(("vips", False)) < kinds.index(("vip_filter", False))
+    )
     assert kinds.index(("services", True)) > kinds.index(("vips", False))
     cfg = layout.CONFIG.unpack(changes[-1].value or b"")
-    assert cfg[-2:] == (1, 1)  # allow_entries, block_entries
-    action = next(c for c in changes if c.map == "blocklist").value
-    assert action == layout.U32.pack(layout.LIST_ACTIONS["tarpit"])
+    assert cfg[-2] == 2  # source_entries: both lists live in one trie
+    actions = {
+        layout.lpm_prefix(c.key): layout.U32.unpack(c.value or b"")[0] for c in changes if c.map == "sources"
+    }
+    assert actions == {
+        "198.18.5.0/24": layout.LIST_ACTIONS["allow"],
+        "198.18.6.0/24": layout.LIST_ACTIONS["tarpit"],
+    }
+    # a service's value is its VIP's state slot
+    vip = layout.VIP.unpack(next(c for c in changes if c.map == "vips" and c.value).value or b"")
+    svc = next(c for c in changes if c.map == "services" and c.value)
+    assert layout.U32.unpack(svc.value or b"")[0] == vip[0]
+
+
+def test_vip_filter_has_exactly_the_vips_bits() -> None:
+    vips = [layout.addr16(a) for a in ("198.18.1.10", "198.18.1.11", "2001:db8:1::10")]
+    bits = layout.vip_filter(vips)
+    assert len(bits) == layout.FILTER_BITS // 8
+    set_bits = {i for i in range(layout.FILTER_BITS) if bits[i >> 3] >> (i & 7) & 1}
+    assert set_bits == {layout.filter_bit(v) for v in vips}
+    # neighbouring addresses spread: a /24 of host traffic rarely collides with a VIP
+    others = {layout.filter_bit(layout.addr16(f"198.18.1.{i}")) for i in range(256) if i not in (10, 11)}
+    assert len(others & set_bits) <= 1
 
 
 def test_diff_of_equal_state_is_empty_and_config_is_never_deleted() -> None:
@@ -70,7 +92,7 @@ def test_diff_of_equal_state_is_empty_and_config_is_never_deleted() -> None:
 def test_settings_pack_to_nanoseconds_and_flags() -> None:
     s = layout.GuardSettings(src_syn_rate=10, src_syn_burst=20, attack_syn_rate=5, attack_hold=2.5,
                              verified_ttl=60, challenge=False, sample_every=8)  # fmt: skip
-    assert layout.CONFIG.unpack(s.pack(3, 4)) == (10, 20, 5, 2_500_000_000, 60_000_000_000, 0, 8, 3, 4)
+    assert layout.CONFIG.unpack(s.pack(3)) == (10, 20, 5, 2_500_000_000, 60_000_000_000, 0, 8, 3, 0)
     assert layout.CONFIG.size == 56 and layout.SAMPLE.size == 56  # guard.h's sizes
 
 
