@@ -46,12 +46,14 @@ def _csum(data: bytes) -> int:
     return int(~s & 0xFFFF)
 
 
-def frames(dst_mac: bytes, src_mac: bytes, dst: str, port: int, seed: int) -> list[bytes]:
+def frames(
+    dst_mac: bytes, src_mac: bytes, dst: str, port: int, seed: int, sources: int = SOURCES
+) -> list[bytes]:
     """SYN frames from random sources in 198.18.0.0/15, outside the lab's 198.18.200.0/24."""
     rnd = random.Random(seed)
     daddr = socket.inet_aton(dst)
     out: list[bytes] = []
-    while len(out) < SOURCES:
+    while len(out) < sources:
         n = rnd.getrandbits(17)
         saddr = bytes([198, 18 + (n >> 16), (n >> 8) & 0xFF, n & 0xFF])
         if saddr[1:3] == bytes([18, 200]) or saddr[3] in (0, 255):
@@ -66,13 +68,32 @@ def frames(dst_mac: bytes, src_mac: bytes, dst: str, port: int, seed: int) -> li
     return out
 
 
+def next_port(frame: bytearray) -> None:
+    """Source port + 1, with the TCP checksum updated incrementally (RFC 1624)."""
+    old = frame[34] << 8 | frame[35]
+    new = old + 1 if old < 65535 else 1024
+    frame[34:36] = new.to_bytes(2, "big")
+    s = (~(frame[50] << 8 | frame[51]) & 0xFFFF) + (~old & 0xFFFF) + new
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    frame[50:52] = (~s & 0xFFFF).to_bytes(2, "big")
+
+
 def sender(
-    ifname: str, src_mac: str, dst_mac: str, dst: str, port: int, count: int, rate: int, seed: int
+    ifname: str,
+    src_mac: str,
+    dst_mac: str,
+    dst: str,
+    port: int,
+    count: int,
+    rate: int,
+    seed: int,
+    sources: int,
 ) -> None:
     """The flood process: waits for a line on stdin, sends `count` frames, reports."""
-    fr = frames(
-        bytes.fromhex(dst_mac.replace(":", "")), bytes.fromhex(src_mac.replace(":", "")), dst, port, seed
-    )
+    mac = bytes.fromhex
+    built = frames(mac(dst_mac.replace(":", "")), mac(src_mac.replace(":", "")), dst, port, seed, sources)
+    fr = [bytearray(f) for f in built]
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     s.bind((ifname, 0))
 
@@ -103,9 +124,22 @@ def sender(
                         if e.errno not in (11, 105):
                             raise
                 sent += 1
+                if sent % n == 0:
+                    for f in fr:  # a new round of source ports: every SYN is a new 4-tuple
+                        next_port(f)
     except KeyboardInterrupt:
         pass
     print(json.dumps({"sent": sent, "seconds": time.monotonic() - t}), flush=True)
+
+
+def start_flood(
+    ns: str, ifname: str, src_mac: str, dst_mac: str, dst: str, port: int, count: int, rate: int, sources: int
+) -> subprocess.Popen[str]:
+    """The flood process in namespace ns; it sends after a line on its stdin."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [ifname, src_mac, dst_mac, dst, str(port), str(count), str(rate), str(sources)]
+    argv = ["nsenter", f"--net=/run/netns/{ns}", sys.executable, "-m", "bench.xdp_flood", "--send", *args]
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
 
 def nstat(ns: str) -> dict[str, int]:
@@ -153,22 +187,7 @@ def run_mode(
                 set_tables(g, Tables(services=services(SERVER4), settings=layout.GuardSettings(
                     attack_syn_rate=attack_rate, attack_hold=5.0, challenge=True)))  # fmt: skip
                 lab.in_server(lambda: g.attach("veth0", "native"))
-            env = {**os.environ, "PYTHONPATH": str(ROOT)}
-            argv = [
-                sys.executable,
-                "-m",
-                "bench.xdp_flood",
-                "--send",
-                cmac,
-                mac,
-                SERVER4,
-                str(flood),
-                str(rate),
-            ]
-            nsenter = ["nsenter", f"--net=/run/netns/{lab.client}"]
-            proc = subprocess.Popen(
-                [*nsenter, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
-            )
+            proc = start_flood(lab.client, "veth0", cmac, mac, SERVER4, 80, flood, rate, SOURCES)
             assert proc.stdin is not None and proc.stdout is not None
             assert proc.stdout.readline().strip() == "ready"
             before = nstat(lab.server)
@@ -240,14 +259,10 @@ def compare(
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--send":
-        src_mac, dst_mac, dst, count, rate = (
-            sys.argv[2],
-            sys.argv[3],
-            sys.argv[4],
-            int(sys.argv[5]),
-            int(sys.argv[6]),
-        )
-        sender("veth0", src_mac, dst_mac, dst, 80, count, rate, seed=7)
+        # --send IFNAME SRC_MAC DST_MAC DST PORT COUNT RATE SOURCES
+        ifname, src_mac, dst_mac, dst = sys.argv[2:6]
+        port, count, rate, sources = (int(x) for x in sys.argv[6:10])
+        sender(ifname, src_mac, dst_mac, dst, port, count, rate, 7, sources)
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--flood", type=int, default=1_000_000, help="SYNs in the flood (its bound)")

@@ -246,13 +246,30 @@ static __always_inline int reply_synack(struct xdp_md *ctx, struct guard_config 
 	sum = sum16(&t, sizeof(t) / 2) + bpf_htons(IPPROTO_TCP) + bpf_htons(sizeof(t));
 	sum += sum16(&f->src, 8) + sum16(&f->dst, 8);
 
-	/* Headers are built on the stack and copied in: the verifier then
-	 * only has to bound one write per header. */
+	/* Headers are built on the stack and copied in at a constant offset
+	 * (one per VLAN depth): older verifiers (6.1) lose a packet range
+	 * checked through a variable offset. */
+#define PUT_AT(OFF, HDR)                                                    \
+	do {                                                                \
+		void *p = data + (OFF);                                     \
+		if (p + sizeof(HDR) + sizeof(t) > data_end)                 \
+			return XDP_DROP;                                    \
+		__builtin_memcpy(p, &(HDR), sizeof(HDR));                   \
+		__builtin_memcpy(p + sizeof(HDR), &t, sizeof(t));           \
+	} while (0)
+#define PUT(HDR)                                                            \
+	do {                                                                \
+		if (l3off == ETH_HLEN)                                      \
+			PUT_AT(ETH_HLEN, HDR);                              \
+		else if (l3off == ETH_HLEN + 4)                             \
+			PUT_AT(ETH_HLEN + 4, HDR);                          \
+		else if (l3off == ETH_HLEN + 8)                             \
+			PUT_AT(ETH_HLEN + 8, HDR);                          \
+		else                                                        \
+			return XDP_DROP;                                    \
+	} while (0)
 	if (f->family == 4) {
 		struct iphdr ip = {};
-		void *p = data + l3off;
-		if (p + sizeof(ip) + sizeof(t) > data_end)
-			return XDP_DROP;
 		/* The IPv4 pseudo header holds the 4-byte addresses: take the
 		 * mapped prefix (0:0:0:0:0:ffff) back out of the sum. */
 		sum -= 2 * bpf_htons(0xffff);
@@ -266,13 +283,9 @@ static __always_inline int reply_synack(struct xdp_md *ctx, struct guard_config 
 		__builtin_memcpy(&ip.daddr, &f->src.b[12], 4);
 		ip.check = csum_fold(sum16(&ip, sizeof(ip) / 2));
 		t.th.check = csum_fold(sum);
-		__builtin_memcpy(p, &ip, sizeof(ip));
-		__builtin_memcpy(p + sizeof(ip), &t, sizeof(t));
+		PUT(ip);
 	} else {
 		struct ipv6hdr ip6 = {};
-		void *p = data + l3off;
-		if (p + sizeof(ip6) + sizeof(t) > data_end)
-			return XDP_DROP;
 		ip6.version = 6;
 		ip6.payload_len = bpf_htons(sizeof(t));
 		ip6.nexthdr = IPPROTO_TCP;
@@ -280,9 +293,10 @@ static __always_inline int reply_synack(struct xdp_md *ctx, struct guard_config 
 		__builtin_memcpy(&ip6.saddr, &f->dst, 16);
 		__builtin_memcpy(&ip6.daddr, &f->src, 16);
 		t.th.check = csum_fold(sum);
-		__builtin_memcpy(p, &ip6, sizeof(ip6));
-		__builtin_memcpy(p + sizeof(ip6), &t, sizeof(t));
+		PUT(ip6);
 	}
+#undef PUT
+#undef PUT_AT
 	return verdict(ctx, cfg, f, reason, XDP_TX);
 }
 
