@@ -51,8 +51,14 @@ class GuardError(Exception):
         super().__init__(message)
         self.log = log
 
-    def log_tail(self, lines: int = 15) -> str:
-        return "\n".join(self.log.strip().splitlines()[-lines:])
+    def log_tail(self, lines: int = 12) -> str:
+        """The verifier's last words when it refused the program, else libbpf's last lines."""
+        text = self.log
+        begin, end = text.rfind("-- BEGIN PROG LOAD LOG --"), text.rfind("-- END PROG LOAD LOG --")
+        if 0 <= begin < end:
+            text = text[begin + len("-- BEGIN PROG LOAD LOG --") : end]
+        kept = [line for line in text.strip().splitlines() if line.strip() and not line.startswith(";")]
+        return "\n".join(kept[-lines:])
 
 
 def find_object(configured: str | None = None) -> Path:
@@ -94,14 +100,17 @@ class LoadedGuard:
         lib = libbpf.libbpf()
         ensure_bpffs(pin_dir)
         self.pin_dir = pin_dir
-        self.obj = lib.call_ptr("bpf_object__open_file", str(object_path).encode(), None)
+        try:
+            self.obj = lib.call_ptr("bpf_object__open_file", str(object_path).encode(), None)
+        except LibbpfError as e:
+            raise GuardError(f"opening {object_path} failed: {e.strerror}", e.log) from None
         try:
             for name in ("xdp_guard", "xdp_pass"):
-                p = lib.call_ptr("bpf_object__find_program_by_name", self.obj, name.encode())
+                p = self._find("bpf_object__find_program_by_name", name, object_path)
                 lib.call("bpf_program__set_autoload", p, name == program)
             self._maps: dict[str, int] = {}
             for name in MAPS:
-                m = lib.call_ptr("bpf_object__find_map_by_name", self.obj, name.encode())
+                m = self._find("bpf_object__find_map_by_name", name, object_path)
                 lib.call("bpf_map__set_pin_path", m, f"{pin_dir}/{name}".encode())
                 self._maps[name] = m
             lib.call("bpf_object__load", self.obj)
@@ -114,6 +123,15 @@ class LoadedGuard:
         except LibbpfError as e:
             lib.lib.bpf_object__close(self.obj)
             raise GuardError(f"loading {object_path} failed: {e.strerror} ({e.call})", e.log) from None
+
+    def _find(self, call: str, name: str, object_path: Path) -> int:
+        try:
+            return libbpf.libbpf().call_ptr(call, self.obj, name.encode())
+        except LibbpfError:
+            what = "program" if "program" in call else "map"
+            raise GuardError(
+                f"{object_path} has no {what} {name!r}: not the guard this ipvsmgr was built with"
+            ) from None
 
     def close(self) -> None:
         """Drop our references; an attached program and the pinned maps stay in the kernel."""

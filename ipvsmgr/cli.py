@@ -97,7 +97,9 @@ def check(
     bgp = ""
     if cfg.bgp is not None:
         bgp = f", {len(cfg.bgp.peers)} BGP peers, {len(cfg.bgp.announcements)} BGP prefixes"
-    typer.echo(f"{path}: OK ({len(cfg.virtual_servers)} virtual servers, {reals} real servers{vrrp}{bgp})")
+    xdp = f", XDP guard on {', '.join(cfg.xdp.interfaces)}" if cfg.xdp is not None else ""
+    counts = f"{len(cfg.virtual_servers)} virtual servers, {reals} real servers{vrrp}{bgp}{xdp}"
+    typer.echo(f"{path}: OK ({counts})")
 
 
 @app.command()

@@ -63,7 +63,7 @@ def test_check_examples(runner: CliRunner, path: Path) -> None:
     assert r.exit_code == 0, r.stderr
     assert re.fullmatch(
         rf"{re.escape(str(path))}: OK \(\d+ virtual servers, \d+ real servers(, \d+ VRRP instances)?"
-        r"(, \d+ BGP peers, \d+ BGP prefixes)?\)\n",
+        r"(, \d+ BGP peers, \d+ BGP prefixes)?(, XDP guard on [\w, ]+)?\)\n",
         r.stdout,
     )
     assert r.stderr == ""

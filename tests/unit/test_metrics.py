@@ -97,6 +97,57 @@ def test_bgp_metrics() -> None:
     assert not any(name.startswith("ipvsmgr_bgp") for name, _ in samples(render(snapshot(), TABLE, True)))
 
 
+XDP_STATUS = {
+    "state": "active", "error": None, "verifier_log_tail": "", "object": "x.o", "pin_path": "/sys/fs/bpf/i",
+    "interfaces": [{"name": "eth0", "mode": "native", "program_id": 7, "adopted": True}],
+    "counters": {"syn": {"verdict": "pass", "packets": 10, "bytes": 600},
+                 "challenge": {"verdict": "tx", "packets": 5000, "bytes": 290000},
+                 "no_service": {"verdict": "drop", "packets": 3, "bytes": 180}},
+    "vips": [{"address": "198.18.0.10", "under_attack": True, "syn_rate": 9000, "attacks": 2}],
+    "drop_samples": [], "program_id": 7,
+}  # fmt: skip
+
+
+def test_xdp_metrics() -> None:
+    snap = snapshot()
+    snap.xdp = XDP_STATUS
+    got = samples(render(snap, TABLE, True))
+    assert got[("ipvsmgr_xdp_active", ())] == 1 and got[("ipvsmgr_xdp_degraded", ())] == 0
+    assert got[("ipvsmgr_xdp_attached", (("interface", "eth0"), ("mode", "native")))] == 1
+    assert got[("ipvsmgr_xdp_packets_total", (("reason", "challenge"), ("verdict", "tx")))] == 5000
+    assert got[("ipvsmgr_xdp_bytes_total", (("reason", "no_service"), ("verdict", "drop")))] == 180
+    assert got[("ipvsmgr_xdp_vip_under_attack", (("vip", "198.18.0.10"),))] == 1
+    assert got[("ipvsmgr_xdp_vip_syn_rate", (("vip", "198.18.0.10"),))] == 9000
+    assert got[("ipvsmgr_xdp_vip_attacks_total", (("vip", "198.18.0.10"),))] == 2
+    snap.xdp = {**XDP_STATUS, "state": "degraded", "error": "refused", "interfaces": [], "counters": {},
+                "vips": []}  # fmt: skip
+    got = samples(render(snap, TABLE, True))
+    assert got[("ipvsmgr_xdp_active", ())] == 0 and got[("ipvsmgr_xdp_degraded", ())] == 1
+    assert not any(name.startswith("ipvsmgr_xdp") for name, _ in samples(render(snapshot(), TABLE, True)))
+
+
+def test_xdp_status_text() -> None:
+    from ipvsmgr.statusview import render_xdp
+
+    text = render_xdp({**XDP_STATUS, "verified_sources": 4, "drop_samples": [
+        {"age_s": 1.5, "reason": "no_service", "source": "198.18.3.2", "destination": "198.18.0.10",
+         "protocol": 17, "sport": 5000, "dport": 9, "tcp_flags": 0, "ifindex": 2}]})  # fmt: skip
+    lines = text.splitlines()
+    assert lines[0] == "XDP guard: program 7 on eth0 (native); 3 packets dropped; UNDER ATTACK: 198.18.0.10"
+    assert any(line.split() == ["tx", "challenge", "5000", "290000"] for line in lines)
+    assert any(line.split() == ["198.18.0.10", "9000", "YES", "2"] for line in lines)
+    assert "verified sources (answered a challenge): 4" in lines
+    assert any(
+        line.split() == ["1.5s", "no_service", "198.18.3.2:5000", "198.18.0.10:9", "17"] for line in lines
+    )
+    degraded = render_xdp({**XDP_STATUS, "state": "degraded", "error": "loading x.o failed: EACCES",
+                           "verifier_log_tail": "R1 offset is outside of the packet"})  # fmt: skip
+    assert degraded.splitlines() == [
+        "XDP guard: DEGRADED, running without it: loading x.o failed: EACCES",
+        "  R1 offset is outside of the packet",
+    ]
+
+
 def test_served_over_http_with_junk_refused() -> None:
     async def main() -> None:
         def dump() -> Table:
