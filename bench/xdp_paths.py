@@ -119,6 +119,16 @@ def run(repeat: int, rounds: int, calls: int) -> dict[str, Any]:
             ns = statistics.median(per[name]) - (overhead if rewrites else 0.0)
             results[name] = {"reason": reason, "ns": round(ns, 1), "ratio": round(ns / base, 2),
                              "single_run_calls": rewrites}  # fmt: skip
+        # The same VIP packet with both lists empty (the trie is then not consulted).
+        set_tables(g, Tables(services=services(VIP4, vip2)))
+        ack = paths["VIP pass (ACK)"][0]
+        no_lists = []
+        for _ in range(rounds):
+            base_rep.append(measure(empty.prog_fd, ack, repeat))
+            no_lists.append(measure(g.prog_fd, ack, repeat))
+        ns = statistics.median(no_lists)
+        entry = {"reason": "vip", "ns": round(ns, 1), "ratio": round(ns / base, 2), "single_run_calls": False}
+        results["VIP pass (ACK), no lists"] = entry
         _ = guard
         return {"empty_ns": round(base, 1), "one_run_overhead_ns": round(overhead, 1), "paths": results,
                 "repeat": repeat, "rounds": rounds, "calls": calls}  # fmt: skip
