@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ MAPS: dict[str, tuple[int, int, bool]] = {
     "sample_seq": (4, 8, False),
 }
 SYNCED = ("vips", "services", "sources", "vip_filter", "config")
+_STALE_PIN = re.compile(r"couldn't reuse pinned map at '([^']+)'")
 
 
 class GuardError(Exception):
@@ -97,32 +99,49 @@ class LoadedGuard:
     """The program loaded into the kernel with its maps (pinned, shared with a running copy)."""
 
     def __init__(self, object_path: Path, pin_dir: str = PIN_DIR, program: str = PROGRAM) -> None:
-        lib = libbpf.libbpf()
         ensure_bpffs(pin_dir)
         self.pin_dir = pin_dir
+        self.obj = 0
+        self.replaced_maps: list[str] = []
+        for _ in range(len(MAPS) + 1):
+            try:
+                self._load(object_path, program)
+                return
+            except LibbpfError as e:
+                self.close()
+                stale = _STALE_PIN.search(e.log)
+                if e.call == "bpf_object__load" and stale and os.path.dirname(stale.group(1)) == pin_dir:
+                    # An upgrade changed this map's definition: start it afresh. The
+                    # running program keeps the old one until it is replaced.
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(stale.group(1))
+                    self.replaced_maps.append(os.path.basename(stale.group(1)))
+                    continue
+                raise GuardError(f"loading {object_path} failed: {e.strerror} ({e.call})", e.log) from None
+            except GuardError:
+                self.close()
+                raise
+        raise GuardError(f"loading {object_path} failed: pinned maps in {pin_dir} keep being refused")
+
+    def _load(self, object_path: Path, program: str) -> None:
+        lib = libbpf.libbpf()
         try:
             self.obj = lib.call_ptr("bpf_object__open_file", str(object_path).encode(), None)
         except LibbpfError as e:
             raise GuardError(f"opening {object_path} failed: {e.strerror}", e.log) from None
-        try:
-            for name in ("xdp_guard", "xdp_pass"):
-                p = self._find("bpf_object__find_program_by_name", name, object_path)
-                lib.call("bpf_program__set_autoload", p, name == program)
-            self._maps: dict[str, int] = {}
-            for name in MAPS:
-                m = self._find("bpf_object__find_map_by_name", name, object_path)
-                lib.call("bpf_map__set_pin_path", m, f"{pin_dir}/{name}".encode())
-                self._maps[name] = m
-            lib.call("bpf_object__load", self.obj)
-            prog = lib.call_ptr("bpf_object__find_program_by_name", self.obj, program.encode())
-            self.prog_fd = lib.call("bpf_program__fd", prog)
-            self.prog_id, self.tag, _ = libbpf.prog_info(self.prog_fd)
-            self.maps = {
-                name: MapHandle(lib.call("bpf_map__fd", m), *MAPS[name]) for name, m in self._maps.items()
-            }
-        except LibbpfError as e:
-            lib.lib.bpf_object__close(self.obj)
-            raise GuardError(f"loading {object_path} failed: {e.strerror} ({e.call})", e.log) from None
+        for name in ("xdp_guard", "xdp_pass"):
+            p = self._find("bpf_object__find_program_by_name", name, object_path)
+            lib.call("bpf_program__set_autoload", p, name == program)
+        found: dict[str, int] = {}
+        for name in MAPS:
+            m = self._find("bpf_object__find_map_by_name", name, object_path)
+            lib.call("bpf_map__set_pin_path", m, f"{self.pin_dir}/{name}".encode())
+            found[name] = m
+        lib.call("bpf_object__load", self.obj)
+        prog = lib.call_ptr("bpf_object__find_program_by_name", self.obj, program.encode())
+        self.prog_fd = lib.call("bpf_program__fd", prog)
+        self.prog_id, self.tag, _ = libbpf.prog_info(self.prog_fd)
+        self.maps = {name: MapHandle(lib.call("bpf_map__fd", m), *MAPS[name]) for name, m in found.items()}
 
     def _find(self, call: str, name: str, object_path: Path) -> int:
         try:
@@ -190,7 +209,7 @@ class LoadedGuard:
     def _keep_or_replace(self, interface: str, ifindex: int, mode: str, prog_id: int) -> Attachment:
         fd, tag = self._check_ours(interface, prog_id)
         try:
-            if tag == self.tag:
+            if tag == self.tag and not self.replaced_maps:
                 return Attachment(interface, ifindex, mode, prog_id, True)
             libbpf.xdp_attach(ifindex, self.prog_fd, _flag(mode) | libbpf.XDP_FLAGS_REPLACE, old_fd=fd)
             return Attachment(interface, ifindex, mode, self.prog_id, False)

@@ -243,3 +243,49 @@ def test_tarpit_holds_the_connection_and_the_server_never_sees_it(
         assert took < 0.5 and unsent == 18
         assert server.accepted == 0
         assert stats(g)["tarpit"] == 1
+
+
+def test_the_daemons_shield_reloads_in_place(lab: Lab, tmp_path: object) -> None:
+    """Limits and lists change in the maps under the running program; a mode
+    change attaches again; a run-time block overrides the file for its prefix."""
+    from ipvsmgr.config import load_text
+    from ipvsmgr.xdpshield import XdpShield, tables_for
+
+    pin = f"/sys/fs/bpf/ipvsmgr-test-{id(tmp_path):x}"
+    base = f"virtual_servers:\n  - {{address: {SERVER4}, port: 80, reals: [{{address: 198.18.7.1}}]}}\n"
+
+    def cfg(extra: str) -> object:
+        return load_text(base + f"xdp:\n  interfaces: [veth0]\n  pin_path: {pin}\n" + extra, "lb.yaml")
+
+    shield = XdpShield()
+    try:
+        one = cfg("  mode: generic\n  allowlist: [198.18.9.0/24]\n")
+        lab.in_server(lambda: shield.start(one, tables_for(one, frozenset(), {})))  # type: ignore[arg-type]
+        st = shield.status()
+        prog = st["program_id"]
+        assert st["state"] == "active" and attached_id(lab.server) == prog
+        assert shield.guard is not None
+        sources = {layout.lpm_prefix(k) for k in shield.guard.maps["sources"].key_list()}
+        assert sources == {"198.18.9.0/24"}
+
+        two = cfg("  mode: generic\n  syn_rate_per_source: 5\n  blocklist: [198.18.9.0/24]\n")
+        shield.reload(two, tables_for(two, frozenset(), {}))  # type: ignore[arg-type]
+        assert shield.status()["program_id"] == prog == attached_id(lab.server)  # not re-attached
+        action = shield.guard.maps["sources"].get(layout.lpm_key("198.18.9.0/24"))
+        assert action == layout.U32.pack(layout.LIST_ACTIONS["drop"])
+        settings = layout.CONFIG.unpack(shield.guard.maps["config"].get(layout.U32.pack(0)) or b"")
+        assert settings[:2] == (5, 10)
+        # a run-time allow of the same prefix wins over the file's block
+        shield.sync(tables_for(two, frozenset({"198.18.9.0/24"}), {}))  # type: ignore[arg-type]
+        action = shield.guard.maps["sources"].get(layout.lpm_key("198.18.9.0/24"))
+        assert action == layout.U32.pack(layout.LIST_ACTIONS["allow"])
+
+        three = cfg("  mode: native\n")
+        lab.in_server(lambda: shield.reload(three, tables_for(three, frozenset(), {})))  # type: ignore[arg-type]
+        st = shield.status()
+        assert st["state"] == "active" and st["interfaces"][0]["mode"] == "native"
+        link = json.loads(sh("ip", "-j", "-n", lab.server, "link", "show", "veth0"))[0]
+        assert link["xdp"]["mode"] == 1  # XDP_ATTACHED_DRV
+    finally:
+        lab.in_server(shield.remove)
+    assert attached_id(lab.server) is None

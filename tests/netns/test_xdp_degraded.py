@@ -94,3 +94,20 @@ def test_one_failing_interface_leaves_none_attached(lab: Lab, tmp_path: Path) ->
     lab.in_server(shield.remove)
     assert not xdp_attached(lab.server)
     assert not Path(good.xdp.pin_path).exists()  # type: ignore[attr-defined]
+
+
+def test_an_incompatible_pinned_map_is_started_afresh(tmp_path: Path) -> None:
+    """After an upgrade that changed a map's definition, the load goes on with a new map."""
+    from bpf_offload import guard
+
+    pin = pin_dir(tmp_path)
+    Path(pin).mkdir()
+    sh("bpftool", "map", "create", f"{pin}/vips", "type", "hash", "key", "16", "value", "4", "entries", "16",
+       "name", "vips")  # fmt: skip
+    g = guard.LoadedGuard(build_object(), pin)
+    try:
+        assert g.replaced_maps == ["vips"]
+        shown = json.loads(sh("bpftool", "-j", "map", "show", "pinned", f"{pin}/vips"))
+        assert (shown["bytes_value"], shown["max_entries"]) == (8, 4096)
+    finally:
+        g.close()
