@@ -149,7 +149,7 @@ def xdp_list(d: Daemon, which: str, raw: str, action: str) -> dict[str, Any]:
         d.sync_xdp()
     return {
         "list": which + "list", "prefix": prefix, "action": action, "changed": changed,
-        "also_in_config": configured, "guard": d.xdp.status(samples=0)["state"],
+        "also_in_config": configured, "guard": d.xdp.state,
     }  # fmt: skip
 
 
@@ -177,7 +177,7 @@ async def status(d: Daemon) -> dict[str, Any]:
         "virtual_servers": [_vs_status(d, vs, table) for vs in d.config.virtual_servers],
         "vrrp": d.vrrp.status() if d.vrrp is not None else [],
         "bgp": d.bgp_status(),
-        "xdp": d.xdp.status(samples=0) if d.config.xdp is not None else None,
+        "xdp": d.xdp.status(detail=False) if d.config.xdp is not None else None,
         "connection_sync": None
         if d.config.connection_sync is None
         else {

@@ -667,7 +667,7 @@ class Daemon:
         snap.counters = dict(self.counters)
         snap.bgp = self.bgp_status()
         if self.config.xdp is not None:
-            snap.xdp = self.xdp.status(samples=0)
+            snap.xdp = self.xdp.status(detail=False)
         snap.reloads = {"ok": self.counters["reloads_ok"], "refused": self.counters["reloads_refused"]}
         if self.control is not None:
             snap.control_requests = dict(self.control.requests)
@@ -729,7 +729,7 @@ class Daemon:
         if lost:
             parts.append(f"{lost} without quorum")
         if self.config.xdp is not None:
-            parts.append(f"XDP {self.xdp.status(samples=0)['state']}")
+            parts.append(f"XDP {self.xdp.state}")
         if self.vrrp is not None:
             parts.append("VRRP " + ", ".join(f"{i['name']} {i['state']}" for i in self.vrrp.status()))
         return "; ".join(parts)

@@ -176,13 +176,19 @@ class XdpShield:
             self.guard = None
         self.attachments = {}
 
-    def status(self, samples: int = 20) -> dict[str, Any]:
+    @property
+    def state(self) -> str:
+        return "active" if self.active else ("degraded" if self.error else "off")
+
+    def status(self, detail: bool = True, samples: int = 20) -> dict[str, Any]:
+        """Attachment, counters, attack state; with detail, recent drops and the number
+        of verified sources too (that one walks a map of up to 65,536 keys: not per scrape)."""
         from bpf_offload import guard as g
         from bpf_offload import layout
 
         cfg = self.cfg
         out: dict[str, Any] = {
-            "state": "active" if self.active else ("degraded" if self.error else "off"),
+            "state": self.state,
             "error": self.error,
             "verifier_log_tail": self.error_log,
             "object": self.object,
@@ -218,7 +224,8 @@ class XdpShield:
                 "destination": s.destination, "protocol": s.proto, "sport": s.sport, "dport": s.dport,
                 "tcp_flags": s.tcp_flags, "ifindex": s.ifindex,
             }
-            for s in (g.read_samples(maps)[-samples:] if samples else [])
+            for s in (g.read_samples(maps)[-samples:] if detail else [])
         ]  # fmt: skip
-        out["verified_sources"] = len(maps["verified"].key_list())
+        if detail:
+            out["verified_sources"] = len(maps["verified"].key_list())
         return out
