@@ -36,7 +36,8 @@
 
 #include "guard.h"
 
-char LICENSE[] SEC("license") = "Dual BSD/GPL"; /* syncookie helpers are GPL-only */
+/* The GPL-2.0 side of the dual licence: the syncookie helpers are GPL-only. */
+char LICENSE[] SEC("license") = "GPL";
 
 #define NSEC_PER_SEC 1000000000ULL
 #define COOKIE_WINDOW_NS (180ULL * NSEC_PER_SEC) /* kernel cookies live < 3 min */

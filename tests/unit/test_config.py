@@ -14,7 +14,8 @@ from ipvsmgr.config.durations import parse_duration
 from ipvsmgr.config.model import Persistence, Timeouts, Tunnel
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_YAML = ROOT / "etc" / "ipvsmgr" / "ipvsmgr.yaml"
+DEFAULT_YAML = ROOT / "etc" / "examples" / "quickstart.yaml"
+CONFFILE = ROOT / "etc" / "ipvsmgr" / "ipvsmgr.yaml"
 ALL_METHODS_YAML = ROOT / "etc" / "examples" / "all-methods.yaml"
 F = "lb.yaml"
 AF4, AF6 = socket.AF_INET, socket.AF_INET6
@@ -134,6 +135,19 @@ def test_default_config_loads_with_typed_values() -> None:
     shop = vs["shop"]
     assert shop.scheduler == "lc"
     assert shop.persistence == Persistence(timeout=600, prefix=24)  # 10m, netmask 255.255.255.0
+
+
+def test_the_shipped_conffile_is_the_quickstart_commented_out() -> None:
+    """/etc/ipvsmgr/ipvsmgr.yaml configures nothing as installed (the unit skips it),
+    and uncommented it is exactly the quickstart example."""
+    text = CONFFILE.read_text()
+    assert not [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    cfg = load_text(text, str(CONFFILE))
+    assert cfg.virtual_servers == () and cfg.vrrp.instances == () and cfg.bgp is None and cfg.xdp is None
+    body = text.split("\n#\n#\n", 1)[1]
+    uncommented = "\n".join(line[2:] if line.startswith("# ") else "" for line in body.splitlines())
+    quick = DEFAULT_YAML.read_text().split("\n\n", 1)[1]
+    assert yaml.safe_load(uncommented) == yaml.safe_load(quick)
 
 
 def test_all_methods_example_loads_with_typed_values() -> None:

@@ -50,7 +50,8 @@ HAND_WRITTEN: list[Any] = [
 
 @functools.cache
 def bases() -> list[Any]:
-    return [parse(p.read_text(), str(p)).data for p in EXAMPLES] + HAND_WRITTEN
+    # a file of comments only (the shipped conffile) is an empty configuration, as load_text has it
+    return [parse(p.read_text(), str(p)).data or {} for p in EXAMPLES] + HAND_WRITTEN
 
 
 @functools.cache
