@@ -36,8 +36,8 @@ _MODULES = (
 _MISSING = "the dns health check needs dnspython (Debian package python3-dnspython)"
 
 
-class DnspythonMissing(RuntimeError):
-    """dnspython is not installed."""
+class DnspythonMissing(ImportError):
+    """dnspython is not installed (an ImportError: the config check reports it at the check's line)."""
 
 
 def _require_dnspython() -> None:

@@ -48,7 +48,7 @@ _GRACE = 0.5  # seconds past the deadline before the check gives up on gRPC itse
 _RELAY_CHUNK = 65536
 
 
-class GrpcMissing(RuntimeError):
+class GrpcMissing(ImportError):
     """The grpc module is not installed."""
 
 

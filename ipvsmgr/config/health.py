@@ -127,7 +127,13 @@ def build_check(raw: dict[str, Any], error: Callable[[tuple[str, ...], str], Non
         error((block,) if block else ("type",), f"invalid {kind} check options: {e}")
         return None
     except ImportError as e:
-        error(("type",), f"{kind} checks need a package that is not installed: {e}")
+        # ours name the Debian package already; a bare ImportError does not
+        text = (
+            str(e)
+            if "Debian package" in str(e)
+            else f"{kind} checks need a package that is not installed: {e}"
+        )
+        error(("type",), text)
         return None
     return HealthCheck(
         type=kind,

@@ -28,11 +28,22 @@ def _outside_results(config: pytest.Config, items: list[pytest.Item]) -> dict[st
             cache = {"__skip__": {"outcome": "skipped", "text": f"VM suite not run: {why}"}}
         else:
             ids = [item.nodeid for item in items]
+            _prepare_host(ids)
             data, console, took = vm.run_pytest_in_vm(ids)
             print(f"\n[VM suite: {took:.0f}s]\n{console[-6000:]}")
             cache = data or {"__error__": {"outcome": "failed", "text": console[-8000:]}}
         config._ipvsmgr_vm = cache  # type: ignore[attr-defined]
     return cache  # type: ignore[no-any-return]
+
+
+def _prepare_host(ids: list[str]) -> None:
+    """What VM tests need made on the host first (the VM sees the host's files):
+    a Debian 12 root with the package installed, for test_package_apply."""
+    if any("test_package_apply" in i for i in ids):
+        from tests.package import debroot
+
+        if debroot.tools_missing() is None:
+            debroot.make_root("bookworm")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

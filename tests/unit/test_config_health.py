@@ -168,3 +168,26 @@ virtual_servers:
     assert problems(text) == [
         (5, 9, "this real has no port to check (fwmark service): set the tcp check's `port`")
     ]
+
+
+def test_a_missing_optional_package_is_a_config_problem_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without python3-dnspython (a Recommends), a dns check is reported at its line."""
+    import importlib
+
+    real = importlib.import_module
+
+    def no_dns(name: str, package: str | None = None) -> object:
+        if name == "dns" or name.startswith("dns."):
+            raise ImportError(f"No module named {name!r}")
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", no_dns)
+    text = (
+        "virtual_servers:\n  - address: 198.18.0.10\n    port: 53\n    protocol: udp\n"
+        "    health_check: {type: dns, dns: {name: example.org}}\n    reals: [{address: 198.18.1.1}]\n"
+    )
+    [(line, col, message)] = problems(text)
+    assert (line, col) == (5, 26)
+    assert message == "the dns health check needs dnspython (Debian package python3-dnspython)"
