@@ -5,6 +5,7 @@ read back with ipvsadm outside that root."""
 from __future__ import annotations
 
 import contextlib
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,6 +64,10 @@ def test_installed_package_applies_with_debian_12s_python(debian12: Path) -> Non
     # a second apply changes nothing (pyroute2 0.7.2 and the stdlib IPVS client agree with the kernel)
     again = sh(*run, "ipvsmgr", "plan", "-c", example, "--state-dir", "/tmp/ipvsmgr-state", check=False)
     assert "No changes" in again, again
+    # the unit as installed passes systemd's own checks here too
+    verify = subprocess.run(["chroot", str(debian12), "systemd-analyze", "verify", "ipvsmgr.service"],
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert verify.returncode == 0 and verify.stderr == "", verify.stderr
     # pyroute2 0.7.2 reads this host's addresses for a real-server check
     check = sh(*run, "ipvsmgr", "realserver", "check", "--vip", "198.18.0.10", check=False)
     assert "198.18.0.10/32 on lo" in check, check
