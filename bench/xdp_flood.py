@@ -33,17 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vrrp.packet import checksum  # RFC 1071
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = 16384  # distinct spoofed sources in the prebuilt frames
-
-
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return int(~s & 0xFFFF)
 
 
 def frames(
@@ -61,9 +54,9 @@ def frames(
         tcp = struct.pack("!HHIIBBHHH", rnd.randrange(1024, 65535), port, rnd.getrandbits(32), 0, 0x50, 0x02,
                           64240, 0, 0)  # fmt: skip
         pseudo = saddr + daddr + struct.pack("!BBH", 0, 6, len(tcp))
-        tcp = tcp[:16] + struct.pack("!H", _csum(pseudo + tcp)) + tcp[18:]
+        tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
         ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, saddr, daddr)
-        ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+        ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
         out.append(dst_mac + src_mac + b"\x08\x00" + ip + tcp)
     return out
 

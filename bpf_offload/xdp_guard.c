@@ -305,50 +305,39 @@ static __always_inline int reply_synack(struct xdp_md *ctx, struct guard_config 
  * sequence numbers and doff, so they are fed headers built on the stack:
  * a fixed ISN of 0 makes the cookie depend on the 4-tuple and time only,
  * which is all the client's RST gives back. */
-static __always_inline __s64 cookie_make(struct flow *f)
+static __always_inline __s64 cookie_op(struct flow *f, int check, __u32 cookie)
 {
-	struct tcphdr th = {};
-	th.source = f->sport;
-	th.dest = f->dport;
-	th.doff = 5;
-	th.syn = 1;
+	struct tcphdr th = { .source = f->sport, .dest = f->dport, .doff = 5 };
+	if (check) {
+		th.seq = bpf_htonl(1); /* the helper checks against seq - 1 = 0 */
+		th.ack_seq = bpf_htonl(cookie + 1);
+		th.ack = 1;
+	} else {
+		th.syn = 1;
+	}
 	if (f->family == 4) {
-		struct iphdr ip = {};
-		ip.version = 4;
-		ip.ihl = 5;
+		struct iphdr ip = { .version = 4, .ihl = 5 };
 		__builtin_memcpy(&ip.saddr, &f->src.b[12], 4);
 		__builtin_memcpy(&ip.daddr, &f->dst.b[12], 4);
-		return bpf_tcp_raw_gen_syncookie_ipv4(&ip, &th, sizeof(th));
+		return check ? bpf_tcp_raw_check_syncookie_ipv4(&ip, &th)
+			     : bpf_tcp_raw_gen_syncookie_ipv4(&ip, &th, sizeof(th));
 	}
-	struct ipv6hdr ip6 = {};
-	ip6.version = 6;
+	struct ipv6hdr ip6 = { .version = 6 };
 	__builtin_memcpy(&ip6.saddr, &f->src, 16);
 	__builtin_memcpy(&ip6.daddr, &f->dst, 16);
-	return bpf_tcp_raw_gen_syncookie_ipv6(&ip6, &th, sizeof(th));
+	return check ? bpf_tcp_raw_check_syncookie_ipv6(&ip6, &th)
+		     : bpf_tcp_raw_gen_syncookie_ipv6(&ip6, &th, sizeof(th));
+}
+
+/* The cookie (low 32 bits) for a challenge to this flow, or < 0. */
+static __always_inline __s64 cookie_make(struct flow *f)
+{
+	return cookie_op(f, 0, 0);
 }
 
 static __always_inline int cookie_valid(struct flow *f, __u32 cookie)
 {
-	struct tcphdr th = {};
-	th.source = f->sport;
-	th.dest = f->dport;
-	th.seq = bpf_htonl(1); /* the helper checks against seq - 1 = 0 */
-	th.ack_seq = bpf_htonl(cookie + 1);
-	th.doff = 5;
-	th.ack = 1;
-	if (f->family == 4) {
-		struct iphdr ip = {};
-		ip.version = 4;
-		ip.ihl = 5;
-		__builtin_memcpy(&ip.saddr, &f->src.b[12], 4);
-		__builtin_memcpy(&ip.daddr, &f->dst.b[12], 4);
-		return bpf_tcp_raw_check_syncookie_ipv4(&ip, &th) == 0;
-	}
-	struct ipv6hdr ip6 = {};
-	ip6.version = 6;
-	__builtin_memcpy(&ip6.saddr, &f->src, 16);
-	__builtin_memcpy(&ip6.daddr, &f->dst, 16);
-	return bpf_tcp_raw_check_syncookie_ipv6(&ip6, &th) == 0;
+	return cookie_op(f, 1, cookie) == 0;
 }
 
 static __always_inline int bucket_take(struct flow *f, struct guard_config *cfg, __u64 now)

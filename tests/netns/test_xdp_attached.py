@@ -8,12 +8,13 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from bpf_offload import guard, layout
 from bpf_offload.tables import Tables
+from ipvsmgr.lab import wait
 from tests.netns.lab import CLIENT4, CLIENT6, SERVER4, SERVER6, Lab, have_root, sh
 from tests.netns.xdpkit import build_object, delta, loaded, services, set_tables, stats
 
@@ -87,15 +88,6 @@ def vip_only(counters: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in counters.items() if k not in ("not_vip", "not_ip")}
 
 
-def until(ok: Callable[[], bool], timeout: float = 2.0) -> bool:
-    end = time.monotonic() + timeout
-    while not ok():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def send_udp(lab: Lab, address: str, port: int, n: int) -> None:
     def body() -> None:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -139,7 +131,7 @@ def test_counters_match_packets_and_survive_a_restart(served: tuple[Lab, Server]
         moved = delta(before, stats(g))
         assert moved["no_service"] == 150
         assert moved["syn"] == 25
-        assert until(lambda: server.accepted == 25)
+        wait(lambda: server.accepted == 25, 2.0)
         assert moved["vip"] >= 25 * 2  # the handshakes' ACKs and the FINs
         counted = stats(g)
 
@@ -209,7 +201,7 @@ def test_a_linux_client_passes_the_challenge(served: tuple[Lab, Server], peer_pa
         assert challenged < 2.0, challenged
         again = connect(lab, SERVER4)
         assert again < 0.5 and first < 0.5
-        assert until(lambda: server.accepted == 3)
+        wait(lambda: server.accepted == 3, 2.0)
         # the IPv6 VIP has its own rate, and the client's IPv6 address is another source
         connect(lab, SERVER6)
         before = stats(g)
