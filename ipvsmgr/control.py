@@ -134,11 +134,19 @@ class ControlServer:
             except KeyError:
                 raise OSError(errno.EINVAL, f"control socket group {self.group!r} does not exist") from None
         # Created with no access at all, then opened up: never briefly world-connectable.
+        # The umask is process-wide, so it is set only around the bind() itself: held
+        # across an await, other tasks would create files with mode 000 meanwhile
+        # (which root without CAP_DAC_OVERRIDE, as the unit runs it, cannot open).
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         old = os.umask(0o777)
         try:
-            self._server = await asyncio.start_unix_server(self._serve, path=self.path, limit=MAX_LINE)
+            sock.bind(self.path)
+        except OSError:
+            sock.close()
+            raise
         finally:
             os.umask(old)
+        self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=MAX_LINE)
         if gid >= 0:
             os.chown(self.path, 0, gid)
         os.chmod(self.path, 0o660 if gid >= 0 else 0o600)

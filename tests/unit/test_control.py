@@ -113,6 +113,36 @@ def test_a_served_socket_answers_refuses_and_counts(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "ctl.sock").exists()  # removed on close
 
 
+def test_other_tasks_never_run_under_the_sockets_umask(tmp_path: Path) -> None:
+    """The no-access umask is process-wide: while it is set, files other tasks
+    make (ExaBGP's FIFOs, state) would get mode 000, and the unit's root
+    without CAP_DAC_OVERRIDE could not open them again."""
+    seen: list[int] = []
+
+    async def main() -> None:
+        async def other() -> None:
+            for _ in range(50):
+                current = os.umask(0o022)
+                os.umask(current)
+                seen.append(current)
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(other())
+        await asyncio.sleep(0)  # it runs once before the server starts
+        server = ControlServer(str(tmp_path / "ctl.sock"), _handler)
+        await server.start()
+        await task
+        assert stat.S_IMODE(os.stat(server.path).st_mode) == 0o600
+        await server.close()
+
+    before = os.umask(0o022)
+    try:
+        asyncio.run(main())
+    finally:
+        os.umask(before)
+    assert set(seen) == {0o022}, [oct(m) for m in set(seen)]
+
+
 def test_a_group_gets_0660(tmp_path: Path) -> None:
     import grp
 
