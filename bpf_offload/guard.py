@@ -209,7 +209,7 @@ class LoadedGuard:
     def _keep_or_replace(self, interface: str, ifindex: int, mode: str, prog_id: int) -> Attachment:
         fd, tag = self._check_ours(interface, prog_id)
         try:
-            if tag == self.tag and not self.replaced_maps:
+            if tag == self.tag and not self.replaced_maps and self._uses_our_maps(fd):
                 return Attachment(interface, ifindex, mode, prog_id, True)
             libbpf.xdp_attach(ifindex, self.prog_fd, _flag(mode) | libbpf.XDP_FLAGS_REPLACE, old_fd=fd)
             return Attachment(interface, ifindex, mode, self.prog_id, False)
@@ -217,6 +217,16 @@ class LoadedGuard:
             raise GuardError(f"replacing the XDP program on {interface} failed: {e.strerror}") from None
         finally:
             os.close(fd)
+
+    def _uses_our_maps(self, attached_fd: int) -> bool:
+        """The tag hashes instructions with map references blanked, so the same
+        build reads the same tag even when it runs on other maps: pins deleted
+        or a bpffs that did not outlive the last daemon (one mounted in a
+        service's private mount namespace). Adopting it then would leave every
+        table update and counter read on maps the running program never sees."""
+        pinned = {libbpf.map_id(h.fd) for h in self.maps.values()}
+        ours = libbpf.prog_map_ids(self.prog_fd) & pinned
+        return bool(ours) and ours <= libbpf.prog_map_ids(attached_fd)
 
     # -- maps -------------------------------------------------------------
 

@@ -231,6 +231,25 @@ def prog_info(fd: int) -> tuple[int, bytes, str]:
     return prog_id, raw[8:16], raw[64:80].split(b"\0", 1)[0].decode()
 
 
+def prog_map_ids(fd: int) -> set[int]:
+    """Ids of the maps a loaded program uses (bpf_prog_info.nr_map_ids / map_ids)."""
+    ids = (ctypes.c_uint32 * 64)()
+    info = ctypes.create_string_buffer(256)
+    ctypes.memmove(ctypes.addressof(info) + 52, ctypes.byref(ctypes.c_uint32(len(ids))), 4)
+    ctypes.memmove(ctypes.addressof(info) + 56, ctypes.byref(ctypes.c_uint64(ctypes.addressof(ids))), 8)
+    size = ctypes.c_uint32(len(info))
+    libbpf().call("bpf_obj_get_info_by_fd", fd, info, ctypes.byref(size))
+    count = int.from_bytes(info.raw[52:56], "little")
+    return set(ids[: min(count, len(ids))])
+
+
+def map_id(fd: int) -> int:
+    info = ctypes.create_string_buffer(128)
+    size = ctypes.c_uint32(len(info))
+    libbpf().call("bpf_obj_get_info_by_fd", fd, info, ctypes.byref(size))
+    return int.from_bytes(info.raw[4:8], "little")
+
+
 def xdp_query(ifindex: int) -> tuple[int, int]:
     """(native program id, generic program id) attached to an interface; 0 = none."""
     q = _QueryOpts(sz=ctypes.sizeof(_QueryOpts))

@@ -154,6 +154,31 @@ def test_counters_match_packets_and_survive_a_restart(served: tuple[Lab, Server]
             g2.close()
 
 
+def test_lost_pins_replace_the_program_rather_than_adopt_it(lab: Lab) -> None:
+    """Same build, other maps (the pins were deleted, or lived in a bpffs that
+    died with the last daemon): keeping the running program would leave it on
+    maps nobody updates, so the new load takes over atomically."""
+    with loaded() as g:
+        guard_server(lab, g, "generic")
+        old_id = g.prog_id
+        g.close()
+        guard.unpin(g.pin_dir)
+        g2 = guard.LoadedGuard(build_object(), g.pin_dir)
+        try:
+            assert g2.tag == g.tag
+            set_tables(g2, Tables(services=services(SERVER4, SERVER6), settings=layout.GuardSettings()))
+            a = lab.in_server(lambda: g2.attach("veth0", "generic"))
+            assert not a.adopted and attached_id(lab.server) == g2.prog_id != old_id
+            # the running program now counts into the maps this loader holds
+            before = stats(g2)
+            send_udp(lab, SERVER4, 9, 7)
+            time.sleep(0.1)
+            assert vip_only(delta(before, stats(g2))) == {"no_service": 7}
+            assert lab.in_server(lambda: guard.detach("veth0"))
+        finally:
+            g2.close()
+
+
 def test_a_foreign_program_is_never_replaced(lab: Lab) -> None:
     with loaded("xdp_pass") as other, loaded() as g:
         lab.in_server(lambda: other.attach("veth0", "generic"))
