@@ -597,6 +597,7 @@ class Daemon:
     def _on_event(self, event: object) -> None:
         if isinstance(event, VrrpChanged):
             self.update_bgp()
+            self._update_status()  # systemctl status shows the new state now, not at the next resync
         cs = self.config.connection_sync if self.config is not None else None
         if isinstance(event, VrrpChanged) and cs is not None and event.instance == cs.follow:
             self._want_sync(syncd.role_for(event.new))
