@@ -21,6 +21,7 @@ APT_PACKAGES=(
   # the Debian package (make deb), lintian, and the clean Debian 12/13 roots it is tested in
   debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-typer python3-yaml
   lintian debootstrap
+  systemd-container # systemd-nspawn: the packaged unit under a real systemd (PID 1 of a container) in the VM
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -38,8 +38,8 @@ def _outside_results(config: pytest.Config, items: list[pytest.Item]) -> dict[st
 
 def _prepare_host(ids: list[str]) -> None:
     """What VM tests need made on the host first (the VM sees the host's files):
-    a Debian 12 root with the package installed, for test_package_apply."""
-    if any("test_package_apply" in i for i in ids):
+    a Debian 12 root with the package installed, for the test_package_* files."""
+    if any("tests/kernel/test_package_" in i for i in ids):
         from tests.package import debroot
 
         if debroot.tools_missing() is None:

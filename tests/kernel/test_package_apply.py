@@ -29,9 +29,11 @@ def debian12() -> Iterator[Path]:
         for fs in ("proc", "sys", "dev"):
             sh("mount", "--bind", f"/{fs}", str(ROOTFS / fs))
             mounts.append(ROOTFS / fs)
-        # the VM sees the host's files read-only: the root's /tmp must be its own
-        sh("mount", "-t", "tmpfs", "tmpfs", str(ROOTFS / "tmp"))
-        mounts.append(ROOTFS / "tmp")
+        # the VM sees the host's files read-only: the root's /tmp and /run (where
+        # systemd-analyze makes /run/systemd) must be its own
+        for d in ("tmp", "run"):
+            sh("mount", "-t", "tmpfs", "tmpfs", str(ROOTFS / d))
+            mounts.append(ROOTFS / d)
         ipvsadm("-C")
         yield ROOTFS
     finally:

@@ -16,9 +16,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 ROOTS = ROOT / "build" / "roots"
-# What the tests use inside a root next to the package: systemd-analyze, man (for the
-# unit's Documentation= check), kill (ExecReload).
-EXTRAS = ("systemd", "man-db", "procps")
+# What the tests use inside a root next to the package: systemd (systemd-analyze, and
+# PID 1 of the container the unit runs in), man (the unit's Documentation= check),
+# kill (ExecReload), and ExaBGP, the package's Recommends that `bgp:` runs.
+EXTRAS = ("systemd", "man-db", "procps", "exabgp")
 
 
 def tools_missing() -> str | None:
