@@ -281,6 +281,9 @@ def test_the_unit_runs_the_daemon_in_its_sandbox(box: Container) -> None:
     # The control socket in the unit's RuntimeDirectory answers the CLI.
     out = box.run("ipvsmgr", "status")
     assert "198.18.9.100:80" in out and "198.18.9.200:80" in out, out
+    # and none of it cost an error on the way (ExaBGP's FIFOs once did, in this sandbox)
+    errors = [line for line in box.journal().splitlines() if " ERROR " in line or "Traceback" in line]
+    assert errors == [], errors
 
 
 def test_reload_applies_a_good_file_and_refuses_a_bad_one(box: Container) -> None:
