@@ -10,6 +10,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import struct
 import threading
 from collections.abc import Callable
 
@@ -221,33 +222,34 @@ class MapHandle:
         return result
 
 
-def prog_info(fd: int) -> tuple[int, bytes, str]:
-    """(id, tag, name) of a loaded program."""
+def _obj_info(fd: int, request: bytes = b"", at: int = 0) -> bytes:
+    """bpf_obj_get_info_by_fd into a zeroed bpf_{prog,map}_info (256 bytes covers
+    every field read here), with `request` written at offset `at` first."""
     info = ctypes.create_string_buffer(256)
+    ctypes.memmove(ctypes.addressof(info) + at, request, len(request))
     size = ctypes.c_uint32(len(info))
     libbpf().call("bpf_obj_get_info_by_fd", fd, info, ctypes.byref(size))
-    raw = info.raw
+    return info.raw
+
+
+def prog_info(fd: int) -> tuple[int, bytes, str]:
+    """(id, tag, name) of a loaded program."""
+    raw = _obj_info(fd)
     prog_id = int.from_bytes(raw[4:8], "little")
     return prog_id, raw[8:16], raw[64:80].split(b"\0", 1)[0].decode()
 
 
 def prog_map_ids(fd: int) -> set[int]:
-    """Ids of the maps a loaded program uses (bpf_prog_info.nr_map_ids / map_ids)."""
+    """Ids of the maps a loaded program uses: bpf_prog_info's nr_map_ids (offset 52)
+    and map_ids (56), a pointer to room for that many."""
     ids = (ctypes.c_uint32 * 64)()
-    info = ctypes.create_string_buffer(256)
-    ctypes.memmove(ctypes.addressof(info) + 52, ctypes.byref(ctypes.c_uint32(len(ids))), 4)
-    ctypes.memmove(ctypes.addressof(info) + 56, ctypes.byref(ctypes.c_uint64(ctypes.addressof(ids))), 8)
-    size = ctypes.c_uint32(len(info))
-    libbpf().call("bpf_obj_get_info_by_fd", fd, info, ctypes.byref(size))
-    count = int.from_bytes(info.raw[52:56], "little")
+    raw = _obj_info(fd, struct.pack("<IQ", len(ids), ctypes.addressof(ids)), at=52)
+    count = int.from_bytes(raw[52:56], "little")
     return set(ids[: min(count, len(ids))])
 
 
 def map_id(fd: int) -> int:
-    info = ctypes.create_string_buffer(128)
-    size = ctypes.c_uint32(len(info))
-    libbpf().call("bpf_obj_get_info_by_fd", fd, info, ctypes.byref(size))
-    return int.from_bytes(info.raw[4:8], "little")
+    return int.from_bytes(_obj_info(fd)[4:8], "little")
 
 
 def xdp_query(ifindex: int) -> tuple[int, int]:

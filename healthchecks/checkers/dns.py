@@ -16,6 +16,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from healthchecks.checkers import MissingPackage
 from healthchecks.net import CheckFailed as _Fail
 from healthchecks.net import SockAddrs, sockaddrs, udp_exchange
 from healthchecks.result import Result, Target, bounded
@@ -36,8 +37,8 @@ _MODULES = (
 _MISSING = "the dns health check needs dnspython (Debian package python3-dnspython)"
 
 
-class DnspythonMissing(ImportError):
-    """dnspython is not installed (an ImportError: the config check reports it at the check's line)."""
+class DnspythonMissing(MissingPackage):
+    """dnspython is not installed."""
 
 
 def _require_dnspython() -> None:
@@ -91,8 +92,8 @@ class DnsCheck:
     async def check(self, target: Target, timeout: float) -> Result:
         try:
             _require_dnspython()
-        except DnspythonMissing:
-            return Result.down("dnspython missing (install python3-dnspython)")
+        except DnspythonMissing as e:
+            return Result.down(str(e))
         return await bounded(self._run(target), timeout)
 
     async def _run(self, target: Target) -> Result:

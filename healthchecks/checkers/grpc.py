@@ -36,19 +36,20 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from healthchecks.checkers import MissingPackage
 from healthchecks.result import Result, Target, describe_os_error
 
 METHOD = "/grpc.health.v1.Health/Check"
 STATUS_NAMES = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
 SERVING = 1
-MISSING = "grpc check needs the grpc module: install python3-grpcio"
+MISSING = "the grpc health check needs grpcio (Debian package python3-grpcio)"
 DETAILS_MAX = 120
 _MAX_RESPONSE = 4096  # bytes: a HealthCheckResponse is 2
 _GRACE = 0.5  # seconds past the deadline before the check gives up on gRPC itself
 _RELAY_CHUNK = 65536
 
 
-class GrpcMissing(ImportError):
+class GrpcMissing(MissingPackage):
     """The grpc module is not installed."""
 
 

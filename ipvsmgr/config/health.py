@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from healthchecks.checkers import MissingPackage
 from ipvsmgr.config.durations import parse_duration
 from ipvsmgr.config.model import HealthCheck
 
@@ -126,14 +127,11 @@ def build_check(raw: dict[str, Any], error: Callable[[tuple[str, ...], str], Non
     except (ValueError, TypeError) as e:
         error((block,) if block else ("type",), f"invalid {kind} check options: {e}")
         return None
+    except MissingPackage as e:
+        error(("type",), str(e))
+        return None
     except ImportError as e:
-        # ours name the Debian package already; a bare ImportError does not
-        text = (
-            str(e)
-            if "Debian package" in str(e)
-            else f"{kind} checks need a package that is not installed: {e}"
-        )
-        error(("type",), text)
+        error(("type",), f"{kind} checks need a package that is not installed: {e}")
         return None
     return HealthCheck(
         type=kind,

@@ -13,8 +13,9 @@ import pytest
 
 from tests.kernel.conftest import IN_VM
 from tests.kernel.helpers import ipvsadm, sh
+from tests.package.debroot import ROOTS
 
-ROOTFS = Path(__file__).resolve().parents[2] / "build" / "roots" / "bookworm"
+ROOTFS = ROOTS / "bookworm"  # made on the host before the VM boots (conftest._prepare_host)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import signal
 import subprocess
@@ -31,8 +32,9 @@ import pytest
 from ipvsmgr.lab import RealServer, wait
 from tests.kernel.conftest import IN_VM
 from tests.kernel.helpers import sh
+from tests.package.debroot import ROOTS
 
-ROOTFS = Path(__file__).resolve().parents[2] / "build" / "roots" / "bookworm"
+ROOTFS = ROOTS / "bookworm"  # made on the host before the VM boots (conftest._prepare_host)
 LB, PEER = "sd-lb", "sd-peer"
 CONFIG = "/etc/ipvsmgr/ipvsmgr.yaml"
 BOOT_TIMEOUT = 120.0  # TCG: about 30 s here, slower on a busy machine
@@ -171,7 +173,7 @@ class Container:
         if self.proc is not None and self.proc.poll() is None:
             if self.leader:
                 with contextlib.suppress(ProcessLookupError):
-                    sh("kill", f"-{int(signal.SIGRTMIN) + 4}", str(self.leader), check=False)  # poweroff
+                    os.kill(self.leader, signal.SIGRTMIN + 4)  # systemd's "poweroff" signal
             try:
                 self.proc.wait(90)
             except subprocess.TimeoutExpired:
