@@ -634,27 +634,51 @@ def vrrp_reclaim(
     typer.echo(f"{r['instance']}: configured priority restored, now {r['state']}")
 
 
-def _lab_in_vm(why: str, work_dir: str | None) -> NoReturn:
-    """This kernel has no IPVS: run the same command inside a virtme-ng VM booted
-    from the newest /boot/vmlinuz (Debian's has IPVS), sharing this filesystem."""
+def _lab_vm_tools(python: str) -> tuple[str | None, str | None, list[str]]:
+    """(vng, kernel, what is missing) for running the lab in a VM.
+
+    scripts/lab.sh installs virtme-ng into the venv whose python runs this,
+    and a clean environment (`env -i`, sudo's secure_path) does not have that
+    venv on PATH: look beside the interpreter too."""
     import glob
-    import shlex
     import shutil
 
     kernels = sorted(glob.glob("/boot/vmlinuz-*"))
-    vng = shutil.which("vng")
-    if not vng or not kernels or os.environ.get("IPVSMGR_IN_VM") == "1":
-        _fail(f"{why}; no VM to run the lab in (needs virtme-ng, qemu and a /boot/vmlinuz-*)")
+    vng = shutil.which("vng") or shutil.which("vng", path=os.path.dirname(python))
+    missing = [
+        what
+        for what, ok in (
+            ("virtme-ng (vng: pip install virtme-ng)", vng),
+            ("qemu (apt-get install qemu-system-x86)", shutil.which("qemu-system-x86_64")),
+            ("a kernel with IPVS (apt-get install linux-image-amd64)", kernels),
+        )
+        if not ok
+    ]
+    return vng, (kernels[-1] if kernels else None), missing
+
+
+def _lab_in_vm(why: str, work_dir: str | None) -> NoReturn:
+    """This kernel has no IPVS: run the same command inside a virtme-ng VM booted
+    from the newest /boot/vmlinuz (Debian's has IPVS), sharing this filesystem."""
+    import shlex
+
+    vng, kernel, missing = _lab_vm_tools(sys.executable)
+    if os.environ.get("IPVSMGR_IN_VM") == "1":
+        _fail(f"{why}, and this is already the lab's VM")
+    if missing or vng is None or kernel is None:
+        _fail(f"{why}; no VM to run the lab in: missing {', '.join(missing)} (scripts/lab.sh installs them)")
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     inner = [sys.executable, "-m", "ipvsmgr", "lab"] + (["--work-dir", work_dir] if work_dir else [])
     command = (
         f"cd {shlex.quote(os.getcwd())} && IPVSMGR_IN_VM=1 PYTHONPATH={shlex.quote(package_root)} "
         + shlex.join(inner)
     )
-    typer.echo(f"this kernel has no IPVS ({why}): running the lab inside a VM ({kernels[-1]}) ...")
+    typer.echo(f"this kernel has no IPVS ({why}): running the lab inside a VM ({kernel}) ...")
     sys.stdout.flush()
-    argv = [vng, "--run", kernels[-1], "--user", "root", "--disable-kvm", "--memory", "2G", "--cpus", "2"]
-    os.execv(vng, [*argv, "--exec", command])
+    argv = [vng, "--run", kernel, "--user", "root", "--disable-kvm", "--memory", "2G", "--cpus", "2"]
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join((os.path.dirname(sys.executable), env.get("PATH", os.defpath)))
+    os.execve(vng, [*argv, "--exec", command], env)
 
 
 @app.command()
