@@ -126,9 +126,13 @@ def _client() -> Any:
         _fail("talking to IPVS needs root (CAP_NET_ADMIN)")
 
 
-def _round(config_path: str, state_dir: str, apply: bool = False) -> tuple[Round, int]:
-    """Plan (and with `apply`, run) one round; returns it and the netlink writes."""
-    from ipvsmgr.reconcile import engine
+def _round(config_path: str, state_dir: str, apply: bool = False, force: bool = False) -> tuple[Round, int]:
+    """Plan (and with `apply`, run) one round; returns it and the netlink writes.
+
+    The removal guard compares the file with what the kernel holds of ours:
+    `apply` stops before any write when it objects (unless forced), `plan`
+    says that apply would."""
+    from ipvsmgr.reconcile import engine, guard
     from ipvsmgr.reconcile.desired import desired_state
     from ipvsmgr.reconcile.state import StateStore
 
@@ -137,12 +141,20 @@ def _round(config_path: str, state_dir: str, apply: bool = False) -> tuple[Round
     gc.disable()
     cfg = _load(config_path)
     desired, drain_timeout = desired_state(cfg), cfg.drain_timeout
+    empty, share = cfg.empty, cfg.max_removed_reals
     del cfg  # the typed config is not needed past this point: free it before the dump
     store = StateStore(state_dir)
     client = _client()
     try:
         with store.locked() if apply else contextlib.nullcontext():
             rnd = engine.plan_desired(desired, drain_timeout, client, store)
+            owned = store.load().owned
+            removed = guard.removal(guard.kernel_reals(rnd.kernel, owned), desired.dests)
+            why = guard.EMPTY_FILE if empty and removed.services else guard.refusal(removed, share)
+            if why is not None and (not force or empty):  # an empty file is never forced through
+                if apply:
+                    _fail(f"{config_path}: nothing applied: {why}")
+                typer.echo(f"ipvsmgr: apply would refuse this: {why}", err=True)
             if apply:
                 engine.apply(rnd, client, store)
             return rnd, rnd.writes
@@ -219,13 +231,19 @@ def apply(
     as_json: bool = typer.Option(False, "--json", help="Print what was done as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the summary line."),
     state_dir: str = STATE_OPTION,
+    force: bool = typer.Option(
+        False, "--force", help="Pass the removal guard: apply a file that removes most of what runs."
+    ),
 ) -> None:
     """Reconcile the kernel with the configuration once (add, edit, drain, delete).
 
     Only services the configuration declares (or that ipvsmgr created earlier)
     are touched. Reals removed from the configuration are drained: weight 0
     first, deleted once idle or after ipvs.drain_timeout; run apply again (or
-    the daemon) to finish a drain. Exit status 0 on success, 1 on any error.
+    the daemon) to finish a drain. A file that removes every owned virtual
+    server or more than ipvs.max_removed_reals of the owned reals is refused
+    before any write unless --force (a file with no settings always is).
+    Exit status 0 on success, 1 on any error or refusal.
 
     Examples:
 
@@ -233,7 +251,7 @@ def apply(
 
       ipvsmgr apply -c lb.yaml --json
     """
-    rnd, _ = _round(config or DEFAULT_CONFIG, state_dir, apply=True)
+    rnd, _ = _round(config or DEFAULT_CONFIG, state_dir, apply=True, force=force)
     _print_round(rnd, as_json, applied=True, quiet=quiet)
     if rnd.failures:
         if not as_json:
@@ -270,6 +288,9 @@ def run(
         "--remove-on-stop",
         help="Delete our IPVS services on SIGTERM (default: leave them, so a restart is hitless).",
     ),  # fmt: skip
+    force: bool = typer.Option(
+        False, "--force", help="Start even if the file removes most of what the kernel holds of ours."
+    ),
 ) -> None:
     """Run the health checks and keep IPVS in step with them, until stopped.
 
@@ -312,6 +333,7 @@ def run(
     daemon = Daemon(
         path, state_dir, parse_duration(resync), control_socket=socket_path or None,
         control_group=socket_group, notifier=notifier, metrics=listen, remove_on_stop=remove_on_stop,
+        force=force, log_level=log_level, log_format=log_format,
     )  # fmt: skip
     try:
         asyncio.run(daemon.run())
@@ -391,17 +413,25 @@ def top(
 
 
 @app.command()
-def reload(socket_path: str = SOCKET_OPTION) -> None:
+def reload(
+    socket_path: str = SOCKET_OPTION,
+    force: bool = typer.Option(
+        False, "--force", help="Pass the removal guard: apply a file that removes most of what runs."
+    ),
+) -> None:
     """Make the daemon read its configuration again; print every problem if it is invalid.
 
     An invalid file changes nothing (exit status 1); a valid one is applied as a
     difference: unchanged reals keep their health, unchanged VRRP instances their state.
+    A file with no settings is always refused; one that removes every virtual
+    server, every VIP or more than ipvs.max_removed_reals of the reals is
+    refused unless --force.
 
     Example:
 
       ipvsmgr check && ipvsmgr reload
     """
-    _call(socket_path, "reload")
+    _call(socket_path, "reload", **({"force": "yes"} if force else {}))
     typer.echo("reloaded")
 
 

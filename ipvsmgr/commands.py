@@ -30,7 +30,10 @@ async def run(d: Daemon, req: Request) -> Any:
         if req.command == "status":
             return await status(d)
         if req.command == "reload":
-            result = d._reload()
+            force = a.get("force", "no")
+            if force not in ("yes", "no"):
+                raise CommandError(f"reload: force is 'yes' or 'no', not {force!r}")
+            result = await d._reload(force=force == "yes")
             if not result["ok"]:
                 problems = "\n".join(result["problems"])
                 raise CommandError(f"reload refused, still running the previous configuration:\n{problems}")
@@ -42,7 +45,7 @@ async def run(d: Daemon, req: Request) -> Any:
         if req.command in ("drain_node", "undrain_node"):
             return drain_node(d, req.command == "drain_node")
         if req.command in ("vrrp_release", "vrrp_reclaim"):
-            return vrrp_release(d, a["instance"], req.command == "vrrp_release")
+            return await vrrp_release(d, a["instance"], req.command == "vrrp_release")
         if req.command == "xdp_status":
             return xdp_status(d)
         if req.command in ("xdp_block", "xdp_allow"):
@@ -88,15 +91,17 @@ def drain_node(d: Daemon, on: bool) -> dict[str, Any]:
     return {"node_drained": on, "changed": changed, "announced": d.bgp_announced()}
 
 
-def vrrp_release(d: Daemon, name: str, on: bool) -> dict[str, Any]:
+async def vrrp_release(d: Daemon, name: str, on: bool) -> dict[str, Any]:
     assert d.config is not None
     names = sorted(i.name for i in d.config.vrrp.instances)
     if d.vrrp is None or name not in names:
         raise CommandError(f"no VRRP instance named {name!r} (instances: {', '.join(names) or 'none'})")
     try:
-        state = d.vrrp.release(name) if on else d.vrrp.reclaim(name)
+        state = await (d.vrrp.release(name) if on else d.vrrp.reclaim(name))
     except KeyError:
         raise CommandError(f"VRRP instance {name!r} is not running (a failed reload?)") from None
+    except OSError as e:  # the VRRP process refused, or is being restarted
+        raise CommandError(f"VRRP instance {name!r}: {e}") from None
     released = d.overrides.released | {name} if on else d.overrides.released - {name}
     if released != d.overrides.released:
         d.set_overrides(replace(d.overrides, released=frozenset(released)))
@@ -173,6 +178,7 @@ async def status(d: Daemon) -> dict[str, Any]:
             "last_reload": d.last_reload,
             "last_reconcile": d.last_round or None,
             "kernel_error": kernel_error,
+            "vrrp_process": None if d.vrrp is None else {"pid": d.vrrp.pid, "restarts": d.vrrp.restarts},
         },
         "virtual_servers": [_vs_status(d, vs, table) for vs in d.config.virtual_servers],
         "vrrp": d.vrrp.status() if d.vrrp is not None else [],

@@ -35,10 +35,10 @@ DEFAULT_SOCKET = "/run/ipvsmgr/control.sock"
 MAX_LINE = 64 * 1024  # bytes in one request
 IDLE_TIMEOUT = 30.0  # seconds a connection may sit without a complete request
 
-# command -> its arguments (all strings, all required)
+# command -> its arguments (all strings; a trailing "?" marks an optional one)
 COMMANDS: Mapping[str, tuple[str, ...]] = {
     "status": (),
-    "reload": (),
+    "reload": ("force?",),  # force: "yes" passes the removal guard
     "drain": ("virtual_server", "real"),
     "undrain": ("virtual_server", "real"),
     "disable": ("virtual_server",),
@@ -89,10 +89,13 @@ def parse_request(line: bytes) -> Request:
     if not isinstance(args, dict):
         raise RequestError("bad_request", "'args' must be an object")
     wanted = COMMANDS[command]
-    extra = set(args) - set(wanted)
+    extra = set(args) - {w.rstrip("?") for w in wanted}
     if extra:
         raise RequestError("bad_request", f"{command} takes no argument(s) {', '.join(sorted(extra))}")
-    for name in wanted:
+    for spec in wanted:
+        name = spec.rstrip("?")
+        if spec.endswith("?") and name not in args:
+            continue
         value = args.get(name)
         if not isinstance(value, str) or not value:
             raise RequestError("bad_request", f"{command} needs '{name}' (a non-empty string)")

@@ -168,8 +168,12 @@ def families(s: Snapshot, table: Table | None, kernel_ok: bool) -> Iterator[Metr
         m = _C(f"ipvsmgr_{name}", text)
         m.add_metric([], c.get(name, 0))
         yield m
-    reload = _C("ipvsmgr_reloads", "Configuration reloads.", labels=["result"])
-    for result in ("ok", "refused"):
+    reload = _C(
+        "ipvsmgr_reloads",
+        "Configuration reloads: ok, refused (invalid file), guarded (stopped by the removal guard).",
+        labels=["result"],
+    )
+    for result in ("ok", "refused", "guarded"):
         reload.add_metric([result], s.reloads.get(result, 0))
     yield reload
     creq = _C("ipvsmgr_control_requests", "Control socket requests.", labels=["command"])

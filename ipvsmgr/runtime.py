@@ -29,12 +29,13 @@ from healthchecks.scheduler import ScheduledCheck, Scheduler
 from ipvsmgr import commands, metrics, syncd
 from ipvsmgr.config import Config, ConfigError, load
 from ipvsmgr.config.model import BgpConfig, ConnectionSync
+from ipvsmgr.config.worker import load_isolated
 from ipvsmgr.control import ControlServer, Request
 from ipvsmgr.events import EventBus, QuorumChanged, RealChanged, VrrpChanged, describe
 from ipvsmgr.ipvs.client import IPVSClient
 from ipvsmgr.ipvs.model import ServiceKey, Table
 from ipvsmgr.metrics import MetricsServer
-from ipvsmgr.reconcile import engine
+from ipvsmgr.reconcile import engine, guard
 from ipvsmgr.reconcile.desired import Desired, destination, service_key
 from ipvsmgr.reconcile.health import QuorumState, RealHealth, RealId, healthy_state
 from ipvsmgr.reconcile.operations import DeleteReal
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from ipvsmgr.bgp.routes import Decision
     from ipvsmgr.bgp.speaker import Speaker
     from ipvsmgr.bgp.vips import VipHolder
-    from vrrp.service import VrrpService
+    from vrrp.remote import VrrpProcess
 
 log = logging.getLogger("ipvsmgr")
 T = TypeVar("T")
@@ -105,8 +106,13 @@ class Daemon:
         notifier: Notifier | None = None,
         metrics: tuple[str, int] | None = None,
         remove_on_stop: bool = False,
+        force: bool = False,
+        log_level: str = "info",
+        log_format: str = "text",
     ) -> None:
         self.config_path = config_path
+        self.log_level, self.log_format = log_level, log_format  # the VRRP process logs as we do
+        self.force = force  # start even if the removal guard objects
         self.store = StateStore(state_dir)
         self.override_store = OverrideStore(state_dir)
         self.overrides = self.override_store.load()
@@ -133,6 +139,7 @@ class Daemon:
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.reload_requested = False
+        self._reload_lock = asyncio.Lock()
         self.scheduler = Scheduler()
         self.scheduler.subscribe(self._on_transition)
         self.events = EventBus()
@@ -140,7 +147,7 @@ class Daemon:
         self.events.subscribe(self._on_event)
         self.client: IPVSClient | None = None
         self.config: Config | None = None
-        self.vrrp: VrrpService | None = None
+        self.vrrp: VrrpProcess | None = None
         self._vrrp_reload = False
         self.quorum_states: dict[ServiceKey, QuorumState] = {}
         self.state_dir = state_dir
@@ -241,6 +248,17 @@ class Daemon:
         }  # fmt: skip
         self._update_status()
 
+    def _start_refusal(self) -> str | None:
+        """The removal guard at start: the file against what the kernel holds of ours
+        (a restart with a wrong file must not wipe the table the last run left)."""
+        assert self.client is not None and self.config is not None
+        owned = self.store.load().owned
+        if not owned:
+            return None
+        table = self.client.table(only=owned, stats=False)
+        removed = guard.removal(guard.kernel_reals(table, owned), guard.config_reals(self.config))
+        return guard.refusal(removed, self.config.max_removed_reals)
+
     def _kernel_up(self) -> set[RealId]:
         assert self.client is not None
         table = self.client.table(stats=False)
@@ -248,21 +266,40 @@ class Daemon:
             (skey, dkey) for skey, dests in table.dests.items() for dkey, d in dests.items() if d.weight > 0
         }
 
-    def _reload(self) -> dict[str, Any]:
-        """Load the file again; apply it only if valid. The outcome is also kept for `status`."""
+    def _refuse_reload(self, problems: list[str], guarded: bool) -> dict[str, Any]:
+        for p in problems:
+            log.error("%s", p)
+        what = "the removal guard stopped it" if guarded else f"{len(problems)} problems"
+        log.error("reload refused (%s); still running the previous configuration", what)
+        self.last_reload = {"at": time.time(), "ok": False, "problems": problems, "guarded": guarded}
+        self.counters["reloads_guarded" if guarded else "reloads_refused"] += 1
+        self.notifier.ready(self._status_line())
+        return self.last_reload
+
+    async def _reload(self, force: bool = False) -> dict[str, Any]:
+        """Load the file again; apply it only if valid and the removal guard
+        lets it through. The outcome is also kept for `status`."""
+        async with self._reload_lock:  # SIGHUP and `ipvsmgr reload` at once: one after the other
+            return await self._reload_locked(force)
+
+    async def _reload_locked(self, force: bool) -> dict[str, Any]:
         self.notifier.reloading()
         try:
-            config = load(self.config_path)
+            # In a worker process with a time and memory budget (config/worker.py):
+            # the loop goes on, and a huge or hostile file cannot swell the daemon.
+            config = await asyncio.to_thread(load_isolated, self.config_path)
         except ConfigError as e:
-            for p in e.problems:
-                log.error("%s", p)
-            log.error(
-                "reload refused: %d problems; still running the previous configuration", len(e.problems)
-            )
-            self.last_reload = {"at": time.time(), "ok": False, "problems": [str(p) for p in e.problems]}
-            self.counters["reloads_refused"] += 1
-            self.notifier.ready(self._status_line())
-            return self.last_reload
+            return self._refuse_reload([str(p) for p in e.problems], guarded=False)
+        if config.empty:
+            return self._refuse_reload([f"{self.config_path}: {guard.EMPTY_FILE}"], guarded=True)
+        if self.config is not None and not force:
+            removed = guard.removal(
+                guard.config_reals(self.config), guard.config_reals(config),
+                guard.config_vips(self.config), guard.config_vips(config),
+            )  # fmt: skip
+            why = guard.refusal(removed, config.max_removed_reals)
+            if why is not None:
+                return self._refuse_reload([f"{self.config_path}: reload refused: {why}"], guarded=True)
         old = self.config
         self.config = config
         self._schedule(config, set())
@@ -292,10 +329,14 @@ class Daemon:
         assert self.config is not None
         if not self.config.vrrp.instances:
             return
-        from vrrp.service import VrrpService  # pyroute2: only for configurations with VRRP
+        from vrrp.remote import VrrpProcess  # VRRP runs in a process of its own (vrrp/child.py)
 
-        service = VrrpService(
-            self.config.vrrp.instances, self.config.vrrp.sync_groups, released=self.overrides.released
+        service = VrrpProcess(
+            self.config.vrrp.instances,
+            self.config.vrrp.sync_groups,
+            released=self.overrides.released,
+            log_level=self.log_level,
+            log_format=self.log_format,
         )
         service.listeners.append(
             lambda name, old, new, reason: self.events.emit(VrrpChanged(name, old.value, new.value, reason))
@@ -310,6 +351,7 @@ class Daemon:
             service.close()
             raise StartupError(f"cannot start VRRP: {e}") from e
         self.vrrp = service
+        log.info("VRRP runs in process %s", service.pid)
 
     async def _reload_vrrp(self) -> None:
         """Unchanged instances keep their state and VIPs; only the changed ones restart."""
@@ -318,7 +360,7 @@ class Daemon:
             await self._start_vrrp()
             return
         try:
-            added, removed, restarted = self.vrrp.update(
+            added, removed, restarted = await self.vrrp.update(
                 self.config.vrrp.instances, self.config.vrrp.sync_groups
             )
         except OSError as e:
@@ -499,6 +541,11 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._request_reload)
+        if self.client is not None and not self.force:
+            why = await self.kernel(self._start_refusal)
+            if why is not None:
+                self.client.close()
+                raise StartupError(f"{self.config_path}: not started: {why}")
         kernel_up = await self.kernel(self._kernel_up) if self.client is not None else set()
         self._schedule(self.config, kernel_up)
         log.info("running %s: %d checks", self.config_path, len(self.scheduler.keys()))
@@ -542,7 +589,7 @@ class Daemon:
                 self.wake.clear()
                 if self.reload_requested:
                     self.reload_requested = False
-                    self._reload()
+                    await self._reload()
         finally:
             self.notifier.stopping()
             await self._stop_bgp()
@@ -669,7 +716,7 @@ class Daemon:
         snap.bgp = self.bgp_status()
         if self.config.xdp is not None:
             snap.xdp = self.xdp.status(detail=False)
-        snap.reloads = {"ok": self.counters["reloads_ok"], "refused": self.counters["reloads_refused"]}
+        snap.reloads = {r: self.counters[f"reloads_{r}"] for r in ("ok", "refused", "guarded")}
         if self.control is not None:
             snap.control_requests = dict(self.control.requests)
             snap.control_refused = dict(self.control.refused)

@@ -35,7 +35,12 @@ def render(st: dict[str, Any]) -> str:
     lr = d.get("last_reload")
     if lr:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lr["at"]))
-        verdict = "ok" if lr["ok"] else f"REFUSED ({len(lr['problems'])} problems, previous config kept)"
+        if lr["ok"]:
+            verdict = "ok"
+        elif lr.get("guarded"):
+            verdict = f"REFUSED, previous config kept: {lr['problems'][0] if lr['problems'] else ''}"
+        else:
+            verdict = f"REFUSED ({len(lr['problems'])} problems, previous config kept)"
         lines.append(f"last reload {when}: {verdict}")
     if d.get("kernel_error"):
         lines.append(f"cannot read IPVS: {d['kernel_error']}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from ipvsmgr.config.build import build
 from ipvsmgr.config.errors import ConfigError, Problem
 from ipvsmgr.config.model import Config
@@ -16,7 +18,10 @@ __all__ = ["DEFAULT_PATH", "Config", "ConfigError", "Problem", "load", "load_tex
 def load_text(text: str, filename: str) -> Config:
     """Parse and check a configuration; raise ConfigError listing every problem."""
     doc = parse(text, filename)
-    if doc.data is None:  # an empty file (or only comments) is an empty configuration
+    # An empty file (or only comments) is an empty configuration, which is
+    # valid, but marked: it never replaces a running one (reconcile/guard.py).
+    empty = doc.data is None or doc.data == {}
+    if doc.data is None:
         doc.data = {}
     problems = validate(doc)
     data = doc.data
@@ -54,7 +59,7 @@ def load_text(text: str, filename: str) -> Config:
     problems += semantic
     if problems:
         raise ConfigError(problems)
-    return config
+    return dataclasses.replace(config, empty=True) if empty else config
 
 
 def load(path: str) -> Config:

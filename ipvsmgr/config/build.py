@@ -353,6 +353,7 @@ class _Builder:
             drain_timeout=drain,
             vrrp=vrrp,
             connection_sync=self.connection_sync(ipvs.get("connection_sync"), vrrp),
+            max_removed_reals=float(ipvs.get("max_removed_reals", 0.5)),
         )
 
     def connection_sync(self, raw: dict[str, Any] | None, vrrp: VrrpConfig) -> ConnectionSync | None:

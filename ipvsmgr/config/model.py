@@ -165,3 +165,5 @@ class Config:
     bgp: BgpConfig | None = None
     sysctls: tuple[tuple[str, int], ...] = ()  # net.ipv4.vs.NAME = value, in config order
     xdp: XdpConfig | None = None
+    max_removed_reals: float = 0.5  # the removal guard's share (reconcile/guard.py)
+    empty: bool = False  # the file held no settings at all: never replaces a running configuration

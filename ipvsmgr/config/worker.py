@@ -1,0 +1,71 @@
+"""Load a configuration in a process of its own, within a time and memory budget.
+
+The daemon reloads through this: parsing and validating a 10,000 x 10 file
+takes seconds and hundreds of MB, and a hostile file (aliases that expand,
+deep nesting) can take far more. In a worker the daemon's loop keeps
+running, its memory does not grow with the file, and a file over budget is
+refused with a clear problem instead of stalling or swelling the daemon.
+
+`python -m ipvsmgr.config.worker PATH MEMORY_BYTES` writes one pickle on
+stdout: ("ok", Config) or ("problems", [Problem, ...]).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+import resource
+import subprocess
+import sys
+
+from ipvsmgr.config import Config, ConfigError, Problem, load
+
+LOAD_TIMEOUT = 120.0  # seconds: a valid 10,000 x 10 file takes ~3 s on a host, ~30 s in a TCG VM
+LOAD_MEMORY = 2 << 30  # bytes of address space (RLIMIT_AS) for the worker
+
+
+def load_isolated(path: str, timeout: float = LOAD_TIMEOUT, memory: int = LOAD_MEMORY) -> Config:
+    """load(path) in a worker process; ConfigError for an invalid file or one over budget."""
+    argv = [sys.executable, "-m", "ipvsmgr.config.worker", path, str(memory)]
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    try:
+        proc = subprocess.run(argv, capture_output=True, timeout=timeout, env=env, check=False)
+    except subprocess.TimeoutExpired:
+        raise ConfigError([Problem(path, 1, 1, f"loading took longer than {timeout:g}s; refused")]) from None
+    except OSError as e:
+        raise ConfigError([Problem(path, 1, 1, f"cannot start the configuration loader: {e}")]) from None
+    try:
+        kind, value = pickle.loads(proc.stdout)  # our own worker's output
+    except Exception:  # killed, or died before answering
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        why = err[-1][:200] if err else f"exit status {proc.returncode}"
+        if proc.returncode < 0 or "MemoryError" in why:
+            why = f"loading needs more memory than the loader's budget ({memory >> 20} MB): {why}; refused"
+        raise ConfigError([Problem(path, 1, 1, f"the configuration loader failed: {why}")]) from None
+    if kind == "ok" and isinstance(value, Config):
+        return value
+    raise ConfigError(list(value))
+
+
+def main() -> None:
+    path, memory = sys.argv[1], int(sys.argv[2])
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    gc.disable()  # hundreds of thousands of objects, no cycles: the collector would only rescan them
+    try:
+        result: tuple[str, object] = ("ok", load(path))
+    except ConfigError as e:
+        result = ("problems", e.problems)
+    except (MemoryError, RecursionError) as e:
+        what = "memory" if isinstance(e, MemoryError) else "nesting depth"
+        problem = Problem(path, 1, 1, f"loading needs more {what} than the loader's budget allows; refused")
+        result = ("problems", [problem])
+    sys.stdout.buffer.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    sys.stdout.flush()
+    os._exit(0)  # skip freeing the parse, object by object
+
+
+if __name__ == "__main__":
+    main()
