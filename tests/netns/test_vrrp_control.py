@@ -80,3 +80,26 @@ def test_bad_names_and_an_invalid_reload_change_nothing(vrrp_lab: VrrpLab) -> No
     assert lab.ctl("im", "reload").stdout.strip() == "reloaded"
     lab.wait_for(lambda: state(lab, "im")["priority"] == 120, 5, "the new priority")
     assert state(lab, "im")["transitions"] == 2  # init -> backup -> master, nothing since
+
+
+def test_an_emptied_file_keeps_the_vips(vrrp_lab: VrrpLab) -> None:
+    """A template that rendered empty (or the package's all-comment file) must not release the VIPs."""
+    lab = vrrp_lab
+    lab.ipvsmgr("a", ipvsmgr_conf(150), "im")
+    lab.wait_for(lambda: lab.has_address("a", VIP4), 15, "ipvsmgr as master")
+    lab.wait_for(lambda: lab.socket("im").exists(), 15, "the control socket")
+    conf = lab.work / "im.yaml"
+    for text in ("", "# vrrp:\n#   instances: []\n"):
+        conf.write_text(text)
+        r = lab.ctl("im", "reload", check=False)
+        assert r.returncode == 1 and "holds no settings" in r.stderr, r.stderr
+        time.sleep(0.5)  # a released VIP would be gone by now
+        assert lab.has_address("a", VIP4)
+        assert state(lab, "im")["state"] == "master"
+    # Every VIP gone is refused too, until forced.
+    conf.write_text("vrrp:\n  instances: []\n")
+    r = lab.ctl("im", "reload", check=False)
+    assert r.returncode == 1 and "every VRRP VIP" in r.stderr, r.stderr
+    assert lab.has_address("a", VIP4)
+    assert lab.ctl("im", "reload", "--force").returncode == 0
+    lab.wait_for(lambda: not lab.has_address("a", VIP4), 5, "the VIP released when forced")
