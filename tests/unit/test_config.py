@@ -522,8 +522,8 @@ SEMANTIC_CASES = [
      "virtual_servers:\n  - address: 198.18.0.1\n    port: 80\n    one_packet: true\n",
      "true", 1, "one_packet only applies to udp (or fwmark) services, not tcp"),
     ("one-packet-on-sctp",
-     "virtual_servers:\n  - {address: 198.18.0.1, port: 80, protocol: sctp, one_packet: yes}\n",
-     "yes", 1, "not sctp"),
+     "virtual_servers:\n  - {address: 198.18.0.1, port: 80, protocol: sctp, one_packet: true}\n",
+     "true", 1, "not sctp"),
     ("dr-real-other-port",
      "virtual_servers:\n  - address: 198.18.0.1\n    port: 80\n    forwarding: dr\n    reals:\n"
      "      - {address: 198.18.1.1, port: 8080}\n",
