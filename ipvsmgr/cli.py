@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import gc
 import json
 import os
+import re
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
+import click
 import typer
 
 from ipvsmgr import __version__
@@ -18,6 +21,45 @@ if TYPE_CHECKING:
     from ipvsmgr.reconcile.engine import Round
 
 DEFAULT_CONFIG = "/etc/ipvsmgr/ipvsmgr.yaml"
+
+# Exit statuses (ipvsmgr(8), EXIT STATUS): `plan` owns 2 for "changes pending",
+# so a usage error (click's default 2) gets sysexits' EX_USAGE instead, and a
+# CI job never reads a typo as pending changes.
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_USAGE = 0, 1, 2, 64
+click.exceptions.UsageError.exit_code = EXIT_USAGE
+
+
+class LogLevel(str, enum.Enum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+class LogFormat(str, enum.Enum):
+    text = "text"
+    json = "json"
+
+
+LOG_LEVEL_OPTION = typer.Option(LogLevel.info, "--log-level", help="How much to log.")
+LOG_FORMAT_OPTION = typer.Option(LogFormat.text, "--log-format", help="text, or json (one object per line).")
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+
+
+def _duration_option(name: str, text: str) -> float:
+    """A positive duration with its unit (100ms, 10s, 1.5m, 1h), or a one-line usage error."""
+    m = _DURATION.fullmatch(text.strip())
+    if m is None:
+        hint = f"; write {text.strip()}s for seconds" if re.fullmatch(r"\d+(\.\d+)?", text.strip()) else ""
+        _fail(f"{name}: {text!r} is not a duration such as 100ms, 10s, 1.5m or 1h{hint}", EXIT_USAGE)
+    from ipvsmgr.config.durations import parse_duration
+
+    seconds = parse_duration(text.strip())
+    if seconds <= 0:
+        _fail(f"{name}: {text!r} must be longer than 0", EXIT_USAGE)
+    return seconds
+
 
 app = typer.Typer(
     add_completion=True,
@@ -75,10 +117,25 @@ def _load(path: str) -> Config:
         raise typer.Exit(1) from None
 
 
+FILE_ARGUMENT = typer.Argument(None, metavar="[FILE]", help="The configuration (or -c FILE).")
+
+
+def _config_path(file: str | None, config: str | None) -> str:
+    """FILE or -c FILE, the same for every command; both, naming two files, is a usage error."""
+    if file and config and os.path.abspath(file) != os.path.abspath(config):
+        _fail(f"two configurations given: {file} and -c {config}; give one", EXIT_USAGE)
+    return file or config or DEFAULT_CONFIG
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
 @app.command()
 def check(
-    file: Optional[str] = typer.Argument(None, metavar="[FILE]", help="File to check."),  # noqa: UP007
+    file: Optional[str] = FILE_ARGUMENT,  # noqa: UP007
     config: Optional[str] = CONFIG_OPTION,  # noqa: UP007
+    as_json: bool = typer.Option(False, "--json", help="Print the verdict and every problem as JSON."),
 ) -> None:
     """Validate a configuration: schema and semantic checks, every problem as FILE:LINE:COL.
 
@@ -89,16 +146,32 @@ def check(
       ipvsmgr check
 
       ipvsmgr check /etc/ipvsmgr/ipvsmgr.yaml
+
+      ipvsmgr check --json lb.yaml | jq '.problems[]'
     """
-    path = file or config or DEFAULT_CONFIG
+    path = _config_path(file, config)
+    if as_json:
+        from ipvsmgr.config import ConfigError, load
+
+        try:
+            load(path)
+        except ConfigError as e:
+            problems = [
+                {"file": p.file, "line": p.line, "column": p.col, "message": p.message} for p in e.problems
+            ]
+            typer.echo(json.dumps({"file": path, "valid": False, "problems": problems}, indent=2))
+            raise typer.Exit(EXIT_ERROR) from None
+        typer.echo(json.dumps({"file": path, "valid": True, "problems": []}, indent=2))
+        return
     cfg = _load(path)
     reals = sum(len(v.reals) for v in cfg.virtual_servers)
-    vrrp = f", {len(cfg.vrrp.instances)} VRRP instances" if cfg.vrrp.instances else ""
+    vrrp = f", {_n(len(cfg.vrrp.instances), 'VRRP instance')}" if cfg.vrrp.instances else ""
     bgp = ""
     if cfg.bgp is not None:
-        bgp = f", {len(cfg.bgp.peers)} BGP peers, {len(cfg.bgp.announcements)} BGP prefixes"
+        bgp = f", {_n(len(cfg.bgp.peers), 'BGP peer')}, {_n(len(cfg.bgp.announcements), 'BGP prefix')}"
+        bgp = bgp.replace("prefixs", "prefixes")
     xdp = f", XDP guard on {', '.join(cfg.xdp.interfaces)}" if cfg.xdp is not None else ""
-    counts = f"{len(cfg.virtual_servers)} virtual servers, {reals} real servers{vrrp}{bgp}{xdp}"
+    counts = f"{_n(len(cfg.virtual_servers), 'virtual server')}, {_n(reals, 'real server')}{vrrp}{bgp}{xdp}"
     typer.echo(f"{path}: OK ({counts})")
 
 
@@ -205,6 +278,7 @@ def _print_round(rnd: Round, as_json: bool, applied: bool, quiet: bool = False) 
 
 @app.command()
 def plan(
+    file: Optional[str] = FILE_ARGUMENT,  # noqa: UP007
     config: Optional[str] = CONFIG_OPTION,  # noqa: UP007
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the summary line."),
@@ -220,13 +294,14 @@ def plan(
 
       ipvsmgr plan -c lb.yaml --json | jq '.operations[].op'
     """
-    rnd, _ = _round(config or DEFAULT_CONFIG, state_dir)
+    rnd, _ = _round(_config_path(file, config), state_dir)
     _print_round(rnd, as_json, applied=False, quiet=quiet)
-    raise typer.Exit(2 if rnd.plan.changes else 0)
+    raise typer.Exit(EXIT_CHANGES if rnd.plan.changes else EXIT_OK)
 
 
 @app.command()
 def apply(
+    file: Optional[str] = FILE_ARGUMENT,  # noqa: UP007
     config: Optional[str] = CONFIG_OPTION,  # noqa: UP007
     as_json: bool = typer.Option(False, "--json", help="Print what was done as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the summary line."),
@@ -251,7 +326,7 @@ def apply(
 
       ipvsmgr apply -c lb.yaml --json
     """
-    rnd, _ = _round(config or DEFAULT_CONFIG, state_dir, apply=True, force=force)
+    rnd, _ = _round(_config_path(file, config), state_dir, apply=True, force=force)
     _print_round(rnd, as_json, applied=True, quiet=quiet)
     if rnd.failures:
         if not as_json:
@@ -267,8 +342,8 @@ def run(
     resync: str = typer.Option(
         "10s", "--resync", metavar="DURATION", help="Full reconcile at least this often."
     ),
-    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
-    log_format: str = typer.Option("text", "--log-format", help="text, or json (one object per line)."),
+    log_level: LogLevel = LOG_LEVEL_OPTION,
+    log_format: LogFormat = LOG_FORMAT_OPTION,
     socket_path: str = SOCKET_OPTION,
     socket_group: Optional[str] = typer.Option(  # noqa: UP007
         None,
@@ -308,16 +383,14 @@ def run(
     import asyncio
 
     from ipvsmgr import logsetup
-    from ipvsmgr.config.durations import parse_duration
     from ipvsmgr.ipvs.client import IPVSUnavailable
     from ipvsmgr.runtime import Daemon, StartupError
     from ipvsmgr.sdnotify import Notifier
 
-    if log_format not in logsetup.FORMATS:
-        _fail(f"--log-format must be one of {', '.join(logsetup.FORMATS)}", 2)
-    logsetup.setup(log_level, log_format)
+    every = _duration_option("--resync", resync)
+    logsetup.setup(log_level.value, log_format.value)
     path = config or DEFAULT_CONFIG
-    _load(path)  # refuse to start on an invalid file, with every problem listed
+    loaded = _load(path)  # refuse to start on an invalid file, with every problem listed
     listen = None
     if metrics != "off":
         from ipvsmgr.lookup import NotFound, parse_endpoint
@@ -325,15 +398,22 @@ def run(
         try:
             host, port = parse_endpoint(metrics)
         except NotFound as e:
-            _fail(f"--metrics: {e}", 2)
+            _fail(f"--metrics: {e}", EXIT_USAGE)
         if port is None:
-            _fail("--metrics needs ADDRESS:PORT (or off)", 2)
+            _fail("--metrics needs ADDRESS:PORT (or off)", EXIT_USAGE)
+        try:
+            import prometheus_client  # noqa: F401  (optional: the "metrics" extra)
+        except ImportError:
+            _fail(
+                "--metrics needs prometheus_client (Debian: python3-prometheus-client; "
+                "pip: ipvsmgr[metrics]), or run with --metrics off"
+            )
         listen = (host, port)
     notifier = Notifier.from_env()
     daemon = Daemon(
-        path, state_dir, parse_duration(resync), control_socket=socket_path or None,
+        path, state_dir, every, control_socket=socket_path or None,
         control_group=socket_group, notifier=notifier, metrics=listen, remove_on_stop=remove_on_stop,
-        force=force, log_level=log_level, log_format=log_format,
+        force=force, log_level=log_level.value, log_format=log_format.value, config=loaded,
     )  # fmt: skip
     try:
         asyncio.run(daemon.run())

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from healthchecks.hysteresis import Transition
 from healthchecks.result import Result, Target
 from healthchecks.scheduler import ScheduledCheck, Scheduler
-from ipvsmgr import commands, metrics, syncd
+from ipvsmgr import commands, syncd
 from ipvsmgr.config import Config, ConfigError, load
 from ipvsmgr.config.model import BgpConfig, ConnectionSync
 from ipvsmgr.config.worker import load_isolated
@@ -34,7 +34,6 @@ from ipvsmgr.control import ControlServer, Request
 from ipvsmgr.events import EventBus, QuorumChanged, RealChanged, VrrpChanged, describe
 from ipvsmgr.ipvs.client import IPVSClient
 from ipvsmgr.ipvs.model import ServiceKey, Table
-from ipvsmgr.metrics import MetricsServer
 from ipvsmgr.reconcile import engine, guard
 from ipvsmgr.reconcile.desired import Desired, destination, service_key
 from ipvsmgr.reconcile.health import QuorumState, RealHealth, RealId, healthy_state
@@ -45,9 +44,11 @@ from ipvsmgr.sdnotify import Notifier
 from ipvsmgr.xdpshield import XdpShield, tables_for
 
 if TYPE_CHECKING:
+    from ipvsmgr import metrics
     from ipvsmgr.bgp.routes import Decision
     from ipvsmgr.bgp.speaker import Speaker
     from ipvsmgr.bgp.vips import VipHolder
+    from ipvsmgr.metrics import MetricsServer
     from vrrp.remote import VrrpProcess
 
 log = logging.getLogger("ipvsmgr")
@@ -109,6 +110,7 @@ class Daemon:
         force: bool = False,
         log_level: str = "info",
         log_format: str = "text",
+        config: Config | None = None,
     ) -> None:
         self.config_path = config_path
         self.log_level, self.log_format = log_level, log_format  # the VRRP process logs as we do
@@ -127,7 +129,12 @@ class Daemon:
         self._client_lock = threading.Lock()
         self._kernel_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ipvs")
         self._dirty = True  # something changed since the last reconcile (else its operations are drift)
-        self.metrics = MetricsServer(metrics[0], metrics[1], self._snapshot, self._dump) if metrics else None
+        self.metrics: MetricsServer | None = None
+        if metrics:
+            # prometheus_client is optional ("metrics" extra): only a daemon that serves metrics needs it.
+            from ipvsmgr.metrics import MetricsServer
+
+            self.metrics = MetricsServer(metrics[0], metrics[1], self._snapshot, self._dump)
         self._metrics_client: IPVSClient | None = None
         self.sync_role: str | None = None  # the connection-sync role wanted now
         self.sync_daemons: list[str] = []  # as last applied, for status
@@ -146,6 +153,7 @@ class Daemon:
         self.events.subscribe(lambda e: log.info("%s", describe(e)))
         self.events.subscribe(self._on_event)
         self.client: IPVSClient | None = None
+        self._preloaded = config  # what `run` already loaded and checked: not parsed twice at start
         self.config: Config | None = None
         self.vrrp: VrrpProcess | None = None
         self._vrrp_reload = False
@@ -529,7 +537,8 @@ class Daemon:
             self.xdp.reload(self.config, self._xdp_tables())
 
     async def run(self) -> None:
-        self.config = load(self.config_path)  # a ConfigError here ends the start
+        self.config = self._preloaded or load(self.config_path)  # a ConfigError here ends the start
+        self._preloaded = None
         _trim()  # the YAML's parse is garbage now
         self._prune_overrides()
         if self.config.xdp is not None:
@@ -686,7 +695,7 @@ class Daemon:
     def _snapshot(self) -> metrics.Snapshot:
         """The daemon's state for one scrape (on the loop)."""
         assert self.config is not None
-        from ipvsmgr import __version__
+        from ipvsmgr import __version__, metrics
 
         snap = metrics.Snapshot(version=__version__)
         for vs in self.config.virtual_servers:

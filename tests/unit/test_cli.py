@@ -58,12 +58,12 @@ def test_no_arguments_shows_help(runner: CliRunner) -> None:
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_check_examples(runner: CliRunner, path: Path) -> None:
+def test_check_examples(runner: CliRunner, path: Path) -> None:  # counts in the singular when 1
     r = invoke(runner, "check", str(path))
     assert r.exit_code == 0, r.stderr
     assert re.fullmatch(
-        rf"{re.escape(str(path))}: OK \(\d+ virtual servers, \d+ real servers(, \d+ VRRP instances)?"
-        r"(, \d+ BGP peers, \d+ BGP prefixes)?(, XDP guard on [\w, ]+)?\)\n",
+        rf"{re.escape(str(path))}: OK \(\d+ virtual servers?, \d+ real servers?(, \d+ VRRP instances?)?"
+        r"(, \d+ BGP peers?, \d+ BGP prefix(es)?)?(, XDP guard on [\w, ]+)?\)\n",
         r.stdout,
     )
     assert r.stderr == ""
@@ -166,3 +166,42 @@ def test_every_command_is_covered() -> None:
     names = {c.name or c.callback.__name__ for c in app.registered_commands}  # type: ignore[union-attr]
     assert names == set(COMMANDS)
     assert typer.main.get_command(app).name  # the app builds a click group
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("30", "write 30s for seconds"),
+        ("10S", "not a duration"),
+        ("bogus", "not a duration"),
+        ("0s", "longer than 0"),
+        ("-1s", "not a duration"),
+    ],
+)
+def test_run_refuses_a_bad_resync_in_one_line(runner: CliRunner, value: str, words: str) -> None:
+    r = invoke(runner, "run", "-c", str(EXAMPLES[1]), "--resync", value)
+    assert r.exit_code == 64, r.stdout
+    assert words in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_usage_errors_do_not_read_as_changes_pending(runner: CliRunner) -> None:
+    # plan's 2 means "changes pending" to a CI job; a usage error is 64 (EX_USAGE).
+    assert invoke(runner, "run", "--log-level", "bogus").exit_code == 64
+    assert invoke(runner, "plan", "--no-such-option").exit_code == 64
+    r = invoke(runner, "check", str(EXAMPLES[1]), "-c", str(EXAMPLES[2]))
+    assert r.exit_code == 64 and "two configurations" in r.stderr
+
+
+def test_check_json(runner: CliRunner, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("virtual_servers:\n  - {name: w, address: 198.18.0.1, port: 0443}\n")
+    r = invoke(runner, "check", "--json", str(bad))
+    assert r.exit_code == 1
+    out = json.loads(r.stdout)
+    assert out["valid"] is False and (out["problems"][0]["line"], out["problems"][0]["column"]) == (2, 42)
+    r = invoke(runner, "check", "--json", str(EXAMPLES[1]))
+    assert r.exit_code == 0 and json.loads(r.stdout) == {
+        "file": str(EXAMPLES[1]),
+        "valid": True,
+        "problems": [],
+    }
