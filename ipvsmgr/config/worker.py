@@ -22,7 +22,8 @@ import sys
 from ipvsmgr.config import Config, ConfigError, Problem, load
 
 LOAD_TIMEOUT = 120.0  # seconds: a valid 10,000 x 10 file takes ~3 s on a host, ~30 s in a TCG VM
-LOAD_MEMORY = 2 << 30  # bytes of address space (RLIMIT_AS) for the worker
+LOAD_MEMORY = 2 << 30  # bytes of address space (RLIMIT_AS) the load may add to the worker's
+OUT_OF_MEMORY = 3  # the worker's exit status when even reporting the problem ran out of memory
 
 
 def load_isolated(path: str, timeout: float = LOAD_TIMEOUT, memory: int = LOAD_MEMORY) -> Config:
@@ -42,7 +43,7 @@ def load_isolated(path: str, timeout: float = LOAD_TIMEOUT, memory: int = LOAD_M
     except Exception:  # killed, or died before answering
         err = proc.stderr.decode(errors="replace").strip().splitlines()
         why = err[-1][:200] if err else f"exit status {proc.returncode}"
-        if proc.returncode < 0 or "MemoryError" in why:
+        if proc.returncode in (OUT_OF_MEMORY, -9) or "MemoryError" in why:
             why = f"loading needs more memory than the loader's budget ({memory >> 20} MB): {why}; refused"
         raise ConfigError([Problem(path, 1, 1, f"the configuration loader failed: {why}")]) from None
     if kind == "ok" and isinstance(value, Config):
@@ -50,9 +51,16 @@ def load_isolated(path: str, timeout: float = LOAD_TIMEOUT, memory: int = LOAD_M
     raise ConfigError(list(value))
 
 
+def _address_space() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def main() -> None:
     path, memory = sys.argv[1], int(sys.argv[2])
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    # The budget is what loading may add to the interpreter and its imports.
+    limit = _address_space() + memory
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     gc.disable()  # hundreds of thousands of objects, no cycles: the collector would only rescan them
     try:
         result: tuple[str, object] = ("ok", load(path))
@@ -68,4 +76,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MemoryError:  # out of memory while reporting it
+        os._exit(OUT_OF_MEMORY)
