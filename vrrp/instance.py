@@ -86,7 +86,10 @@ def check_for_instance(advert: Advert, cfg: InstanceConfig) -> Drop | None:
             return Drop.AUTH
         if advert.interval_cs != p.interval_cs:
             return Drop.INTERVAL
-    if p.priority != OWNER and set(advert.addresses) != set(cfg.addresses):
+    # RFC 5798 7.1 / RFC 3768 7.1: a mismatched address list is dropped unless the
+    # *sender* is the address owner (priority 255): an owner's advert always counts,
+    # or a backup would become a second master beside it.
+    if advert.priority != OWNER and set(advert.addresses) != set(cfg.addresses):
         return Drop.ADDRESSES
     return None
 

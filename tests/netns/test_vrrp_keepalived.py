@@ -161,3 +161,26 @@ def test_vrrpv2_with_keepalived(vlab: VrrpLab, ipvsmgr_master: bool) -> None:
     v2 = [c.vrrp for c in vlab.captured if c.vrrp[0] == 0x21]
     assert v2, "no VRRPv2 adverts on the wire"
     assert not [c for c in vlab.captured if c.vrrp[0] == 0x31]  # and no v3
+
+
+OTHER_LIST = (f"{VIP4}/24", "198.18.10.101/24")
+
+
+@pytest.mark.parametrize("version", [3, 2])
+def test_an_owner_with_another_address_list_is_obeyed(vlab: VrrpLab, version: int) -> None:
+    """RFC 5798 / RFC 3768 7.1: an advert from the address owner (priority 255) is
+    accepted even when its address list differs: ipvsmgr as backup of a keepalived owner
+    that has one address more stays backup instead of becoming a second master.
+    (The other way round keepalived 2.2.7 itself drops the owner's advert, "received an
+    unexpected ip number count", and takes the VIPs too: keep the lists equal.)"""
+    interval = "1" if version == 2 else "0.1"
+    ka = keepalived_conf(255, vip="\n        ".join(OTHER_LIST), version=version, interval=interval)
+    vlab.keepalived("b", ka, "ka")
+    settle(vlab, "b", "a")
+    since = time.monotonic()
+    vlab.ipvsmgr("a", ipvsmgr_conf(100, version=version, interval="1s" if version == 2 else "100ms"), "im")
+    time.sleep(
+        4.0 if version == 2 else 2.0
+    )  # past Master_Down: a backup dropping the adverts is master by now
+    assert vlab.has_address("b", VIP4) and not vlab.has_address("a", VIP4)
+    assert not adverts_from(vlab, ADDR4["a"], since), "ipvsmgr advertised beside the owner"

@@ -113,9 +113,12 @@ def test_instance_rules() -> None:
     assert check_for_instance(Advert(2, 51, 200, 100, vip), cfg()) is Drop.VERSION
     assert check_for_instance(Advert(3, 51, 200, 100, (V4("198.18.0.1"),)), cfg()) is Drop.ADDRESSES
     assert check_for_instance(Advert(3, 51, 200, 100, ()), cfg()) is Drop.ADDRESSES
-    assert (
-        check_for_instance(Advert(3, 51, 200, 100, (V4("198.18.0.1"),)), cfg(priority=255)) is None
-    )  # owner
+    # RFC 5798 7.1: the exemption is the sender's, the address owner (priority 255) ...
+    other = (V4("198.18.0.1"),)
+    assert check_for_instance(Advert(3, 51, 255, 100, other), cfg()) is None
+    assert check_for_instance(Advert(2, 51, 255, 100, other), cfg(version=2)) is None
+    # ... not ours: an owner still drops a non-owner's advert with another list.
+    assert check_for_instance(Advert(3, 51, 200, 100, other), cfg(priority=255)) is Drop.ADDRESSES
     v2 = cfg(version=2)
     assert check_for_instance(Advert(2, 51, 200, 100, vip), v2) is None
     assert check_for_instance(Advert(2, 51, 200, 200, vip), v2) is Drop.INTERVAL
