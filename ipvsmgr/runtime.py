@@ -150,7 +150,8 @@ class Daemon:
         self.scheduler = Scheduler()
         self.scheduler.subscribe(self._on_transition)
         self.events = EventBus()
-        self.events.subscribe(lambda e: log.info("%s", describe(e)))
+        # VRRP transitions are logged where they happen, in the VRRP process: once.
+        self.events.subscribe(lambda e: None if isinstance(e, VrrpChanged) else log.info("%s", describe(e)))
         self.events.subscribe(self._on_event)
         self.client: IPVSClient | None = None
         self._preloaded = config  # what `run` already loaded and checked: not parsed twice at start
@@ -277,7 +278,8 @@ class Daemon:
     def _refuse_reload(self, problems: list[str], guarded: bool) -> dict[str, Any]:
         for p in problems:
             log.error("%s", p)
-        what = "the removal guard stopped it" if guarded else f"{len(problems)} problems"
+        n = len(problems)
+        what = "the removal guard stopped it" if guarded else f"{n} problem{'' if n == 1 else 's'}"
         log.error("reload refused (%s); still running the previous configuration", what)
         self.last_reload = {"at": time.time(), "ok": False, "problems": problems, "guarded": guarded}
         self.counters["reloads_guarded" if guarded else "reloads_refused"] += 1
@@ -557,7 +559,8 @@ class Daemon:
                 raise StartupError(f"{self.config_path}: not started: {why}")
         kernel_up = await self.kernel(self._kernel_up) if self.client is not None else set()
         self._schedule(self.config, kernel_up)
-        log.info("running %s: %d checks", self.config_path, len(self.scheduler.keys()))
+        checks = len(self.scheduler.keys())
+        log.info("running %s: %d check%s", self.config_path, checks, "" if checks == 1 else "s")
         watchdog: asyncio.Task[None] | None = None
         try:
             await self._reconcile()
@@ -629,8 +632,10 @@ class Daemon:
             if self._metrics_client is not None:
                 self._metrics_client.close()
             self._kernel_pool.shutdown(wait=False)
-            fate = "removed" if self.remove_on_stop else "left in place"
-            log.info("stopped; IPVS services %s", fate)
+            if self.client is None:  # nothing of IPVS was ours to leave or remove (a VRRP-only node)
+                log.info("stopped")
+            else:
+                log.info("stopped; IPVS services %s", "removed" if self.remove_on_stop else "left in place")
 
     async def kernel(self, fn: Callable[..., T], *args: Any) -> T:
         """fn(*args) on the daemon's one kernel thread: reconcile, status and
@@ -778,8 +783,9 @@ class Daemon:
             return "starting"
         reals = [(vs, r) for vs in self.config.virtual_servers for r in vs.reals]
         down = sum(1 for rid, h in self.health.items() if not h.up)
+        services = len(self.config.virtual_servers)
         parts = [
-            f"{len(self.config.virtual_servers)} virtual servers",
+            f"{services} virtual server{'' if services == 1 else 's'}",
             f"{len(reals) - down}/{len(reals)} reals up",
         ]
         lost = sum(1 for up in self.quorum.values() if not up)

@@ -40,7 +40,8 @@ def render(st: dict[str, Any]) -> str:
         elif lr.get("guarded"):
             verdict = f"REFUSED, previous config kept: {lr['problems'][0] if lr['problems'] else ''}"
         else:
-            verdict = f"REFUSED ({len(lr['problems'])} problems, previous config kept)"
+            count = len(lr["problems"])
+            verdict = f"REFUSED ({count} problem{'' if count == 1 else 's'}, previous config kept)"
         lines.append(f"last reload {when}: {verdict}")
     if d.get("kernel_error"):
         lines.append(f"cannot read IPVS: {d['kernel_error']}")

@@ -612,9 +612,11 @@ class VrrpService:
             self._take_vips(inst)
         elif b.old is State.MASTER and inst.leaving is None and inst.linger is None:
             self._release_vips(inst)  # (a hand-over releases them later)
+        # The one line per transition (the daemon does not log VrrpChanged again).
         log.info(
-            "VRRP %s: %s -> %s (%s), priority %d",
-            inst.cfg.name, b.old.value, b.new.value, b.reason, inst.machine.priority,
+            "VRRP instance %s %s -> %s: %s (priority %d)",
+            inst.cfg.name, b.old.value.upper(), b.new.value.upper(), b.reason, inst.machine.priority,
+            extra={"instance": inst.cfg.name, "old": b.old.value, "new": b.new.value, "reason": b.reason},
         )  # fmt: skip
         self._emit(inst, b)
         if propagate and inst.group is not None:

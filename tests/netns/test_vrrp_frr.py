@@ -55,7 +55,7 @@ def test_frr_higher_priority_is_master_ipvsmgr_backup_then_takes_over(vlab: Vrrp
     d = vlab.frr("b", 150)
     vlab.wait_for(lambda: frr_status(vlab, d) == "Master", 10, "FRR as Master")
     vlab.ipvsmgr("a", ipvsmgr_conf(100) + CONF, "im")
-    vlab.wait_for(lambda: "backup" in vlab.log("im"), 15, "ipvsmgr as backup")
+    vlab.wait_for(lambda: "-> BACKUP" in vlab.log("im"), 15, "ipvsmgr as backup")
     time.sleep(1.0)
     assert frr_status(vlab, d) == "Master"
     assert not vlab.has_address("a", VIP4, "vrrp4.51")

@@ -54,7 +54,7 @@ def test_keepalived_higher_priority_is_master_ipvsmgr_backup(vlab: VrrpLab) -> N
     vlab.ipvsmgr("a", ipvsmgr_conf(100), "im")
     vlab.keepalived("b", keepalived_conf(150), "ka")
     settle(vlab, "b", "a")
-    assert "backup" in vlab.log("im")
+    assert "-> BACKUP" in vlab.log("im")
 
 
 def test_advert_is_byte_identical_to_keepalived(vlab: VrrpLab) -> None:

@@ -100,7 +100,7 @@ def test_backup_is_silent_on_the_virtual_mac_until_it_takes_over(vlab: VrrpLab) 
     assert link_state(vlab, "a", "vrrp4.51") == "DOWN"
     assert sent_from(vlab, "pa", VMAC4, t) == 0
     assert sent_from(vlab, "pb", VMAC4, t) > 0
-    assert "backup" in vlab.log("im")
+    assert "-> BACKUP" in vlab.log("im")
     # keepalived crashes (killed, its link taken down): a takes over on the same MAC.
     ping = Pinger(vlab.ns("c"), VIP4, 3.0)
     ping.start()
