@@ -6,11 +6,13 @@ results come back through a --rwdir as JSON keyed by test node id.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,7 +52,19 @@ def run_in_vm(
         "vng", "--run", kernel, "--user", "root", "--disable-kvm",  # nested KVM hangs here
         "--memory", memory, "--cpus", "2", "--rwdir", rwdir, "--exec", command,
     ]  # fmt: skip
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False)
+    # A session of its own: on a timeout the whole VM goes (vng and its qemu), not
+    # just vng, which would leave qemu running and eating the CPU of what follows.
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        err += f"\n(the VM was killed after {timeout:g}s)"
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def run_pytest_in_vm(args: list[str], timeout: float = 1800) -> tuple[dict[str, dict[str, str]], str, float]:

@@ -7,9 +7,13 @@ VRRP in a process of its own). The daemon sends requests (start, quorum
 changes, reload, release, stop) on the socketpair FD; this process sends
 back replies, every state change and a status snapshot once a second.
 
-If the daemon goes away (the channel reaches EOF, or PR_SET_PDEATHSIG's
-SIGTERM arrives), this process hands over as on a clean stop (priority 0,
-VIPs released) and exits: nothing keeps advertising unmanaged.
+If the daemon dies (the channel reaches EOF, or PR_SET_PDEATHSIG's SIGUSR1
+arrives) this process hands over (priority 0) and exits: nothing keeps
+advertising unmanaged. A backup that answers takes the VIPs; with none they
+stay, so IPVS keeps serving through the daemon's restart (what a kill -9
+left before VRRP had a process of its own). SIGTERM (systemd stopping the
+unit's cgroup) or the daemon's stop request is a full stop: VIPs released
+once handed over, or after Master_Down_Interval with nobody there.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from vrrp.machine import State
 
 log = logging.getLogger("ipvsmgr.vrrp")
 PR_SET_PDEATHSIG = 1
+ORPHANED = signal.SIGUSR1  # PR_SET_PDEATHSIG's signal: the daemon died
 STATUS_EVERY = 1.0  # seconds between status pushes (state changes are pushed at once)
 
 
@@ -86,17 +91,17 @@ class Child:
             return state.value
         raise RuntimeError(f"unknown VRRP request {op!r}")
 
-    async def stop(self) -> None:
+    async def stop(self, orphaned: bool = False) -> None:
         """One hand-over however many ask (the daemon's request and the SIGTERM
         that systemd sends the whole group arrive together)."""
         if self._stopping is None:
-            self._stopping = asyncio.get_running_loop().create_task(self._stop())
+            self._stopping = asyncio.get_running_loop().create_task(self._stop(orphaned))
         await asyncio.shield(self._stopping)
 
-    async def _stop(self) -> None:
+    async def _stop(self, orphaned: bool) -> None:
         try:
             if self.service is not None:
-                await self.service.stop()
+                await self.service.stop(orphaned=orphaned)
                 self.service.close()
                 self.service = None
         finally:
@@ -108,7 +113,7 @@ class Child:
                 msg = await channel.read(reader)
             except EOFError:
                 log.warning("VRRP: the daemon has gone; handing over and stopping")
-                await self.stop()
+                await self.stop(orphaned=True)
                 return
             reply: dict[str, Any] = {"id": msg.get("id")}
             try:
@@ -133,6 +138,7 @@ async def main(fd: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: loop.create_task(child.stop()))
+    loop.add_signal_handler(ORPHANED, lambda: loop.create_task(child.stop(orphaned=True)))
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # a reload is the daemon's to do, not ours
     tasks = [loop.create_task(child.serve(reader)), loop.create_task(child.ticker())]
     await child.done.wait()
@@ -144,8 +150,10 @@ async def main(fd: int) -> None:
 
 def run() -> None:
     fd, level, fmt, parent = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
-    # Die with the daemon: SIGTERM (a clean hand-over) when the parent exits.
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    # Know when the daemon dies: ORPHANED arrives (and the channel closes);
+    # ignored until the loop handles it, so an early one cannot kill us mid-start.
+    signal.signal(ORPHANED, signal.SIG_IGN)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, ORPHANED, 0, 0, 0)
     if os.getppid() != parent:  # it died before the prctl
         return
     from ipvsmgr import logsetup

@@ -199,6 +199,7 @@ class VrrpService:
         self._scripts: Scheduler | None = None
         self._released = set(released)  # instances to start released (the operator's, kept on disk)
         self._saved_sysctls: dict[str, dict[str, str]] = {}  # base interface -> values before our macvlans
+        self._keep_vips_alone = False  # stop(orphaned=True): no successor, no release
 
     # ------------------------------------------------------------ lifecycle
 
@@ -388,8 +389,14 @@ class VrrpService:
                 chan.close()
                 del self._channels[key]
 
-    async def stop(self) -> None:
-        """Graceful: masters hand over (priority 0; VIPs kept until a new master speaks), others stop."""
+    async def stop(self, orphaned: bool = False) -> None:
+        """Graceful: masters hand over (priority 0; VIPs kept until a new master speaks), others stop.
+
+        orphaned: the daemon died and will be started again (systemd restarts it).
+        A backup that answers takes over as on any stop; with none, the VIPs stay
+        where they are so traffic keeps flowing into IPVS until the restarted
+        daemon decides, and nothing advertises meanwhile."""
+        self._keep_vips_alone = orphaned
         loop = asyncio.get_running_loop()
         if self._poller is not None:
             self._poller.cancel()
@@ -430,10 +437,16 @@ class VrrpService:
         inst.timer = loop.call_later(limit, self._left, inst)
         return inst.leaving
 
-    def _left(self, inst: _Instance) -> None:
+    def _left(self, inst: _Instance, successor: bool = False) -> None:
         if inst.leaving is None or inst.leaving.done():
             return
-        self._release_vips(inst)
+        if successor or not self._keep_vips_alone:
+            self._release_vips(inst)
+        else:
+            log.warning(
+                "VRRP instance %s: no successor answered the hand-over; its VIPs stay for the next start",
+                inst.cfg.name,
+            )
         self._unregister(inst)
         inst.leaving.set_result(None)
 
@@ -549,7 +562,7 @@ class VrrpService:
         if inst.leaving is not None:
             if out.priority > 0 and inst.timer is not None:  # the successor speaks: release soon
                 inst.timer.cancel()
-                inst.timer = asyncio.get_running_loop().call_later(HANDOVER_LINGER, self._left, inst)
+                inst.timer = asyncio.get_running_loop().call_later(HANDOVER_LINGER, self._left, inst, True)
             return None
         self._run(inst, inst.machine.receive(out, src, now))
         if inst.linger is not None and out.priority > 0 and not inst.linger_short:

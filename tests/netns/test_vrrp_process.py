@@ -115,3 +115,26 @@ def test_a_killed_daemon_leaves_nothing_advertising(vrrp_lab: VrrpLab) -> None:
     time.sleep(5 * INTERVAL)
     assert not adverts_from(lab, "a", quiet), "an orphan kept advertising"
     assert adverts_from(lab, "a", killed)[-1] >= killed  # the priority-0 hand-over went out
+
+
+def test_a_killed_daemon_without_a_peer_leaves_the_vips_serving(vrrp_lab: VrrpLab) -> None:
+    """No backup to hand over to: the VRRP process stops advertising but leaves the
+    VIP, so IPVS keeps serving until the restarted daemon decides (as a kill -9 left it
+    before VRRP had a process of its own); the restart takes the VIP over again."""
+    lab = vrrp_lab
+    im = lab.ipvsmgr("a", ipvsmgr_conf(150), "im")
+    lab.wait_for(lambda: lab.has_address("a", VIP4), 15, "ipvsmgr as master")
+    lab.wait_for(lambda: lab.socket("im").exists(), 15, "the control socket")
+    child = vrrp_process(lab)["pid"]
+    lab.sniff()
+    os.kill(im.pid, signal.SIGKILL)
+    im.wait(5)
+    lab.wait_for(lambda: not alive(child), 10, "the VRRP process exiting")
+    quiet = time.monotonic()
+    time.sleep(5 * INTERVAL)
+    assert not adverts_from(lab, "a", quiet), "an orphan kept advertising"
+    assert lab.has_address("a", VIP4)
+    assert "no successor answered the hand-over" in lab.log("im")
+    lab.ipvsmgr("a", ipvsmgr_conf(150), "im2")
+    lab.wait_for(lambda: bool(adverts_from(lab, "a", quiet)), 15, "the restarted daemon advertising")
+    lab.wait_for(lambda: lab.has_address("a", VIP4), 15, "the VIP held by the restarted daemon")
