@@ -940,8 +940,18 @@ def xdp_detach(
 
       ipvsmgr xdp detach eth0 eth1 --unpin
     """
+    import socket
+
     from bpf_offload import guard
 
+    unknown = []
+    for ifname in interface:
+        try:
+            socket.if_nametoindex(ifname)
+        except OSError:
+            unknown.append(ifname)
+    if unknown:
+        _fail(f"no interface named {', '.join(unknown)}; nothing detached")
     for ifname in interface:
         try:
             done = guard.detach(ifname)
@@ -951,3 +961,26 @@ def xdp_detach(
     if unpin:
         guard.unpin(pin_path)
         typer.echo(f"{pin_path}: maps unpinned")
+
+
+_EXAMPLES = re.compile(r"^(\s*)Examples?:\s*$", re.M)
+
+
+def _examples_verbatim(t: typer.Typer) -> None:
+    """Help shows each example on its own line: click rewraps paragraphs, which ran
+    consecutive examples together; a paragraph opened by \\b is kept as written."""
+    for info in t.registered_commands:
+        fn = info.callback
+        doc = fn.__doc__ if fn is not None else None
+        m = _EXAMPLES.search(doc or "")
+        if fn is None or doc is None or m is None:
+            continue
+        head, tail = doc[: m.end()], doc[m.end() :]
+        lines = [line for line in tail.splitlines() if line.strip()]
+        fn.__doc__ = head + "\n\n" + m.group(1) + "\b\n" + "\n".join(lines) + "\n"
+    for group in t.registered_groups:
+        if group.typer_instance is not None:
+            _examples_verbatim(group.typer_instance)
+
+
+_examples_verbatim(app)

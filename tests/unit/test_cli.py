@@ -205,3 +205,15 @@ def test_check_json(runner: CliRunner, tmp_path: Path) -> None:
         "valid": True,
         "problems": [],
     }
+
+
+def test_help_shows_each_example_on_its_own_line(runner: CliRunner) -> None:
+    r = invoke(runner, "status", "--help")
+    lines = [line.strip() for line in r.stdout.splitlines()]
+    assert "ipvsmgr status" in lines
+    assert any(line.startswith("ipvsmgr status --json | jq") for line in lines), r.stdout
+
+
+def test_xdp_detach_of_an_unknown_interface_is_an_error(runner: CliRunner) -> None:
+    r = invoke(runner, "xdp", "detach", "nosuch0")
+    assert r.exit_code == 1 and "no interface named nosuch0" in r.stderr
