@@ -436,6 +436,59 @@ def _call(socket_path: str, command: str, **args: str) -> Any:
 
 
 @app.command()
+def show(
+    file: Optional[str] = FILE_ARGUMENT,  # noqa: UP007
+    config: Optional[str] = CONFIG_OPTION,  # noqa: UP007
+    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
+    socket_path: str = SOCKET_OPTION,
+) -> None:
+    """The kernel's IPVS table with rates, named by the configuration (no daemon needed).
+
+    Like `ipvsadm -Ln --rate`, with each service's name from the file and, when
+    the daemon answers on its socket, each real's health. Services the file does
+    not declare are shown too, marked as not ipvsmgr's. Reads only.
+
+    Examples:
+
+      ipvsmgr show
+      ipvsmgr show --json | jq '.services[] | select(.name == "web")'
+    """
+    from ipvsmgr import showview
+    from ipvsmgr.config import ConfigError, load
+    from ipvsmgr.reconcile.desired import service_key
+
+    notes: list[str] = []
+    names: dict[Any, str] = {}
+    path = _config_path(file, config)
+    try:
+        names = {service_key(vs): vs.name for vs in load(path).virtual_servers}
+    except ConfigError as e:
+        notes.append(f"{path}: not used for names ({len(e.problems)} problems: ipvsmgr check {path})")
+    health: dict[tuple[str, str], str] | None = None
+    try:
+        from ipvsmgr.control import ControlError, call
+
+        st = call(socket_path, "status", timeout=5.0)
+        health = {
+            (vs["service"], r["address"]): r["health"] for vs in st["virtual_servers"] for r in vs["reals"]
+        }
+    except (ControlError, OSError, KeyError, TypeError):
+        notes.append(f"no daemon on {socket_path}: health not shown")
+    client = _client()
+    try:
+        table = client.table(stats=True)
+    except OSError as e:
+        _fail(f"reading the IPVS table failed: {e}")
+    finally:
+        client.close()
+    services = showview.rows(table, names, health)
+    if as_json:
+        typer.echo(json.dumps({"notes": notes, "services": services}, indent=2))
+        return
+    typer.echo(showview.render(services, notes))
+
+
+@app.command()
 def status(
     socket_path: str = SOCKET_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print the daemon's answer as JSON."),

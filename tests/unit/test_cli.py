@@ -23,6 +23,7 @@ COMMANDS = [
     "apply",
     "run",
     "status",
+    "show",
     "top",
     "reload",
     "drain",
