@@ -54,7 +54,7 @@ class Snapshot:
     services: dict[ServiceKey, str] = field(default_factory=dict)  # key -> name
     quorum: dict[ServiceKey, bool] = field(default_factory=dict)
     vrrp: list[dict[str, Any]] = field(default_factory=list)
-    vrrp_drops: dict[str, int] = field(default_factory=dict)
+    vrrp_drops: dict[tuple[str, str], int] = field(default_factory=dict)  # (instance or "", reason)
     counters: dict[str, int] = field(default_factory=dict)
     reloads: dict[str, int] = field(default_factory=dict)
     control_requests: dict[str, int] = field(default_factory=dict)
@@ -148,9 +148,13 @@ def families(s: Snapshot, table: Table | None, kernel_ok: bool) -> Iterator[Metr
         vtrans.add_metric(li, inst["transitions"])
         vsent.add_metric(li, inst["adverts_sent"])
         vrecv.add_metric(li, inst["adverts_received"])
-    vdrop = _C("ipvsmgr_vrrp_dropped_packets", "VRRP packets dropped.", labels=["reason"])
-    for reason, n in sorted(s.vrrp_drops.items()):
-        vdrop.add_metric([reason], n)
+    vdrop = _C(
+        "ipvsmgr_vrrp_dropped_packets",
+        "VRRP packets dropped, by instance (empty: no instance claimed the packet) and reason.",
+        labels=["instance", "reason"],
+    )
+    for (instance, reason), n in sorted(s.vrrp_drops.items()):
+        vdrop.add_metric([instance, reason], n)
     yield from (vstate, vprio, vtrans, vsent, vrecv, vdrop)
 
     if s.bgp is not None:

@@ -49,7 +49,7 @@ class Child:
 
     def push_status(self) -> None:
         if self.service is not None:
-            self.send({"ev": "status", "status": self.service.status(), "drops": dict(self.service.drops)})
+            self.send({"ev": "status", "status": self.service.status(), "drops": self.service.drop_counts()})
 
     def _changed(self, name: str, old: State, new: State, reason: str) -> None:
         self.send({"ev": "state", "name": name, "old": old.value, "new": new.value, "reason": reason})

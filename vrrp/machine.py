@@ -212,6 +212,8 @@ class Machine:
             return []
         lower = advert.priority < self.priority
         if lower and self.params.preempt:
+            # Known for status (who we are about to preempt), never for the timers.
+            self.master_address, self.master_priority = src, advert.priority
             if self.params.preempt_delay <= 0:
                 return []  # discard: Master_Down_Timer runs out and we preempt
             if self.preempt_at is None:

@@ -16,7 +16,6 @@ import logging
 import os
 import socket
 import sys
-from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -51,7 +50,7 @@ class VrrpProcess:
         self._vs_up: dict[str, bool] = {}
         self._log = (log_level, log_format)
         self.listeners: list[StateListener] = []
-        self.drops: Counter[str] = Counter()
+        self.drops: dict[tuple[str, str], int] = {}  # (instance or "", reason) -> packets
         self._status: list[dict[str, object]] = []
         self.restarts = 0
         self.pid: int | None = None
@@ -184,7 +183,7 @@ class VrrpProcess:
             ev = msg.get("ev")
             if ev == "status":
                 self._status = msg["status"]
-                self.drops = Counter(msg["drops"])
+                self.drops = dict(msg["drops"])
             elif ev == "state":
                 old, new = State(msg["old"]), State(msg["new"])
                 for fn in list(self.listeners):

@@ -73,6 +73,9 @@ class _Instance:
     linger: asyncio.TimerHandle | None = None  # released master: VIPs kept until the successor speaks
     linger_short: bool = False
     tx: _Channel | None = None  # sends the adverts from the virtual MAC (on the macvlan)
+    refusing: str | None = None  # the drop reason last logged (once per change)
+    outbidding: IPAddress | None = None  # the lower-priority master last logged
+    learnt_interval_cs: int = 0  # the master's advert interval last logged (v3)
 
     @property
     def source(self) -> IPAddress:
@@ -186,7 +189,8 @@ class VrrpService:
         self.groups = {name: members for name, members in sync_groups}
         self.host = host or Host()
         self.announcer = Announcer()
-        self.drops: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter()  # dropped before an instance was known, by reason
+        self.instance_drops: Counter[tuple[str, str]] = Counter()  # (instance, reason)
         self.listeners: list[StateListener] = []
         self._instances: dict[str, _Instance] = {}
         self._channels: dict[tuple[int, int], _Channel] = {}
@@ -293,9 +297,17 @@ class VrrpService:
         if cfg.source is not None:
             self._local.add(cfg.source)
         # VIPs belong to the master: one left behind (a crash, kill -9) goes now.
+        stale = []
         for vip in cfg.vips:
             with contextlib.suppress(OSError):
+                if self.host.has_address(link.index, vip.ip):
+                    stale.append(str(vip))
                 self.host.del_vip(link.index, vip)
+        if stale:
+            log.warning(
+                "VRRP instance %s: removed %s left on %s by an earlier run; back when this node is master",
+                cfg.name, ", ".join(stale), link.name,
+            )  # fmt: skip
         if cfg.virtual_mac is not None:
             try:
                 self._add_vmac(inst)
@@ -529,6 +541,17 @@ class VrrpService:
     def state(self, name: str) -> State:
         return self._instances[name].machine.state
 
+    def drop_counts(self) -> dict[tuple[str, str], int]:
+        """Drops by (instance, reason); instance "" for packets no instance claimed."""
+        out: dict[tuple[str, str], int] = dict(self.instance_drops)
+        claimed: Counter[str] = Counter()
+        for (_, reason), n in self.instance_drops.items():
+            claimed[reason] += n
+        for reason, n in self.drops.items():
+            if n > claimed[reason]:
+                out[("", reason)] = n - claimed[reason]
+        return out
+
     # ------------------------------------------------------------ receive path
 
     def _readable(self, chan: _Channel) -> None:
@@ -555,10 +578,12 @@ class VrrpService:
         if inst is None:
             return Drop.VRID.value
         if inst.cfg.unicast_peers and src not in inst.cfg.unicast_peers:
-            return UNKNOWN_PEER
+            return self._refused(inst, UNKNOWN_PEER, src, out)
         bad = check_for_instance(out, inst.cfg)
         if bad is not None:
-            return bad.value
+            return self._refused(inst, bad.value, src, out)
+        inst.refusing = None
+        self._note_advert(inst, out, src)
         if inst.leaving is not None:
             if out.priority > 0 and inst.timer is not None:  # the successor speaks: release soon
                 inst.timer.cancel()
@@ -570,6 +595,46 @@ class VrrpService:
             inst.linger = asyncio.get_running_loop().call_later(HANDOVER_LINGER, self._end_linger, inst, True)
             inst.linger_short = True
         return None
+
+    def _refused(self, inst: _Instance, reason: str, src: IPAddress, advert: Advert) -> str:
+        """Count a drop against its instance; log it once until the reason changes
+        (keepalived logs these per packet: a misconfigured peer floods the log)."""
+        self.instance_drops[(inst.cfg.name, reason)] += 1
+        if inst.refusing != reason:
+            inst.refusing = reason
+            log.warning(
+                "VRRP instance %s: dropping adverts from %s: %s (logged once until it changes)",
+                inst.cfg.name, src, _why_dropped(reason, advert, inst.cfg),
+                extra={"instance": inst.cfg.name, "reason": reason, "peer": str(src)},
+            )  # fmt: skip
+        return reason
+
+    def _note_advert(self, inst: _Instance, advert: Advert, src: IPAddress) -> None:
+        """What keepalived tells operators about an accepted advert, once per change."""
+        m, name = inst.machine, inst.cfg.name
+        if advert.priority == 0:
+            if m.state is State.BACKUP:
+                log.info(
+                    "VRRP instance %s: master %s left (priority 0): taking over after skew time", name, src
+                )
+            return
+        if m.state is State.MASTER and advert.priority < m.priority and inst.outbidding != src:
+            inst.outbidding = src
+            log.info(
+                "VRRP instance %s: lower-priority master %s (%d) heard: advertising at once to end it",
+                name, src, advert.priority,
+            )  # fmt: skip
+        if (
+            inst.cfg.params.version == 3
+            and m.state is State.BACKUP
+            and advert.interval_cs != inst.learnt_interval_cs
+        ):
+            if advert.interval_cs != inst.cfg.params.interval_cs or inst.learnt_interval_cs:
+                log.info(
+                    "VRRP instance %s: master %s advertises every %gs (ours %gs): Master_Down follows it",
+                    name, src, advert.interval_cs / 100, inst.cfg.params.interval_cs / 100,
+                )  # fmt: skip
+            inst.learnt_interval_cs = advert.interval_cs
 
     # ------------------------------------------------------------ actions
 
@@ -620,6 +685,7 @@ class VrrpService:
                 log.warning("VRRP %s: sending to %s failed: %s", inst.cfg.name, dst, e)
 
     def _transition(self, inst: _Instance, b: Become, propagate: bool) -> None:
+        inst.outbidding = None  # a new state: the next lower-priority master is news again
         if b.new is State.MASTER:  # VIPs and GARPs first: the clients are waiting, the log is not
             self._end_linger(inst)
             self._take_vips(inst)
@@ -900,3 +966,19 @@ async def _notify(argv: list[str]) -> None:
     if proc.returncode:
         first = err.decode(errors="replace").strip().splitlines()[:1]
         log.warning("VRRP notify %s exited %s: %s", argv[0], proc.returncode, first[0] if first else "")
+
+
+def _why_dropped(reason: str, advert: Advert, cfg: InstanceConfig) -> str:
+    if reason == Drop.ADDRESSES.value:
+        theirs = ", ".join(str(a) for a in advert.addresses) or "none"
+        ours = ", ".join(str(a) for a in cfg.addresses) or "none"
+        return f"its address list ({theirs}) is not ours ({ours}); only the owner's (priority 255) may differ"
+    if reason == Drop.VERSION.value:
+        return f"VRRPv{advert.version}, this instance speaks v{cfg.params.version}"
+    if reason == Drop.INTERVAL.value:
+        return f"advert interval {advert.interval:g}s, ours {cfg.params.interval_cs / 100:g}s (v2 must agree)"
+    if reason == Drop.AUTH.value:
+        return f"authentication type {advert.auth_type} (only 0, none, is supported: RFC 3768 deprecates it)"
+    if reason == UNKNOWN_PEER:
+        return "not one of this instance's unicast peers"
+    return reason

@@ -26,7 +26,7 @@ def snapshot() -> Snapshot:
         quorum={SK: True},
         vrrp=[{"name": "vi_1", "state": "master", "priority": 150, "transitions": 2,
                "adverts_sent": 40, "adverts_received": 0}],
-        vrrp_drops={"ttl": 3},
+        vrrp_drops={("", "ttl"): 3, ("vi_1", "address_list_mismatch"): 2},
         counters={"reconcile_rounds": 7, "reconcile_operations": 4},
         reloads={"ok": 1, "refused": 2},
         checks={"runs": 100, "failures": 5, "skipped": 0, "lag_p50": 0.004, "lag_p99": 0.011},
@@ -68,7 +68,9 @@ def test_render_parses_and_carries_the_values() -> None:
     assert got[("ipvsmgr_real_configured_weight", r2)] == 5
     assert got[("ipvsmgr_vrrp_state", (("instance", "vi_1"), ("state", "master")))] == 1
     assert got[("ipvsmgr_vrrp_state", (("instance", "vi_1"), ("state", "backup")))] == 0
-    assert got[("ipvsmgr_vrrp_dropped_packets_total", (("reason", "ttl"),))] == 3
+    assert got[("ipvsmgr_vrrp_dropped_packets_total", (("instance", ""), ("reason", "ttl")))] == 3
+    key = ("ipvsmgr_vrrp_dropped_packets_total", (("instance", "vi_1"), ("reason", "address_list_mismatch")))
+    assert got[key] == 2
     assert got[("ipvsmgr_reloads_total", (("result", "refused"),))] == 2
     assert got[("ipvsmgr_build_info", (("version", "9.9"),))] == 1
     assert got[("ipvsmgr_kernel_readable", ())] == 1
