@@ -29,14 +29,21 @@ EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_USAGE = 0, 1, 2, 64
 click.exceptions.UsageError.exit_code = EXIT_USAGE
 
 
-class LogLevel(str, enum.Enum):
+class _Choice(str, enum.Enum):
+    """An option's fixed values: help and completion list them, others are usage errors."""
+
+    def __str__(self) -> str:  # help's [default: info], not LogLevel.info
+        return str(self.value)
+
+
+class LogLevel(_Choice):
     debug = "debug"
     info = "info"
     warning = "warning"
     error = "error"
 
 
-class LogFormat(str, enum.Enum):
+class LogFormat(_Choice):
     text = "text"
     json = "json"
 
@@ -674,24 +681,36 @@ realserver_app = typer.Typer(
 app.add_typer(realserver_app, name="realserver")
 
 VIP_OPTION = typer.Option(..., "--vip", help="A VIP this real serves (repeat for more).")
-FORWARDING_OPTION = typer.Option("dr", "--forwarding", help="dr or tunnel.")
-TUNNEL_OPTION = typer.Option("ipip", "--tunnel", help="With --forwarding tunnel: ipip, gre or gue.")
+
+
+class RealForwarding(_Choice):
+    dr = "dr"
+    tunnel = "tunnel"
+
+
+class TunnelType(_Choice):
+    ipip = "ipip"
+    gre = "gre"
+    gue = "gue"
+
+
+# Choices: help and shell completion list the values, a wrong one is a usage error.
+FORWARDING_OPTION = typer.Option(
+    RealForwarding.dr, "--forwarding", help="How the balancer sends to this real (nat needs nothing here)."
+)
+TUNNEL_OPTION = typer.Option(TunnelType.ipip, "--tunnel", help="With --forwarding tunnel: the encapsulation.")
 GUE_PORT_OPTION = typer.Option(0, "--gue-port", help="With --tunnel gue: the UDP port (e.g. 6080).")
 
 
-def _realserver_items(vips: list[str], forwarding: str, tunnel: str, gue_port: int) -> tuple[Any, list[Any]]:
+def _realserver_items(
+    vips: list[str], fwd: RealForwarding, tun: TunnelType, gue_port: int
+) -> tuple[Any, list[Any]]:
     import ipaddress
 
     from ipvsmgr import realserver
     from vrrp.netlink import Host
 
-    if forwarding not in ("dr", "tunnel"):
-        _fail(
-            f"--forwarding must be dr or tunnel, not {forwarding} "
-            "(with nat the real needs nothing but its route back through the balancer)"
-        )
-    if tunnel not in realserver.TUNNELS:
-        _fail(f"--tunnel must be one of {', '.join(realserver.TUNNELS)}, not {tunnel}")
+    forwarding, tunnel = fwd.value, tun.value
     if forwarding == "tunnel" and tunnel == "gue" and not 0 < gue_port < 65536:
         _fail("--tunnel gue needs --gue-port (the port the balancer's GUE tunnel sends to, e.g. 6080)")
     try:
@@ -705,8 +724,8 @@ def _realserver_items(vips: list[str], forwarding: str, tunnel: str, gue_port: i
 @realserver_app.command("check")
 def realserver_check(
     vip: list[str] = VIP_OPTION,
-    forwarding: str = FORWARDING_OPTION,
-    tunnel: str = TUNNEL_OPTION,
+    forwarding: RealForwarding = FORWARDING_OPTION,
+    tunnel: TunnelType = TUNNEL_OPTION,
     gue_port: int = GUE_PORT_OPTION,
 ) -> None:
     """List what this host needs to be a real server, and what is missing (exit 1 if anything is).
@@ -728,8 +747,8 @@ def realserver_check(
 @realserver_app.command("setup")
 def realserver_setup(
     vip: list[str] = VIP_OPTION,
-    forwarding: str = FORWARDING_OPTION,
-    tunnel: str = TUNNEL_OPTION,
+    forwarding: RealForwarding = FORWARDING_OPTION,
+    tunnel: TunnelType = TUNNEL_OPTION,
     gue_port: int = GUE_PORT_OPTION,
 ) -> None:
     """Put the VIPs on lo, restrict ARP, and for tunnels bring up decapsulation (idempotent).

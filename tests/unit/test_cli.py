@@ -218,3 +218,10 @@ def test_help_shows_each_example_on_its_own_line(runner: CliRunner) -> None:
 def test_xdp_detach_of_an_unknown_interface_is_an_error(runner: CliRunner) -> None:
     r = invoke(runner, "xdp", "detach", "nosuch0")
     assert r.exit_code == 1 and "no interface named nosuch0" in r.stderr
+
+
+def test_enum_options_are_choices(runner: CliRunner) -> None:
+    r = invoke(runner, "realserver", "check", "--help")
+    assert "[dr|tunnel]" in r.stdout and "[ipip|gre|gue]" in r.stdout and "[default: dr]" in r.stdout
+    r = invoke(runner, "realserver", "check", "--vip", "198.18.0.1", "--forwarding", "nat")
+    assert r.exit_code == 64 and "'nat' is not one of 'dr', 'tunnel'" in r.stderr
