@@ -6,15 +6,20 @@ TCP health check on every real, against keepalived with the same table.
 Boots the test VM (IPVS), and inside it, for each tool in turn on an empty
 table: starts the daemon, waits until its table is in the kernel (ipvsadm
 counts the services and reals), lets the checks run for --settle seconds,
-then reads VmRSS and VmHWM of every process of the daemon from /proc. The
+then reads VmRSS, VmHWM and PSS (smaps_rollup: shared pages split between
+the processes that map them) of every process of the daemon from /proc. The
 reals (198.19.x.y, bench/gen.py) sit behind a veth in a namespace where a
 local route for the whole /16 and one listener on port 8000 accept every
 check (all reals up, the steady state of a healthy site).
 
 ipvsmgr: `ipvsmgr run` (metrics and control socket on, as a service runs).
-keepalived: `keepalived -n -C` (its parent and its checker process), the same
+keepalived: `keepalived -n` (parent, checker and VRRP processes), the same
 virtual_server / real_server blocks with TCP_CHECK, delay_loop = --interval.
-Target (issue 5): ipvsmgr <= 60 MB.
+Both run one VRRP instance too (on a dummy interface, advert 1 s), so both
+trees are complete: ipvsmgr's daemon and its VRRP process, keepalived's
+parent, checker and VRRP processes.
+Targets: issue 5, ipvsmgr RSS <= 60 MB (one process then); issue 15, the
+total PSS of all of ipvsmgr's processes <= 70 MB.
 """
 
 from __future__ import annotations
@@ -36,6 +41,32 @@ from bench.gen import config, real, real_port, vip  # noqa: E402
 
 PY = sys.executable
 TARGET_MB = 60
+PSS_TARGET_MB = 70
+VRRP_YAML = """\
+vrrp:
+  instances:
+    - {name: mem, interface: mem1, vrid: 77, priority: 150, advert_interval: 1s,
+       virtual_addresses: [198.18.77.100/24]}
+"""
+VRRP_KEEPALIVED = """\
+vrrp_instance mem {
+  state BACKUP
+  interface mem1
+  virtual_router_id 77
+  priority 150
+  advert_int 1
+  virtual_ipaddress {
+    198.18.77.100/24
+  }
+}
+"""
+
+
+def pss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
 
 
 def sh(*argv: str, check: bool = True) -> str:
@@ -134,7 +165,11 @@ def measure(
         time.sleep(settle)
         pids = tree(proc.pid)
         per = {
-            str(p): {"rss_mib": status_kib(p, "VmRSS") / 1024, "hwm_mib": status_kib(p, "VmHWM") / 1024}
+            str(p): {
+                "rss_mib": status_kib(p, "VmRSS") / 1024,
+                "hwm_mib": status_kib(p, "VmHWM") / 1024,
+                "pss_mib": pss_kib(p) / 1024,
+            }
             for p in pids
         }
         return {
@@ -143,6 +178,7 @@ def measure(
             "processes": per,
             "rss_mib": sum(v["rss_mib"] for v in per.values()),
             "hwm_mib": sum(v["hwm_mib"] for v in per.values()),
+            "pss_mib": sum(v["pss_mib"] for v in per.values()),
         }
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -158,10 +194,16 @@ def inside(services: int, reals: int, interval: int, settle: float) -> dict[str,
     work = Path(tempfile.mkdtemp(prefix="membench-"))
     setup_reals()
     listen_for_reals()
+    sh("ip", "link", "add", "mem1", "type", "dummy")
+    sh("ip", "addr", "add", "198.18.77.1/24", "dev", "mem1")
+    sh("ip", "link", "set", "mem1", "up")
     try:
-        cfg = config(services, reals).replace(
-            "    scheduler: wrr\n",
-            f"    scheduler: wrr\n    health_check: {{type: tcp, interval: {interval}s, timeout: 2s}}\n",
+        cfg = (
+            config(services, reals).replace(
+                "    scheduler: wrr\n",
+                f"    scheduler: wrr\n    health_check: {{type: tcp, interval: {interval}s, timeout: 2s}}\n",
+            )
+            + VRRP_YAML
         )
         (work / "lb.yaml").write_text(cfg)
         argv = [
@@ -171,10 +213,10 @@ def inside(services: int, reals: int, interval: int, settle: float) -> dict[str,
         runs = [measure(argv, services, reals, settle, work, "ipvsmgr")]
         exe = "/usr/sbin/keepalived"
         if os.path.exists(exe):
-            (work / "k.conf").write_text(keepalived_conf(services, reals, interval))
+            (work / "k.conf").write_text(keepalived_conf(services, reals, interval) + VRRP_KEEPALIVED)
             kargv = [
-                exe, "-n", "-C", "-l", "-G", "-f", str(work / "k.conf"),
-                "-p", str(work / "k.pid"), "-c", str(work / "c.pid"),
+                exe, "-n", "-l", "-G", "-f", str(work / "k.conf"),
+                "-p", str(work / "k.pid"), "-c", str(work / "c.pid"), "-r", str(work / "v.pid"),
             ]  # fmt: skip
             runs.append(measure(kargv, services, reals, settle, work, "keepalived"))
         return {"services": services, "reals": reals, "interval": interval, "settle": settle, "runs": runs}
@@ -182,6 +224,7 @@ def inside(services: int, reals: int, interval: int, settle: float) -> dict[str,
         sh("ipvsadm", "-C", check=False)
         sh("ip", "route", "del", "198.19.0.0/16", check=False)
         sh("ip", "link", "del", "mem0", check=False)
+        sh("ip", "link", "del", "mem1", check=False)
         sh("ip", "netns", "del", "memrs", check=False)
 
 
@@ -193,15 +236,18 @@ def report(r: dict[str, object]) -> str:
     runs = r["runs"]
     assert isinstance(runs, list)
     for run in runs:
-        procs = ", ".join(f"{v['rss_mib']:.1f}" for v in run["processes"].values())
+        procs = ", ".join(f"{v['rss_mib']:.1f}/{v['pss_mib']:.1f}" for v in run["processes"].values())
         lines.append(
-            f"  {run['tool']:<10} RSS {run['rss_mib']:6.1f} MiB (processes: {procs}); "
-            f"peak {run['hwm_mib']:6.1f} MiB; table complete after {run['loaded_s']:.0f} s"
+            f"  {run['tool']:<10} PSS {run['pss_mib']:6.1f} MiB, RSS {run['rss_mib']:6.1f} MiB "
+            f"(processes RSS/PSS: {procs}); peak RSS {run['hwm_mib']:6.1f} MiB; "
+            f"table complete after {run['loaded_s']:.0f} s"
         )
-    ours = runs[0]["rss_mib"]
-    lines.append(f"  target: ipvsmgr <= {TARGET_MB} MB: {'met' if ours <= TARGET_MB else 'NOT met'}")
+    ours = runs[0]["pss_mib"] * 1.048576  # MiB -> MB
+    lines.append(
+        f"  target: ipvsmgr PSS <= {PSS_TARGET_MB} MB: {'met' if ours <= PSS_TARGET_MB else 'NOT met'}"
+    )
     if len(runs) > 1:
-        lines.append(f"  ratio ipvsmgr / keepalived (RSS): {ours / runs[1]['rss_mib']:.1f}x")
+        lines.append(f"  ratio ipvsmgr / keepalived (PSS): {runs[0]['pss_mib'] / runs[1]['pss_mib']:.1f}x")
     return "\n".join(lines)
 
 
