@@ -18,6 +18,7 @@ APT_PACKAGES=(
   iproute2 procps kmod
   clang libbpf-dev linux-libc-dev make  # the XDP object, built from source (bpf_offload/Makefile)
   bpftool           # the independent reader of the attached XDP program
+  tcpdump           # the independent reader of adverts on the wire (the packaged unit's VRRP test)
   # the Debian package (make deb), lintian, and the clean Debian 12/13 roots it is tested in
   debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-typer python3-yaml
   lintian debootstrap
