@@ -203,7 +203,9 @@ class RealServer:
 
     def _serve(self, conn: socket.socket) -> None:
         with conn, contextlib.suppress(OSError):
-            conn.settimeout(60)
+            # Idle conversations outlive a node joining or leaving: under emulation,
+            # with a second VM on the machine, a node took over a minute to join.
+            conn.settimeout(600)
             first = conn.recv(4096)
             if first.startswith(b"GET "):
                 body = f"{self.name}\n".encode()
