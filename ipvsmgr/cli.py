@@ -115,13 +115,16 @@ def _load(path: str) -> Config:
     from ipvsmgr.config import ConfigError, load
 
     try:
-        return load(path)
+        cfg = load(path)
     except ConfigError as e:
-        for p in e.problems:
+        for p in sorted([*e.problems, *e.warnings]):
             typer.echo(str(p), err=True)
         n = len(e.problems)
         typer.echo(f"{n} problem{'s' if n != 1 else ''} in {path}; nothing was applied.", err=True)
         raise typer.Exit(1) from None
+    for w in cfg.warnings:  # worth a look; the file is valid
+        typer.echo(str(w), err=True)
+    return cfg
 
 
 FILE_ARGUMENT = typer.Argument(None, metavar="[FILE]", help="The configuration (or -c FILE).")
@@ -160,15 +163,16 @@ def check(
     if as_json:
         from ipvsmgr.config import ConfigError, load
 
+        def rows(ps: Any) -> list[dict[str, Any]]:
+            return [{"file": p.file, "line": p.line, "column": p.col, "message": p.message} for p in ps]
+
         try:
-            load(path)
+            warnings = rows(load(path).warnings)
         except ConfigError as e:
-            problems = [
-                {"file": p.file, "line": p.line, "column": p.col, "message": p.message} for p in e.problems
-            ]
-            typer.echo(json.dumps({"file": path, "valid": False, "problems": problems}, indent=2))
+            out = {"file": path, "valid": False, "problems": rows(e.problems), "warnings": rows(e.warnings)}
+            typer.echo(json.dumps(out, indent=2))
             raise typer.Exit(EXIT_ERROR) from None
-        typer.echo(json.dumps({"file": path, "valid": True, "problems": []}, indent=2))
+        typer.echo(json.dumps({"file": path, "valid": True, "problems": [], "warnings": warnings}, indent=2))
         return
     cfg = _load(path)
     reals = sum(len(v.reals) for v in cfg.virtual_servers)

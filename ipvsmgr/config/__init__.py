@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from ipvsmgr.config.build import build
-from ipvsmgr.config.errors import ConfigError, Problem
+from ipvsmgr.config.errors import ConfigError, Problem, Report
 from ipvsmgr.config.model import Config
-from ipvsmgr.config.schema import fast_def_check, validate
+from ipvsmgr.config.schema import validate
 from ipvsmgr.config.yamlsource import parse
 
 DEFAULT_PATH = "/etc/ipvsmgr/ipvsmgr.yaml"
@@ -23,51 +23,38 @@ def load_text(text: str, filename: str) -> Config:
     empty = doc.data is None or doc.data == {}
     if doc.data is None:
         doc.data = {}
-    problems = validate(doc)
-    data = doc.data
-    if not isinstance(data, dict):
-        raise ConfigError(problems)
-    servers = data.get("virtual_servers")
-    if not isinstance(servers, list):
-        servers = []
-        data = doc.data = {**data, "virtual_servers": servers}
-    skip_reals: dict[int, set[int]] = {}
+    report = Report()
+    checked = validate(doc, report)  # the schema's problems, and what the builders may trust
+    config = build(filename, checked, report)
+    problems, warnings = report.resolve(doc)
     if problems:
-        # Keep checking what the schema accepted: a bad real hides neither its
-        # virtual server's other mistakes nor its siblings'.
-        vs_ok, real_ok = fast_def_check("virtual_server"), fast_def_check("real_server")
-        valid = []
-        for i, s in enumerate(servers):
-            if vs_ok(s):
-                valid.append(True)
-                continue
-            reals = s.get("reals") if isinstance(s, dict) else None
-            if isinstance(reals, list):
-                bad = {j for j, r in enumerate(reals) if not real_ok(r)}
-                if bad and vs_ok({**s, "reals": [r for j, r in enumerate(reals) if j not in bad]}):
-                    skip_reals[i] = bad
-                    valid.append(True)
-                    continue
-            valid.append(False)
-        for section in ("ipvs", "vrrp", "bgp", "xdp"):  # a section the schema refused is not built
-            if not fast_def_check(section)(data.get(section) or {}):
-                data = {k: v for k, v in data.items() if k != section}
-                doc.data = data
-    else:
-        valid = [True] * len(servers)
-    config, semantic = build(doc, valid, skip_reals)
-    problems += semantic
-    if problems:
-        raise ConfigError(problems)
-    return dataclasses.replace(config, empty=True) if empty else config
+        raise ConfigError(problems, warnings)
+    return dataclasses.replace(config, empty=empty, warnings=tuple(warnings))
 
 
 def load(path: str) -> Config:
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            raw = f.read()
     except OSError as e:
         raise ConfigError([Problem(path, 1, 1, f"cannot read the configuration: {e.strerror}")]) from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError([Problem(path, 1, 1, f"the configuration is not UTF-8 text: {e}")]) from None
-    return load_text(text, path)
+        raise ConfigError([_not_utf8(path, raw, e)]) from None
+    # read as bytes to find a bad byte's line; line ends as text mode (universal newlines) has them
+    return load_text(text.replace("\r\n", "\n").replace("\r", "\n"), path)
+
+
+def _not_utf8(path: str, raw: bytes, e: UnicodeDecodeError) -> Problem:
+    """Where the first byte that is not UTF-8 is, as a line and a column of characters."""
+    line_start = raw.rfind(b"\n", 0, e.start) + 1
+    line = raw.count(b"\n", 0, e.start) + 1
+    col = len(raw[line_start : e.start].decode("utf-8", errors="replace")) + 1
+    byte = raw[e.start : e.start + 1].hex()
+    return Problem(
+        path,
+        line,
+        col,
+        f"byte 0x{byte} is not UTF-8 ({e.reason}): save the file as UTF-8",
+    )

@@ -16,9 +16,10 @@ from typing import Any
 from ipvsmgr.config.durations import parse_duration
 from ipvsmgr.config.errors import Path
 from ipvsmgr.config.model import BgpAnnouncement, BgpConfig, BgpPeer, VirtualServer
+from ipvsmgr.config.schema import Checked, Names
 
 Error = Callable[[Path, str], None]
-Locate = Callable[[Path], int]
+Locate = Callable[[Path], str]  # the line a path is on (Report.line_of: filled in with the positions)
 
 DEFAULT_HOLD_TIME = 9
 DEFAULT_WITHDRAW_GRACE = 5.0
@@ -42,8 +43,13 @@ def build_bgp(
     error: Error,
     line_of: Locate,
     servers: Sequence[VirtualServer],
-    instances: set[str],
+    instances: Names,
+    vs_names: Names,
+    unbuilt: Sequence[str | None],
+    checked: Checked,
 ) -> BgpConfig | None:
+    """The section; `vs_names` and `instances` name every virtual server and VRRP instance (built or
+    not), `unbuilt` the addresses of the virtual servers not built (None: unknown)."""
     if not isinstance(data, dict):
         return None
     default_hold = DEFAULT_HOLD_TIME
@@ -51,10 +57,19 @@ def build_bgp(
         default_hold = _hold_time(data["hold_time"], ("bgp", "hold_time"), error)
     peers: list[BgpPeer] = []
     seen: dict[str, Path] = {}
+    families: set[int] = set()
+    families_known = True
     for i, p in enumerate(data.get("peers") or ()):
         path: Path = ("bgp", "peers", i)
+        if path in checked.refused:
+            try:
+                families.add(_family(str(ipaddress.ip_address(p.get("address")))))
+            except (AttributeError, ValueError):
+                families_known = False
+            continue
         address = str(ipaddress.ip_address(p["address"]))
         local = str(ipaddress.ip_address(p["local_address"]))
+        families.add(_family(address))
         if address in seen:
             error(path + ("address",), f"peer {address} is already listed on line {line_of(seen[address])}")
             continue
@@ -68,20 +83,21 @@ def build_bgp(
         hold = _hold_time(p["hold_time"], path + ("hold_time",), error) if "hold_time" in p else default_hold
         seen[address] = path + ("address",)
         peers.append(BgpPeer(address, int(p["as"]), local, hold, p.get("password"), p.get("multihop")))
-    families = {peer.family for peer in peers}
     by_name = {v.name: v for v in servers}
     announcements: list[BgpAnnouncement] = []
     prefixes: dict[str, Path] = {}
     for i, a in enumerate(data.get("announce") or ()):
         path = ("bgp", "announce", i)
-        ann = _announcement(a, path, error, by_name, servers, instances)
+        if path in checked.refused:
+            continue
+        ann = _announcement(a, path, error, by_name, servers, instances, vs_names, unbuilt, checked)
         if ann is None:
             continue
         if ann.prefix in prefixes:
             line = line_of(prefixes[ann.prefix])
             error(path + ("prefix",), f"{ann.prefix} is already announced on line {line}")
             continue
-        if peers and ann.family not in families:
+        if families and families_known and ann.family not in families:
             error(
                 path + ("prefix",),
                 f"no {FAMILY_TEXT[ann.family]} peer to announce {ann.prefix} to "
@@ -90,6 +106,8 @@ def build_bgp(
             continue
         prefixes[ann.prefix] = path
         announcements.append(ann)
+    if ("bgp",) in checked.refused:
+        return None  # local_as, router_id or peers refused: checked as far as it goes
     grace = parse_duration(data.get("withdraw_grace", DEFAULT_WITHDRAW_GRACE))
     exabgp = tuple(data.get("exabgp") or ("exabgp",))
     return BgpConfig(
@@ -104,7 +122,10 @@ def _announcement(
     error: Error,
     by_name: dict[str, VirtualServer],
     servers: Sequence[VirtualServer],
-    instances: set[str],
+    instances: Names,
+    vs_names: Names,
+    unbuilt: Sequence[str | None],
+    checked: Checked,
 ) -> BgpAnnouncement | None:
     raw = a["prefix"]
     try:
@@ -117,9 +138,14 @@ def _announcement(
     when_raw = a.get("when", "healthy")
     when, instance = (when_raw, "") if isinstance(when_raw, str) else ("vrrp-master", when_raw["vrrp-master"])
     names: tuple[str, ...] = ()
+    if not checked.ok(path + ("when",)):
+        return None  # the condition was refused
     if when == "vrrp-master" and instance not in instances:
-        known = ", ".join(sorted(instances)) or "none"
-        error(path + ("when", "vrrp-master"), f"no VRRP instance named {instance!r} (instances: {known})")
+        if instances.complete:
+            listed = instances.listing()
+            error(
+                path + ("when", "vrrp-master"), f"no VRRP instance named {instance!r} (instances: {listed})"
+            )
         return None
     if "virtual_servers" in a and when != "healthy":
         error(path + ("virtual_servers",), f"virtual_servers only applies to when: healthy, not {when}")
@@ -128,26 +154,34 @@ def _announcement(
         if "virtual_servers" in a:
             ok = True
             for j, name in enumerate(a["virtual_servers"]):
-                if name not in by_name:
-                    known = ", ".join(sorted(by_name)) or "none"
-                    error(path + ("virtual_servers", j), f"no virtual server named {name!r} (names: {known})")
+                if vs_names.missing(name):
+                    listed = vs_names.listing()
+                    error(
+                        path + ("virtual_servers", j), f"no virtual server named {name!r} (names: {listed})"
+                    )
                     ok = False
+                elif name not in by_name:
+                    ok = False  # refused by the schema: reported there
             if not ok:
                 return None
             names = tuple(dict.fromkeys(a["virtual_servers"]))
-        else:
+        elif checked.ok(path + ("virtual_servers",)):
             names = tuple(
                 v.name
                 for v in servers
                 if v.address and v.family == _family(prefix) and ipaddress.ip_address(v.address) in net
             )
             if not names:
+                if any(address is None or _inside(address, net) for address in unbuilt):
+                    return None  # a virtual server the schema refused may be the one
                 error(
                     path + ("prefix",),
                     f"no virtual server has an address in {prefix}: name the ones whose health decides "
                     "with `virtual_servers`, or use when: always",
                 )
                 return None
+        else:
+            return None
     next_hop = a.get("next_hop", "self")
     if next_hop != "self":
         next_hop = str(ipaddress.ip_address(next_hop))
@@ -165,3 +199,7 @@ def _announcement(
         communities=tuple(a.get("communities", ())), large_communities=tuple(a.get("large_communities", ())),
         path=path,
     )  # fmt: skip
+
+
+def _inside(address: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    return bool(address) and ipaddress.ip_address(address) in net

@@ -13,7 +13,7 @@ from typing import Any
 
 from ipvsmgr.config.bgpbuild import build_bgp
 from ipvsmgr.config.durations import parse_duration
-from ipvsmgr.config.errors import Path, Problem
+from ipvsmgr.config.errors import Path, Report
 from ipvsmgr.config.health import BLOCKS, build_check, merge
 from ipvsmgr.config.model import (
     Config,
@@ -24,12 +24,12 @@ from ipvsmgr.config.model import (
     RealServer,
     Tunnel,
     VirtualServer,
-    VrrpConfig,
 )
+from ipvsmgr.config.schema import Checked, Names
 from ipvsmgr.config.vrrpbuild import build_vrrp
 from ipvsmgr.config.xdpbuild import build_xdp
-from ipvsmgr.config.yamlsource import Document
 from ipvsmgr.ipvs.model import Timeouts
+from vrrp.packet import IPAddress
 
 DEFAULT_SCHEDULER = "wlc"
 DEFAULT_PERSISTENCE = 300
@@ -53,14 +53,51 @@ def default_name(family: int, protocol: str, address: str, port: int, fwmark: in
     return f"{protocol}:{host}:{port}"
 
 
+_DEFAULT_NAME_FROM = ("address", "port", "protocol", "fwmark", "family")
+
+
+def _known_address(raw: dict[str, Any]) -> str | None:
+    """The address of a virtual server the schema refused: "" for fwmark, None when unreadable."""
+    if "fwmark" in raw:
+        return ""
+    address = raw.get("address")
+    try:
+        return _address(address)[1] if isinstance(address, str) else None
+    except OSError:
+        return None
+
+
+def _known_name(raw: dict[str, Any]) -> str | None:
+    """The name a virtual server the schema refused would have had (references to it stay quiet)."""
+    name = raw.get("name")
+    if isinstance(name, str):
+        return name
+    address, port, fwmark = _known_address(raw), raw.get("port"), raw.get("fwmark")
+    family = FAMILIES.get(raw.get("family", "ipv4"), socket.AF_INET)
+    if isinstance(fwmark, int) and fwmark > 0:
+        return default_name(family, "", "", 0, fwmark)
+    if address and isinstance(port, int) and not isinstance(port, bool):
+        af = socket.AF_INET6 if ":" in address else socket.AF_INET
+        return default_name(af, str(raw.get("protocol", "tcp")), address, port, 0)
+    return None
+
+
 class _Builder:
-    def __init__(self, doc: Document, skip_reals: dict[int, set[int]]) -> None:
-        self.doc = doc
-        self.skip_reals = skip_reals
-        self.problems: list[Problem] = []
+    def __init__(self, source: str, checked: Checked, report: Report) -> None:
+        self.source = source
+        self.checked = checked
+        self.report = report
+        self.line_of = report.line_of
 
     def error(self, path: Path, message: str, key: bool = False) -> None:
-        self.problems.append(self.doc.problem(path, message, key))
+        self.report.add(path, message, key)
+
+    def warn(self, path: Path, message: str) -> None:
+        self.report.warn(path, message)
+
+    def clean(self, path: Path) -> bool:
+        """Nothing at or under `path` was refused by the schema (so no default stands in for it)."""
+        return self.checked.ok(path)
 
     def seconds(self, value: Any, path: Path, what: str, minimum: int = 1) -> int:
         s = parse_duration(value)
@@ -69,7 +106,7 @@ class _Builder:
             return minimum
         return int(s)
 
-    def tunnel(self, raw: dict[str, Any] | None, base: Tunnel | None, path: Path) -> Tunnel:
+    def tunnel(self, raw: dict[str, Any] | None, base: Tunnel | None, path: Path, known: bool) -> Tunnel:
         t = base or Tunnel()
         if raw is None:
             return t
@@ -78,7 +115,10 @@ class _Builder:
             port=int(raw.get("port", t.port)),  # the schema's "integer" admits 6080.0
             checksum=raw.get("checksum", t.checksum),
         )
-        if t.type == "gue" and not t.port:
+        if not known or not self.clean(path):
+            return t  # a refused type or port: the rules below would judge a default
+        inherited = base is not None and base.type == "gue" and not base.port  # reported on the server
+        if t.type == "gue" and not t.port and not inherited:
             self.error(path, "a gue tunnel needs `port:` (the GUE UDP port the reals listen on, e.g. 6080)")
         if t.type != "gue" and "port" in raw:
             self.error(path + ("port",), f"`port` only applies to gue tunnels, not {t.type}")
@@ -87,22 +127,42 @@ class _Builder:
         return t
 
     def real(
-        self, vs: dict[str, Any], v: VirtualServer, r: dict[str, Any], path: Path, vs_tunnel: Tunnel | None
+        self,
+        vs: dict[str, Any],
+        v: VirtualServer,
+        r: dict[str, Any],
+        path: Path,
+        vs_tunnel: Tunnel | None,
+        vs_path: Path,
+        vs_clean: bool,
     ) -> RealServer | None:
         family, address = _address(r["address"])
         forwarding = r.get("forwarding", vs.get("forwarding", "nat"))
+        clean = vs_clean and self.clean(path)  # the common case: nothing refused, every value as written
+        # the forwarding (and the tunnel) this real really has, when the schema refused none of it
+        if clean:
+            known = known_family = True
+        else:
+            if "forwarding" in r or path + ("forwarding",) in self.checked.dropped:
+                known = self.clean(path + ("forwarding",))
+            else:
+                known = self.clean(vs_path + ("forwarding",))
+            known_family = v.fwmark == 0 or self.clean(vs_path + ("family",))
         ok = True
-        if "tunnel" in r and forwarding != "tunnel":
+        if "tunnel" in r and forwarding != "tunnel" and known:
             self.error(
                 path + ("tunnel",),
                 f"`tunnel` settings need `forwarding: tunnel` (this real uses {forwarding})",
                 key=True,
             )
             ok = False
+        tunnel_known = known and (clean or self.clean(vs_path + ("tunnel",)))
         tunnel = (
-            self.tunnel(r.get("tunnel"), vs_tunnel, path + ("tunnel",)) if forwarding == "tunnel" else None
+            self.tunnel(r.get("tunnel"), vs_tunnel, path + ("tunnel",), tunnel_known)
+            if forwarding == "tunnel"
+            else None
         )
-        if family != v.family and forwarding != "tunnel":
+        if family != v.family and forwarding != "tunnel" and known and known_family:
             self.error(
                 path + ("address",),
                 f"{FAMILY_TEXT[family]} real server for an {FAMILY_TEXT[v.family]} virtual server: "
@@ -113,7 +173,7 @@ class _Builder:
             port = r.get("port", 0)
         elif forwarding in ("dr", "tunnel"):
             port = r.get("port", v.port)
-            if port != v.port:
+            if port != v.port and known:
                 self.error(
                     path + ("port",),
                     f"{forwarding} forwarding keeps the destination port: the real's port must be "
@@ -124,10 +184,13 @@ class _Builder:
             port = r.get("port", v.port)
         upper = int(r.get("upper_threshold", 0))
         lower = int(r.get("lower_threshold", 0))
-        if lower and not upper:
+        thresholds = clean or (
+            self.clean(path + ("upper_threshold",)) and self.clean(path + ("lower_threshold",))
+        )
+        if lower and not upper and thresholds:
             self.error(path + ("lower_threshold",), "lower_threshold needs an upper_threshold")
             ok = False
-        elif upper and lower > upper:
+        elif upper and lower > upper and thresholds:
             self.error(
                 path + ("lower_threshold",), f"lower_threshold {lower} is above upper_threshold {upper}"
             )
@@ -158,10 +221,12 @@ class _Builder:
                     path + ("address",), f"{address} cannot be a virtual address (unspecified or multicast)"
                 )
         scheduler = d.get("scheduler", DEFAULT_SCHEDULER)
+        vs_clean = self.clean(path)
+        scheduler_known = vs_clean or self.clean(path + ("scheduler",))
         flags = tuple(d.get("scheduler_flags", ()))
         for i, flag in enumerate(flags):
             owner = flag.split("-", 1)[0]
-            if owner != scheduler:
+            if owner != scheduler and scheduler_known:
                 self.error(
                     path + ("scheduler_flags", i),
                     f"{flag} is a flag of the {owner} scheduler, not of {scheduler}",
@@ -192,10 +257,10 @@ class _Builder:
                         f"prefix {prefix} is longer than an {FAMILY_TEXT[family]} address ({limit})",
                     )
             persistence = Persistence(timeout, prefix)
-        if not fwmark and port == 0 and persistence is None:
+        if not fwmark and port == 0 and persistence is None and self.clean(path + ("persistence",)):
             self.error(path + ("port",), "port 0 (all ports) needs `persistence:`, as in ipvsadm -p")
         one_packet = bool(d.get("one_packet", False))
-        if one_packet and protocol in ("tcp", "sctp"):
+        if one_packet and protocol in ("tcp", "sctp") and self.clean(path + ("protocol",)):
             self.error(
                 path + ("one_packet",), f"one_packet only applies to udp (or fwmark) services, not {protocol}"
             )
@@ -203,14 +268,15 @@ class _Builder:
         vs_tunnel = None
         if "tunnel" in d:
             if vs_forwarding != "tunnel":
-                self.error(
-                    path + ("tunnel",),
-                    "`tunnel` settings need `forwarding: tunnel` on the virtual server "
-                    "(or put them on the reals that tunnel)",
-                    key=True,
-                )
+                if self.clean(path + ("forwarding",)):
+                    self.error(
+                        path + ("tunnel",),
+                        "`tunnel` settings need `forwarding: tunnel` on the virtual server "
+                        "(or put them on the reals that tunnel)",
+                        key=True,
+                    )
             else:
-                vs_tunnel = self.tunnel(d["tunnel"], None, path + ("tunnel",))
+                vs_tunnel = self.tunnel(d["tunnel"], None, path + ("tunnel",), True)
         name = d.get("name") or default_name(family, protocol, address, port, fwmark)
         v = VirtualServer(
             name=name,
@@ -228,31 +294,44 @@ class _Builder:
         )
         reals: list[RealServer] = []
         seen: dict[tuple[int, str, int], Path] = {}
-        skip = self.skip_reals.get(int(path[-1]), set())
         default_raw = d.get("health_check")
         default_check = self.health(default_raw, None, path, path) if default_raw else None
-        for i, r in enumerate(d.get("reals", ())):
-            if i in skip:
-                continue
+        raw_reals = d.get("reals", ())
+        all_built = True  # every real listed was built (so their weights are known)
+        for i, r in enumerate(raw_reals):
             rp = path + ("reals", i)
-            real = self.real(d, v, r, rp, vs_tunnel)
+            if rp in self.checked.refused:
+                all_built = False
+                continue
+            real = self.real(d, v, r, rp, vs_tunnel, path, vs_clean)
             if real is None:
+                all_built = False
                 continue
             override = r.get("health_check")
-            if override is False:
+            if override is None and not vs_clean and not self.clean(rp + ("health_check",)):
+                real = replace(real, health=None)  # its own check was refused: not the default either
+            elif override is False:
                 real = replace(real, health=None)
             elif override:
                 real = replace(real, health=self.health(default_raw, override, path, rp))
             elif default_check is not None:
                 real = replace(real, health=default_check)  # shared by every real without an override
             h = real.health
-            if h is not None and not real.port and h.port is None and h.type not in ("icmp", "script"):
+            if (
+                h is not None
+                and not real.port
+                and h.port is None
+                and h.type not in ("icmp", "script")
+                and self.clean(path + ("health_check", "port"))
+                and self.clean(rp + ("health_check", "port"))
+                and self.clean(rp + ("port",))
+            ):
                 self.error(
                     rp, f"this real has no port to check (fwmark service): set the {h.type} check's `port`"
                 )
             rk = (real.family, real.address, real.port)
             if rk in seen:
-                line = self.doc.locate(seen[rk])[0]
+                line = self.line_of(seen[rk])
                 self.error(
                     rp, f"real server {real.address} port {real.port} is listed twice (first on line {line})"
                 )
@@ -261,7 +340,13 @@ class _Builder:
             reals.append(real)
         fallback = f"{scheduler}-fallback"
         inhibited = any(r.health is not None and r.health.on_failure == "inhibit" for r in reals)
-        if scheduler in ("mh", "sh") and inhibited and fallback not in flags:
+        if (
+            scheduler in ("mh", "sh")
+            and inhibited
+            and fallback not in flags
+            and scheduler_known
+            and self.clean(path + ("scheduler_flags",))
+        ):
             self.error(
                 path + (("scheduler_flags",) if "scheduler_flags" in d else ("scheduler",)),
                 f"add {fallback} to scheduler_flags: {scheduler} keeps the table slots of a real "
@@ -272,13 +357,18 @@ class _Builder:
         sorry = None
         if "sorry_server" in d:
             sp = path + ("sorry_server",)
-            sorry = self.real(d, v, {"weight": 1, **d["sorry_server"]}, sp, vs_tunnel)
+            sorry = self.real(d, v, {"weight": 1, **d["sorry_server"]}, sp, vs_tunnel, path, vs_clean)
             if sorry is not None and (sorry.family, sorry.address, sorry.port) in seen:
                 self.error(sp, "the sorry server is also one of the reals: use a separate server")
         quorum = None
         if "quorum" in d or sorry is not None:
             q = d.get("quorum") or {}
             quorum = Quorum(int(q.get("min_up", 1)), int(q.get("min_weight", 0)), int(q.get("hysteresis", 0)))
+            if "quorum" in d and self.clean(path + ("quorum",)) and self.clean(path + ("reals",)):
+                weights_known = all_built and self.clean(path + ("weight",))
+                self.reachable(
+                    quorum, path + ("quorum",), q, len(raw_reals), reals if weights_known else None
+                )
         return VirtualServer(
             name=v.name, family=v.family, protocol=v.protocol, address=v.address, port=v.port,
             fwmark=v.fwmark, scheduler=v.scheduler, scheduler_flags=v.scheduler_flags,
@@ -286,19 +376,65 @@ class _Builder:
             quorum=quorum, sorry=sorry,
         )  # fmt: skip
 
+    def reachable(
+        self, q: Quorum, path: Path, raw: dict[str, Any], count: int, reals: list[RealServer] | None
+    ) -> None:
+        """A quorum that no set of the listed reals can reach, or regain once lost (reconcile/health.py:
+        up while at least min_up reals and min_weight of weight are up; back at both + hysteresis)."""
+        listed = f"there {'is' if count == 1 else 'are'} {count or 'none'}"
+        if q.min_up > count:
+            self.error(
+                path + ("min_up",) if "min_up" in raw else path,
+                f"min_up {q.min_up} needs {q.min_up} real{'s' if q.min_up > 1 else ''} up, and {listed}: "
+                "the quorum can never be reached",
+            )
+            return
+        if q.hysteresis and q.min_up + q.hysteresis > count:
+            self.error(
+                path + ("hysteresis",),
+                f"min_up {q.min_up} + hysteresis {q.hysteresis} needs {q.min_up + q.hysteresis} reals up to "
+                f"come back, and {listed}: once lost the quorum never comes back",
+            )
+            return
+        if reals is None:
+            return  # a real's weight is unknown
+        # a script check's exit status 2-255 sets the weight to status - 2 while up
+        top = sum(max(r.weight, 253) if r.health and r.health.type == "script" else r.weight for r in reals)
+        if q.min_weight > top:
+            self.error(
+                path + ("min_weight",),
+                f"min_weight {q.min_weight} is more than the weight of all the reals together ({top}): "
+                "the quorum can never be reached",
+            )
+        elif q.hysteresis and q.min_weight + q.hysteresis > top:
+            self.error(
+                path + ("hysteresis",),
+                f"min_weight {q.min_weight} + hysteresis {q.hysteresis} is more than the weight of all the "
+                f"reals together ({top}): once lost the quorum never comes back",
+            )
+
     def health(
         self, default: dict[str, Any] | None, override: dict[str, Any] | None, vs_path: Path, path: Path
     ) -> HealthCheck | None:
         merged = merge(default, override)
+        own, base = path + ("health_check",), vs_path + ("health_check",)
+        # the keys whose value the schema refused: the real's own, or the default's it did not replace
+        unknown = self.checked.taken(own) if override is not None else set()
+        unknown |= {k for k in self.checked.taken(base) if override is None or k not in override}
+        if base in self.checked.dropped:  # the default was refused (or misspelt): all of it is unknown
+            unknown |= {k for k in ("type", "interval", "timeout", *BLOCKS) if k not in (override or ())}
+        if override and "type" in override and "type" in self.checked.taken(base):
+            # the default's options blocks are for a type that was refused: not for this one
+            merged = {k: v for k, v in merged.items() if k not in BLOCKS or k in override}
 
         def error(sub: tuple[str, ...], message: str) -> None:
             # point at the real's own setting when it made it, else at the default
             where = path if override is not None and (not sub or sub[0] in override) else vs_path
             self.error(where + ("health_check", *sub), message, key=bool(sub) and sub[0] in BLOCKS)
 
-        return build_check(merged, error)
+        return build_check(merged, error, unknown)
 
-    def config(self, data: dict[str, Any], valid_vs: list[bool]) -> Config:
+    def config(self, data: dict[str, Any]) -> Config:
         ipvs = data.get("ipvs") or {}
         t = ipvs.get("timeouts") or {}
         tp: Path = ("ipvs", "timeouts")
@@ -312,74 +448,128 @@ class _Builder:
         servers: list[VirtualServer] = []
         keys: dict[tuple[int, str, str, int, int], Path] = {}
         names: dict[str, Path] = {}
+        unbuilt: list[str | None] = []  # the addresses of virtual servers not built ("" fwmark, None unknown)
+        vs_names = Names()  # every name a reference may use, built or not
+        if ("virtual_servers",) in self.checked.dropped:  # refused (or misspelt): unknown ones
+            vs_names.complete = False
+            unbuilt.append(None)
         for i, d in enumerate(data.get("virtual_servers") or ()):
-            if not valid_vs[i]:
-                continue
             path: Path = ("virtual_servers", i)
+            # its name is known when the schema refused nothing the name comes from
+            named = (
+                isinstance(d, dict)
+                and self.clean(path + ("name",))
+                and ("name" in d or all(self.clean(path + (k,)) for k in _DEFAULT_NAME_FROM))
+            )
+            if path in self.checked.refused:
+                vs_names.add(_known_name(d) if named else None)
+                unbuilt.append(_known_address(d) if isinstance(d, dict) else None)
+                continue
             v = self.virtual_server(d, path)
             if v is None:
                 continue
+            vs_names.add(v.name if named else None)
             key = (v.family, v.protocol, v.address, v.port, v.fwmark)
-            if key in keys:
-                line = self.doc.locate(keys[key])[0]
+            same_key = self.clean(path + ("protocol",)) and self.clean(path + ("family",))
+            if key in keys and same_key:
+                line = self.line_of(keys[key])
                 self.error(path, f"virtual server {v.name} is defined twice (first on line {line})")
                 continue
-            if v.name in names:
-                line = self.doc.locate(names[v.name])[0]
+            if v.name in names and named:
+                line = self.line_of(names[v.name])
                 self.error(path + ("name",), f"name {v.name!r} is already used on line {line}")
                 continue
-            keys[key] = path
-            names[v.name] = path
+            if same_key:
+                keys[key] = path
+            if named:
+                names[v.name] = path
             servers.append(v)
-        vrrp = build_vrrp(
-            data.get("vrrp"), self.error, lambda p: self.doc.locate(p)[0], {v.name for v in servers}
+        bgp_data = data.get("bgp")
+        vrrp, instance_names, vips_known = build_vrrp(
+            data.get("vrrp"), self.error, self.line_of, vs_names, self.checked, _local_addresses(bgp_data)
         )
         bgp = build_bgp(
-            data.get("bgp"),
-            self.error,
-            lambda p: self.doc.locate(p)[0],
-            servers,
-            {i.name for i in vrrp.instances},
+            bgp_data, self.error, self.line_of, servers, instance_names, vs_names, unbuilt, self.checked
         )
         sysctls = tuple((k, int(v)) for k, v in (ipvs.get("sysctl") or {}).items())
-        xdp = build_xdp(data.get("xdp"), self.error, lambda p: self.doc.locate(p)[0], servers)
+        xdp = build_xdp(data.get("xdp"), self.error, self.line_of, servers, unbuilt, self.checked)
+        if vips_known is not None:
+            self.vips_without_vrrp(servers, vips_known, bgp_data)
         return Config(
             xdp=xdp,
             sysctls=sysctls,
             bgp=bgp,
-            source=self.doc.filename,
+            source=self.source,
             virtual_servers=tuple(servers),
             timeouts=timeouts,
             drain_timeout=drain,
             vrrp=vrrp,
-            connection_sync=self.connection_sync(ipvs.get("connection_sync"), vrrp),
+            connection_sync=self.connection_sync(ipvs.get("connection_sync"), instance_names),
             max_removed_reals=float(ipvs.get("max_removed_reals", 0.5)),
         )
 
-    def connection_sync(self, raw: dict[str, Any] | None, vrrp: VrrpConfig) -> ConnectionSync | None:
+    def vips_without_vrrp(self, servers: list[VirtualServer], vips: set[IPAddress], bgp: Any) -> None:
+        """Warn about a virtual address that VRRP does not move while VRRP moves the others: after a
+        failover its traffic goes to a node that no longer holds it (or to none)."""
+        if not vips:
+            return
+        announced = []
+        for a in (bgp.get("announce") or ()) if isinstance(bgp, dict) else ():
+            try:
+                announced.append(ipaddress.ip_network(a["prefix"], strict=False))
+            except (TypeError, KeyError, ValueError):
+                return  # an announcement the schema refused might cover it
+        for v in servers:
+            if not v.address:
+                continue
+            ip = ipaddress.ip_address(v.address)
+            if ip in vips or any(ip in net for net in announced):
+                continue  # BGP announces it
+            self.warn(
+                v.path + ("address",),
+                f"{v.address} is in no VRRP instance's virtual_addresses: the VRRP master does not take it "
+                "along, so after a failover its clients reach a node that does not hold it; add it to the "
+                "instance that carries this service's traffic",
+            )
+
+    def connection_sync(self, raw: dict[str, Any] | None, instances: Names) -> ConnectionSync | None:
         if not raw:
             return None
         path: Path = ("ipvs", "connection_sync")
-        names = [i.name for i in vrrp.instances]
         follow = raw.get("follow")
+        if path + ("follow",) in self.checked.dropped:
+            return None
         if follow is None:
-            if len(names) != 1:
-                why = "there are none" if not names else f"there are {len(names)}: {', '.join(names)}"
+            if instances.count != 1:
+                n = instances.count
+                why = "there are none" if not n else f"there are {n}: {instances.listing()}"
                 self.error(path, f"connection_sync follows a VRRP instance: name it with `follow` ({why})")
                 return None
-            follow = names[0]
-        elif follow not in names:
-            known = ", ".join(names) or "none"
-            self.error(path + ("follow",), f"no VRRP instance named {follow!r} (instances: {known})")
+            if not instances.known:
+                return None  # the only instance's name was refused
+            follow = next(iter(instances.known))
+        elif instances.missing(follow):
+            self.error(
+                path + ("follow",), f"no VRRP instance named {follow!r} (instances: {instances.listing()})"
+            )
             return None
         return ConnectionSync(raw["interface"], raw.get("sync_id", 0), follow)
 
 
-def build(
-    doc: Document, valid_vs: list[bool], skip_reals: dict[int, set[int]] | None = None
-) -> tuple[Config, list[Problem]]:
-    """The typed configuration and the semantic problems; invalid parts are skipped."""
-    b = _Builder(doc, skip_reals or {})
-    data = doc.data if isinstance(doc.data, dict) else {}
-    cfg = b.config(data, valid_vs)
-    return cfg, b.problems
+def _local_addresses(bgp: Any) -> dict[str, Path]:
+    """This node's addresses that the bgp: section names (each peer's local_address)."""
+    out: dict[str, Path] = {}
+    for i, p in enumerate((bgp.get("peers") or ()) if isinstance(bgp, dict) else ()):
+        local = p.get("local_address") if isinstance(p, dict) else None
+        try:
+            if isinstance(local, str):
+                out.setdefault(str(ipaddress.ip_address(local)), ("bgp", "peers", i, "local_address"))
+        except ValueError:
+            continue
+    return out
+
+
+def build(source: str, checked: Checked, report: Report) -> Config:
+    """The typed configuration, its problems and warnings into `report`; refused parts are skipped."""
+    data = checked.data if isinstance(checked.data, dict) else {}
+    return _Builder(source, checked, report).config(data)

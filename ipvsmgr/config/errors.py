@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import reprlib
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 Path = tuple[str | int, ...]
 
@@ -47,14 +49,81 @@ class Problem:
     line: int  # 1-based
     col: int  # 1-based
     message: str
+    severity: str = "error"  # or "warning": worth a look, but the configuration is valid
 
     def __str__(self) -> str:
+        if self.severity == "warning":
+            return f"{self.file}:{self.line}:{self.col}: warning: {self.message}"
         return f"{self.file}:{self.line}:{self.col}: {self.message}"
 
 
-class ConfigError(Exception):
-    """One or more problems; nothing from this configuration may be applied."""
+def unique(problems: Iterable[Problem]) -> list[Problem]:
+    """Sorted, one line per problem however often it was found."""
+    return sorted(set(problems))
 
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = sorted(set(problems))  # one line per problem, however often it was found
+
+class ConfigError(Exception):
+    """One or more problems; nothing from this configuration may be applied.
+
+    `warnings` are what the same file would have been warned about if valid
+    (Config.warnings), so that `ipvsmgr check` can show both in one run.
+    """
+
+    def __init__(self, problems: list[Problem], warnings: Iterable[Problem] = ()) -> None:
+        self.problems = unique(problems)
+        self.warnings = unique(warnings)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class Located(Protocol):
+    """What finds positions: yamlsource.Document."""
+
+    def prefetch(self, paths: Iterable[Path]) -> None: ...
+
+    def locate(self, path: Path, key: bool = False) -> tuple[int, int]: ...
+
+    def problem(self, path: Path, message: str, key: bool = False) -> Problem: ...
+
+
+_LINE_OF = re.compile("\x00([0-9]+)\x00")
+
+
+class Report:
+    """Problems and warnings by path, given their positions at the end, in one pass over the text.
+
+    Finding positions means reading the file again: doing it once, for every path
+    at once, keeps a large file with a few problems as fast and as small as a
+    valid one. A message that names another node's line takes `line_of(path)`,
+    which stands in for the line number until `resolve`.
+    """
+
+    def __init__(self) -> None:
+        self._items: list[tuple[Path, str, bool, str]] = []
+        self._refs: list[Path] = []
+
+    def add(self, path: Path, message: str, key: bool = False, severity: str = "error") -> None:
+        self._items.append((tuple(path), message, key, severity))
+
+    def warn(self, path: Path, message: str) -> None:
+        self.add(path, message, severity="warning")
+
+    def line_of(self, path: Path) -> str:
+        self._refs.append(tuple(path))
+        return f"\x00{len(self._refs) - 1}\x00"
+
+    def resolve(self, doc: Located) -> tuple[list[Problem], list[Problem]]:
+        """The problems and the warnings, each at its line and column."""
+        if not self._items:
+            return [], []
+        doc.prefetch([p for p, *_ in self._items] + self._refs)
+        lines = [doc.locate(p)[0] for p in self._refs]
+        problems: list[Problem] = []
+        warnings: list[Problem] = []
+        for path, message, key, severity in self._items:
+            message = _LINE_OF.sub(lambda m: str(lines[int(m[1])]), message)
+            p = doc.problem(path, message, key)
+            if severity == "error":
+                problems.append(p)
+            else:
+                warnings.append(replace(p, severity=severity))
+        return unique(problems), unique(warnings)

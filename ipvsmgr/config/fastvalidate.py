@@ -227,6 +227,21 @@ class _Compiler:
         return check
 
 
+class NodeChecks:
+    """The compiled check of any node of one schema (each compiled once), for walking a document
+    down to the parts that fail; `$ref`s resolve against the whole schema."""
+
+    def __init__(self, root: dict[str, Any]) -> None:
+        self._compiler = _Compiler(root)
+        self._cache: dict[int, tuple[Any, Check]] = {}  # id(node) -> (node: kept alive, check)
+
+    def __call__(self, node: dict[str, Any]) -> Check:
+        hit = self._cache.get(id(node))
+        if hit is None:
+            hit = self._cache[id(node)] = (node, self._compiler.compile(node))
+        return hit[1]
+
+
 def compile_schema(schema: dict[str, Any], definition: str = "") -> Check:
     """The check for the whole schema, or for one entry of its `$defs`."""
     compiler = _Compiler(schema)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from healthchecks.checkers import MissingPackage
@@ -96,31 +96,44 @@ def _make_checker(kind: str, opts: dict[str, Any]) -> Any:
     raise ValueError(f"unknown check type {kind!r}")
 
 
-def build_check(raw: dict[str, Any], error: Callable[[tuple[str, ...], str], None]) -> HealthCheck | None:
-    """The HealthCheck for a merged section, or None after reporting through `error(subpath, message)`."""
+def build_check(
+    raw: dict[str, Any],
+    error: Callable[[tuple[str, ...], str], None],
+    unknown: Collection[str] = frozenset(),
+) -> HealthCheck | None:
+    """The HealthCheck for a merged section, or None after reporting through `error(subpath, message)`.
+
+    `unknown` names the keys whose values the schema refused: the rules that would read
+    them (their defaults in their place) are not applied, and no check is built.
+    """
     kind = raw.get("type")
-    if kind is None:
+    if "type" in unknown:
+        kind = None
+    elif kind is None:
         error((), "a health_check needs `type` (set it here or on the virtual server's health_check)")
         return None
-    block = BLOCK[kind]
-    ok = True
-    for other in sorted(BLOCKS - {block} if block else BLOCKS):
-        if other in raw:
-            error((other,), f"`{other}` options do not apply to a {kind} check")
+    block = BLOCK[kind] if kind is not None else None
+    ok = kind is not None and not (block is not None and block in unknown)
+    if kind is not None:
+        for other in sorted(BLOCKS - {block} if block else BLOCKS):
+            if other in raw:
+                error((other,), f"`{other}` options do not apply to a {kind} check")
+                ok = False
+        if kind in REQUIRED_BLOCK and block not in raw and block not in unknown:
+            needed = "name" if kind == "dns" else "argv"
+            error(("type",), f"a {kind} check needs a `{block}:` block (with {needed} at least)")
             ok = False
-    if kind in REQUIRED_BLOCK and block not in raw:
-        needed = "name" if kind == "dns" else "argv"
-        error(("type",), f"a {kind} check needs a `{block}:` block (with {needed} at least)")
-        ok = False
     interval = parse_duration(raw.get("interval", 2))
     timeout = parse_duration(raw.get("timeout", 1))
-    if interval <= 0 or timeout <= 0:
+    if "interval" in unknown or "timeout" in unknown:
+        ok = False
+    elif interval <= 0 or timeout <= 0:
         error(("interval" if interval <= 0 else "timeout",), "interval and timeout must be above 0")
         ok = False
     elif timeout > interval:
         error(("timeout",), f"timeout {timeout:g}s is longer than the interval {interval:g}s")
         ok = False
-    if not ok:
+    if not ok or kind is None:
         return None
     try:
         checker = _make_checker(kind, dict(raw.get(block, {})) if block else {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ipvsmgr.config.errors import Path
+from ipvsmgr.config.errors import Path, Problem
 from ipvsmgr.ipvs.model import Timeouts  # plain seconds; 0 leaves the kernel's value
 from vrrp.instance import InstanceConfig
 
@@ -167,3 +167,5 @@ class Config:
     xdp: XdpConfig | None = None
     max_removed_reals: float = 0.5  # the removal guard's share (reconcile/guard.py)
     empty: bool = False  # the file held no settings at all: never replaces a running configuration
+    # valid, but worth a look (`ipvsmgr check` prints them): FILE:LINE:COL: warning: ...
+    warnings: tuple[Problem, ...] = field(default=(), compare=False)

@@ -3,8 +3,9 @@
 Rules a schema cannot say: one family per instance (VIPs, peers, source),
 v2 is IPv4 with whole-second intervals, v3 intervals are centiseconds up to
 40.95 s, names are unique, a VRID is used once per interface and family,
-sync groups name existing instances (each in one group at most), tracked
-virtual servers exist.
+an address is a VIP of one instance, a unicast peer is not one of this node's
+own addresses, sync groups name existing instances (each in one group at
+most), tracked virtual servers exist.
 """
 
 from __future__ import annotations
@@ -16,39 +17,84 @@ from typing import Any
 from ipvsmgr.config.durations import parse_duration
 from ipvsmgr.config.errors import Path
 from ipvsmgr.config.model import VrrpConfig
+from ipvsmgr.config.schema import Checked, Names
 from vrrp.instance import Garp, InstanceConfig, TrackFile, TrackInterface, TrackScript, TrackVirtualServer
 from vrrp.machine import Params
+from vrrp.packet import IPAddress
 
 Error = Callable[[Path, str], None]
-Locate = Callable[[Path], int]  # the line a path is on
+Locate = Callable[[Path], str]  # the line a path is on (Report.line_of: filled in with the positions)
 
 
-def build_vrrp(data: Any, error: Error, line_of: Locate, vs_names: set[str]) -> VrrpConfig:
+def build_vrrp(
+    data: Any,
+    error: Error,
+    line_of: Locate,
+    vs_names: Names,
+    checked: Checked,
+    local: dict[str, Path] | None = None,
+) -> tuple[VrrpConfig, Names, set[IPAddress] | None]:
+    """The section, the names of every instance (built or not: references to them stay quiet),
+    and every VIP (None when an instance's VIPs are unknown)."""
+    known = Names()
+    # the section or its list refused (or misspelt): there are instances, by names unknown
+    known.complete = ("vrrp",) not in checked.dropped and ("vrrp", "instances") not in checked.dropped
     if not isinstance(data, dict):
-        return VrrpConfig()
+        return VrrpConfig(), known, set() if known.complete else None
+    raw = data.get("instances") or []
     instances: list[InstanceConfig] = []
+    for i, d in enumerate(raw):
+        named = isinstance(d, dict) and checked.ok(("vrrp", "instances", i, "name"))
+        known.add(d.get("name") if named else None)
     names: dict[str, Path] = {}
     vrids: dict[tuple[str, int, int], Path] = {}
     macvlans: dict[str, Path] = {}
-    interfaces = {str(d.get("interface")) for d in data.get("instances") or () if isinstance(d, dict)}
-    for i, d in enumerate(data.get("instances") or ()):
+    vip_owner: dict[IPAddress, tuple[str, Path]] = {}
+    vips_known: set[IPAddress] | None = set() if known.complete else None
+    interfaces = {str(d.get("interface")) for d in raw if isinstance(d, dict)}
+    mine = _own_addresses(raw, checked, local or {})
+    for i, d in enumerate(raw):
         path: Path = ("vrrp", "instances", i)
-        inst = _instance(d, path, error, vs_names)
-        if inst is None:
+        refused = path in checked.refused
+        d = checked.partial.get(path, d) if refused else d
+        if not isinstance(d, dict):
             continue
-        if inst.name in names:
-            error(
-                path + ("name",),
-                f"instance name {inst.name!r} is already used on line {line_of(names[inst.name])}",
-            )
-            continue
-        key = (inst.interface, inst.family, inst.params.vrid)
-        if key in vrids:
-            error(
-                path + ("vrid",),
-                f"VRID {inst.params.vrid} is already used for IPv{inst.family} on {inst.interface} "
-                f"(line {line_of(vrids[key])})",
-            )
+        if not checked.ok(path + ("virtual_addresses",)):
+            vips_known = None
+        elif vips_known is not None:
+            vips_known.update(v.ip for v in _vips(d))
+        inst = _instance(d, path, error, vs_names, checked, mine)
+        name = d.get("name")
+        if isinstance(name, str) and not refused:
+            if name in names:
+                error(
+                    path + ("name",), f"instance name {name!r} is already used on line {line_of(names[name])}"
+                )
+                continue
+            names[name] = path
+        for j, vip in enumerate(_vips(d)):
+            where = path + ("virtual_addresses", j)
+            if vip.ip in vip_owner:
+                owner, first = vip_owner[vip.ip]
+                error(
+                    where,
+                    f"{vip.ip} is already a virtual address of instance {owner!r} (line {line_of(first)}): "
+                    "an address is moved by one instance",
+                )
+            else:
+                vip_owner[vip.ip] = (str(name), where)
+        vrid, interface, family = d.get("vrid"), d.get("interface"), _family(d)
+        if isinstance(vrid, (int, float)) and isinstance(interface, str) and family is not None:
+            key = (interface, family, int(vrid))
+            if key in vrids:
+                line = line_of(vrids[key])
+                error(
+                    path + ("vrid",),
+                    f"VRID {vrid} is already used for IPv{family} on {interface} (line {line})",
+                )
+                continue
+            vrids[key] = path + ("vrid",)
+        if inst is None or refused:
             continue
         if inst.virtual_mac is not None:
             where = path + (("virtual_mac_interface",) if "virtual_mac_interface" in d else ("virtual_mac",))
@@ -66,42 +112,106 @@ def build_vrrp(data: Any, error: Error, line_of: Locate, vs_names: set[str]) -> 
                 )
                 continue
             macvlans[inst.virtual_mac] = where
-        names[inst.name] = path
-        vrids[key] = path + ("vrid",)
         instances.append(inst)
     groups: list[tuple[str, tuple[str, ...]]] = []
-    member_of: dict[str, str] = {}
+    member_of: dict[str, tuple[str, Path]] = {}
+    group_names: dict[str, Path] = {}
+    built = {i.name for i in instances}
     for g, d in enumerate(data.get("sync_groups") or ()):
         path = ("vrrp", "sync_groups", g)
+        if path in checked.refused:
+            continue
+        if d["name"] in group_names:
+            line = line_of(group_names[d["name"]])
+            error(path + ("name",), f"sync group name {d['name']!r} is already used on line {line}")
+            continue
+        group_names[d["name"]] = path + ("name",)
         ok = True
         for j, member in enumerate(d["instances"]):
-            if member not in names:
-                known = ", ".join(sorted(names)) or "none"
-                error(path + ("instances", j), f"no VRRP instance named {member!r} (instances: {known})")
+            if member not in known:
+                if known.complete:
+                    listed = known.listing()
+                    error(path + ("instances", j), f"no VRRP instance named {member!r} (instances: {listed})")
                 ok = False
             elif member in member_of:
+                group, first = member_of[member]
                 error(
                     path + ("instances", j),
-                    f"instance {member!r} is already in sync group {member_of[member]!r}",
+                    f"instance {member!r} is already in sync group {group!r} (line {line_of(first)})",
                 )
                 ok = False
         if ok:
-            for member in d["instances"]:
-                member_of[member] = d["name"]
-            groups.append((d["name"], tuple(d["instances"])))
-    return VrrpConfig(tuple(instances), tuple(groups))
+            for j, member in enumerate(d["instances"]):
+                member_of[member] = (d["name"], path + ("instances", j))
+            if all(m in built for m in d["instances"]):
+                groups.append((d["name"], tuple(d["instances"])))
+    return VrrpConfig(tuple(instances), tuple(groups)), known, vips_known
 
 
-def _instance(d: dict[str, Any], path: Path, error: Error, vs_names: set[str]) -> InstanceConfig | None:
-    ok = True
+def _vips(d: dict[str, Any]) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+    """The instance's VIPs, as far as they are readable."""
+    out = []
+    for v in d.get("virtual_addresses") or ():
+        try:
+            out.append(ipaddress.ip_interface(v))
+        except ValueError:
+            continue
+    return out
+
+
+def _family(d: dict[str, Any]) -> int | None:
+    vips = _vips(d)
+    return vips[0].version if vips else None
+
+
+def _own_addresses(
+    raw: list[Any], checked: Checked, local: dict[str, Path]
+) -> dict[IPAddress, tuple[str, Path]]:
+    """This node's addresses in the file, each with what makes it ours (for a unicast peer's message)
+    and where (a link-local address is only ours on its own link)."""
+    out = {
+        ipaddress.ip_address(text): ("this node's BGP local_address", where) for text, where in local.items()
+    }
+    for i, d in enumerate(raw):
+        path: Path = ("vrrp", "instances", i)
+        d = checked.partial.get(path, d)
+        if not isinstance(d, dict):
+            continue
+        for vip in _vips(d):
+            out.setdefault(vip.ip, (f"a virtual address of instance {d.get('name')!r}", path))
+        source = d.get("source_address")
+        try:
+            if isinstance(source, str):
+                out[ipaddress.ip_address(source)] = (
+                    f"this node's source_address (in instance {d.get('name')!r})",
+                    path,
+                )
+        except ValueError:
+            continue
+    return out
+
+
+def _instance(
+    d: dict[str, Any],
+    path: Path,
+    error: Error,
+    vs_names: Names,
+    checked: Checked,
+    mine: dict[IPAddress, tuple[str, Path]],
+) -> InstanceConfig | None:
+    """The instance, or None after reporting its problems; `d` may lack what the schema refused."""
+    ok = all(k in d for k in ("name", "interface", "vrid", "virtual_addresses"))
 
     def bad(sub: tuple[str | int, ...], message: str) -> None:
         nonlocal ok
         ok = False
         error(path + sub, message)
 
-    vips = tuple(ipaddress.ip_interface(v) for v in d["virtual_addresses"])
-    family = vips[0].version
+    def known(*sub: str) -> bool:
+        return checked.ok(path + sub)
+
+    vips = tuple(_vips(d)) if "virtual_addresses" in d else ()
+    family = vips[0].version if vips else None
     for j, v in enumerate(vips):
         if v.version != family:
             bad(
@@ -110,11 +220,13 @@ def _instance(d: dict[str, Any], path: Path, error: Error, vs_names: set[str]) -
                 "one family per instance",
             )
     version = d.get("version", 3)
-    if version == 2 and family != 4:
+    if version == 2 and family == 6:
         bad(("version",), "VRRP version 2 is IPv4 only: use version 3 for IPv6")
     interval = parse_duration(d.get("advert_interval", 1))
     cs = round(interval * 100)
-    if version == 2:
+    if not known("version") or not known("advert_interval"):
+        cs = 100
+    elif version == 2:
         if interval != int(interval) or not 1 <= interval <= 255:
             bad(
                 ("advert_interval",),
@@ -129,25 +241,37 @@ def _instance(d: dict[str, Any], path: Path, error: Error, vs_names: set[str]) -
         cs = 100
     peers = tuple(ipaddress.ip_address(p) for p in d.get("unicast_peers") or ())
     for j, p in enumerate(peers):
-        if p.version != family:
+        if family is not None and p.version != family:
             bad(("unicast_peers", j), f"peer {p} is IPv{p.version} but the VIPs are IPv{family}")
+        elif p in mine and (not p.is_link_local or mine[p][1] == path):
+            bad(
+                ("unicast_peers", j),
+                f"unicast peer {p} is {mine[p][0]}: list the other node's own address (adverts sent to "
+                "this node never reach the peer)",
+            )
     source = ipaddress.ip_address(d["source_address"]) if "source_address" in d else None
-    if source is not None and source.version != family:
+    if source is not None and family is not None and source.version != family:
         bad(("source_address",), f"source {source} is IPv{source.version} but the VIPs are IPv{family}")
-    if family == 6 and source is not None and not source.is_link_local and not peers:
+    if (
+        family == 6
+        and source is not None
+        and not source.is_link_local
+        and not peers
+        and known("unicast_peers")
+    ):
         bad(
             ("source_address",),
             "IPv6 VRRP adverts to the multicast group must come from a link-local address",
         )
     vmac: str | None = None
     if d.get("virtual_mac"):
-        vmac = d.get("virtual_mac_interface") or f"vrrp{family}.{d['vrid']}"
+        vmac = d.get("virtual_mac_interface") or f"vrrp{family}.{d.get('vrid')}"
         if peers:
             bad(
                 ("virtual_mac",),
                 "virtual_mac needs a shared layer-2 segment and the multicast group: not with unicast_peers",
             )
-    elif "virtual_mac_interface" in d:
+    elif "virtual_mac_interface" in d and known("virtual_mac"):
         bad(("virtual_mac_interface",), "virtual_mac_interface is set but virtual_mac is not true")
     g = d.get("garp") or {}
     garp = Garp(
@@ -156,17 +280,23 @@ def _instance(d: dict[str, Any], path: Path, error: Error, vs_names: set[str]) -
         refresh=parse_duration(g.get("refresh", 0)),
     )
     t = d.get("track") or {}
+    tp = path + ("track",)
     tracked_vs = []
     for j, tv in enumerate(t.get("virtual_servers") or ()):
-        if tv["name"] not in vs_names:
-            known = ", ".join(sorted(vs_names)) or "none"
+        if tp + ("virtual_servers", j) in checked.refused:
+            ok = False
+            continue
+        if vs_names.missing(tv["name"]):
             bad(
                 ("track", "virtual_servers", j, "name"),
-                f"no virtual server named {tv['name']!r} (virtual servers: {known})",
+                f"no virtual server named {tv['name']!r} (virtual servers: {vs_names.listing()})",
             )
         tracked_vs.append(TrackVirtualServer(tv["name"], tv.get("weight", 0)))
     scripts = []
     for j, sc in enumerate(t.get("scripts") or ()):
+        if tp + ("scripts", j) in checked.refused:
+            ok = False
+            continue
         interval_s = parse_duration(sc.get("interval", 2))
         timeout_s = parse_duration(sc.get("timeout", 2))
         if interval_s <= 0 or timeout_s <= 0:
@@ -183,8 +313,13 @@ def _instance(d: dict[str, Any], path: Path, error: Error, vs_names: set[str]) -
                 sc.get("user"),
             )  # fmt: skip
         )
+    refused_tracks = any(
+        tp + (kind, j) in checked.refused
+        for kind in ("interfaces", "files")
+        for j in range(len(t.get(kind) or ()))
+    )
     priority = d.get("priority", 100)
-    if not ok:
+    if not ok or refused_tracks:
         return None
     return InstanceConfig(
         name=d["name"],

@@ -15,9 +15,10 @@ from typing import Any
 from ipvsmgr.config.durations import parse_duration
 from ipvsmgr.config.errors import Path
 from ipvsmgr.config.model import VirtualServer, XdpConfig
+from ipvsmgr.config.schema import Checked
 
 Error = Callable[[Path, str], None]
-Locate = Callable[[Path], int]
+Locate = Callable[[Path], str]  # the line a path is on (Report.line_of: filled in with the positions)
 
 
 def _prefix(raw: str, path: Path, error: Error) -> str | None:
@@ -29,10 +30,19 @@ def _prefix(raw: str, path: Path, error: Error) -> str | None:
         return None
 
 
-def build_xdp(data: Any, error: Error, line_of: Locate, servers: Sequence[VirtualServer]) -> XdpConfig | None:
+def build_xdp(
+    data: Any,
+    error: Error,
+    line_of: Locate,
+    servers: Sequence[VirtualServer],
+    unbuilt: Sequence[str | None],
+    checked: Checked,
+) -> XdpConfig | None:
+    """The section; `unbuilt` holds the addresses of the virtual servers not built ("" for fwmark,
+    None when unknown)."""
     if not isinstance(data, dict):
         return None
-    if not any(v.address for v in servers):
+    if not any(v.address for v in servers) and not any(a != "" for a in unbuilt):
         error(
             ("xdp",), "the XDP guard protects the virtual servers' addresses, and no virtual server has one"
         )
@@ -67,7 +77,8 @@ def build_xdp(data: Any, error: Error, line_of: Locate, servers: Sequence[Virtua
 
     rate = int(data.get("syn_rate_per_source", 0))
     burst = int(data.get("syn_burst_per_source", 2 * rate))
-    if rate and burst < rate:
+    rates_known = checked.ok(("xdp", "syn_rate_per_source")) and checked.ok(("xdp", "syn_burst_per_source"))
+    if rate and burst < rate and rates_known:
         error(
             ("xdp", "syn_burst_per_source"),
             f"a burst of {burst} is less than one second of the {rate}/s rate: make it at least {rate}",
@@ -81,6 +92,8 @@ def build_xdp(data: Any, error: Error, line_of: Locate, servers: Sequence[Virtua
         error(
             ("xdp", "attack", "verified_ttl"), f"verified_ttl is at least 1s, not {attack['verified_ttl']!r}"
         )
+    if ("xdp",) in checked.refused:
+        return None  # the interfaces were refused: checked as far as it goes
     return XdpConfig(
         interfaces=tuple(data["interfaces"]),
         mode=data.get("mode", "auto"),

@@ -205,6 +205,7 @@ def test_check_json(runner: CliRunner, tmp_path: Path) -> None:
         "file": str(EXAMPLES[1]),
         "valid": True,
         "problems": [],
+        "warnings": [],
     }
 
 
@@ -225,3 +226,18 @@ def test_enum_options_are_choices(runner: CliRunner) -> None:
     assert "[dr|tunnel]" in r.stdout and "[ipip|gre|gue]" in r.stdout and "[default: dr]" in r.stdout
     r = invoke(runner, "realserver", "check", "--vip", "198.18.0.1", "--forwarding", "nat")
     assert r.exit_code == 64 and "'nat' is not one of 'dr', 'tunnel'" in r.stderr
+
+
+def test_check_prints_warnings_and_stays_valid(runner: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "lb.yaml"
+    path.write_text(
+        "virtual_servers:\n"
+        "  - {name: web, address: 198.18.0.10, port: 80, reals: [{address: 198.18.1.1}]}\n"
+        "vrrp:\n  instances:\n"
+        "    - {name: v, interface: eth0, vrid: 1, priority: 100, virtual_addresses: [198.18.0.99/24]}\n"
+    )
+    r = invoke(runner, "check", str(path))
+    assert r.exit_code == 0 and "OK" in r.stdout
+    assert ": warning: " in r.stderr and "198.18.0.10" in r.stderr, r.stderr
+    out = json.loads(invoke(runner, "check", "--json", str(path)).stdout)
+    assert out["valid"] is True and len(out["warnings"]) == 1

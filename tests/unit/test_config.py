@@ -291,6 +291,7 @@ def test_unknown_key_without_a_close_match_lists_the_valid_keys() -> None:
 
 VS_FIELD = "virtual_servers:\n  - address: 198.18.0.1\n    port: 80\n    {field}: {value}\n"
 REAL_FIELD = "virtual_servers:\n  - address: 198.18.0.1\n    port: 80\n    reals:\n      - address: 198.18.1.1\n        {field}: {value}\n"  # noqa: E501
+REAL_TUNNEL_FIELD = REAL_FIELD.replace("{field}", "forwarding: tunnel\n        {field}")
 
 
 @pytest.mark.parametrize(
@@ -304,7 +305,7 @@ REAL_FIELD = "virtual_servers:\n  - address: 198.18.0.1\n    port: 80\n    reals
         (VS_FIELD, "weight", "'3'", "expected integer, got string '3'", None),
         (VS_FIELD, "name", "-bad", "names are 1-64 characters", None),
         (VS_FIELD, "name", "a" * 65, "names are 1-64 characters", None),
-        (VS_FIELD, "scheduler_flags", "[sh-port, sh-port]", "list items must be unique", "[sh-port"),
+        (VS_FIELD, "scheduler_flags", "[sh-port, sh-port]", "list items must be unique", "sh-port]"),
         (VS_FIELD, "scheduler_flags", "sh-port", "expected array, got string 'sh-port'", None),
         (VS_FIELD, "persistence", "{netmask: 255.0.255.0}", "expected an IPv4 netmask", "255.0.255.0"),
         (VS_FIELD, "persistence", "{netmask: '24'}", "expected an IPv4 netmask", "'24'"),
@@ -319,9 +320,15 @@ REAL_FIELD = "virtual_servers:\n  - address: 198.18.0.1\n    port: 80\n    reals
         (REAL_FIELD, "port", "'8080'", "expected integer, got string '8080'", None),
         (REAL_FIELD, "upper_threshold", "4294967296", "above the maximum of 4294967295", None),
         (REAL_FIELD, "forwarding", "tun", "expected one of nat, dr, tunnel", None),
-        (REAL_FIELD, "tunnel", "{type: vxlan}", "expected one of ipip, gue, gre", "vxlan"),
-        (REAL_FIELD, "tunnel", "{type: gue, port: 0}", "0 is below the minimum of 1", "0}"),
-        (REAL_FIELD, "tunnel", "{type: gre, checksum: yes}", "expected one of none, csum, remcsum", "yes"),
+        (REAL_TUNNEL_FIELD, "tunnel", "{type: vxlan}", "expected one of ipip, gue, gre", "vxlan"),
+        (REAL_TUNNEL_FIELD, "tunnel", "{type: gue, port: 0}", "0 is below the minimum of 1", "0}"),
+        (
+            REAL_TUNNEL_FIELD,
+            "tunnel",
+            "{type: gre, checksum: yes}",
+            "expected one of none, csum, remcsum",
+            "yes",
+        ),
         (REAL_FIELD, "health_check", "{type: ping}", "expected one of tcp, http, https", "ping"),
         (REAL_FIELD, "health_check", "{rise: 0}", "0 is below the minimum of 1", "0}"),
     ],  # fmt: skip
@@ -355,7 +362,7 @@ def test_wrong_types_enums_and_ranges(
         ("virtual_servers: {}\n", "{}", "expected array, got a mapping"),
         ("virtual_servers:\n  - fwmark: 0\n    family: ipv4\n", "0\n", "0 is below the minimum of 1"),
         (
-            "virtual_servers:\n  - {address: 198.18.0.1, port: 80, reals: [{address: 198.18.1.1, tunnel: {type: gue, port: 6080.5}}]}\n",  # noqa: E501
+            "virtual_servers:\n  - {address: 198.18.0.1, port: 80, reals: [{address: 198.18.1.1, forwarding: tunnel, tunnel: {type: gue, port: 6080.5}}]}\n",  # noqa: E501
             "6080.5",
             "expected integer, got float 6080.5",
         ),
@@ -548,14 +555,14 @@ SEMANTIC_CASES = [
      "224.0.0.18 cannot be a virtual address"),
     ("multicast-ipv6-vip", "virtual_servers:\n  - {address: 'ff02::12', port: 80}\n", "'ff02::12'", 1,
      "ff02::12 cannot be a virtual address"),
-    ("fwmark-with-address", "virtual_servers:\n  - fwmark: 1\n    address: 198.18.0.1\n", "fwmark", 1,
+    ("fwmark-with-address", "virtual_servers:\n  - fwmark: 1\n    address: 198.18.0.1\n", "address", 1,
      "a fwmark service has no address, port or protocol"),
-    ("fwmark-with-protocol", "virtual_servers:\n  - {fwmark: 1, protocol: udp}\n", "{fwmark", 1,
+    ("fwmark-with-protocol", "virtual_servers:\n  - {fwmark: 1, protocol: udp}\n", "protocol", 1,
      "a fwmark service has no address, port or protocol"),
     ("vs-without-port", "virtual_servers:\n  - name: web\n    address: 198.18.0.1\n", "name", 1,
      "'port' is required here"),
     ("family-without-fwmark", "virtual_servers:\n  - {address: 198.18.0.1, port: 80, family: ipv4}\n",
-     "{address", 1, "family only applies to fwmark services"),
+     "family", 1, "family only applies to fwmark services"),
     ("vrrp-unknown-key", "vrrp:\n  instance: {vrid: 51}\n", "instance", 1, "did you mean 'instances'?"),
     ("bgp-unknown-key", "bgp: {local_as: 1, router_id: 198.18.0.1, asn: 65000,\n"
      "      peers: [{address: 198.18.0.2, as: 2, local_address: 198.18.0.1}]}\n", "asn", 1,
@@ -762,10 +769,16 @@ def test_a_bad_real_hides_neither_its_siblings_nor_other_servers() -> None:
     assert "mh-port is a flag of the mh scheduler, not of rr" in got[2].message
 
 
-def test_a_schema_error_in_a_vs_is_reported_once() -> None:
-    # the VS fails the schema (scheduler), so its semantic checks are skipped
+def test_a_schema_error_in_a_vs_hides_neither_its_other_mistakes_nor_gives_follow_ons() -> None:
+    # scheduler is refused: one_packet on tcp is still a mistake of its own; the flags that
+    # belong to no scheduler in particular are not judged against the default (wlc)
     text = "virtual_servers:\n  - {address: 198.18.0.1, port: 80, scheduler: foo, one_packet: true}\n"
-    assert_one_at(text, "foo", "expected one of rr")
+    got = problems(text)
+    assert [(p.line, p.col) for p in got] == [at(text, "foo"), at(text, "true")]
+    text = (
+        "virtual_servers:\n  - {address: 198.18.0.1, port: 80, scheduler: mhh, scheduler_flags: [mh-port]}\n"
+    )
+    assert_one_at(text, "mhh", "did you mean 'mh'?")
 
 
 def test_a_bad_ipvs_section_does_not_hide_virtual_server_mistakes() -> None:

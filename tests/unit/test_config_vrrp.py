@@ -137,10 +137,10 @@ vrrp:
         (6, 14, "instance name 'a' is already used on line 5"),
         (7, 40, "VRID 7 is already used for IPv4 on eth0 (line 5)"),
         (9, 41, "no virtual server named 'x' (virtual servers: web)"),
-        (12, 33, "no VRRP instance named 'nope' (instances: a, d)"),
+        (12, 33, "no VRRP instance named 'nope' (instances: a, b, c, d)"),
         # g1 was refused, so a joined g2; g3 then repeats both of g2's members
-        (14, 30, "instance 'd' is already in sync group 'g2'"),
-        (14, 33, "instance 'a' is already in sync group 'g2'"),
+        (14, 30, "instance 'd' is already in sync group 'g2' (line 13)"),
+        (14, 33, "instance 'a' is already in sync group 'g2' (line 13)"),
     ]
 
 

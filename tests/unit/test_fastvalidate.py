@@ -10,12 +10,21 @@ from typing import Any
 
 import jsonschema
 import pytest
-from hypothesis import given, settings
+import yaml
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ipvsmgr.config.errors import Report
 from ipvsmgr.config.fastvalidate import UnsupportedSchema, compile_schema
 from ipvsmgr.config.formats import FORMATS
-from ipvsmgr.config.schema import fast_check, fast_def_check, reference_validator, schema
+from ipvsmgr.config.schema import (
+    fast_check,
+    fast_def_check,
+    reference_problems,
+    reference_validator,
+    schema,
+    validate,
+)
 from ipvsmgr.config.yamlsource import parse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -210,9 +219,39 @@ def mutated_parts(draw: Any) -> tuple[str, Any]:
 @settings(max_examples=200)
 @given(mutated_parts())
 def test_definition_checks_agree_with_jsonschema(case: tuple[str, Any]) -> None:
-    # load_text uses these to skip only the broken virtual servers / reals
+    # the same compiler checks any node of the schema (schema.py walks a document down to what fails)
     name, part = case
     assert fast_def_check(name)(part) == def_reference(name).is_valid(part)
+
+
+def _problems(data: Any) -> tuple[list[str], list[str]]:
+    """The schema's problems as the loader finds them (the failing parts only, each checked by
+    jsonschema on its own), and as jsonschema over the whole document words them."""
+    text = yaml.safe_dump(data, default_flow_style=False)
+    doc = parse(text, "x.yaml")
+    if doc.data is None:
+        doc.data = {}
+    report = Report()
+    validate(doc, report)
+    return [str(p) for p in report.resolve(doc)[0]], [str(p) for p in sorted(set(reference_problems(doc)))]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_configs())
+def test_the_failing_parts_give_what_the_whole_document_gives(data: Any) -> None:
+    # the loader hands jsonschema only what the compiled checks found failing: the same problems
+    # come out, but for a key the loader knows to be misspelt (reported as such, with its suggestion)
+    mine, reference = _problems(data)
+    assert set(mine) <= set(reference)
+    for p in set(reference) - set(mine):
+        assert "is required here" in p or "fwmark" in p, (mine, reference)
+
+
+def test_a_misspelt_key_is_not_also_missing() -> None:
+    mine, reference = _problems({"vrrp": {"instances": [
+        {"name": "a", "interface": "eth0", "vird": 7, "virtual_addresses": ["198.18.0.1"]}]}})  # fmt: skip
+    assert [p.split(": ", 1)[1] for p in mine] == ["unknown key 'vird'; did you mean 'vrid'?"]
+    assert any("'vrid' is required here" in p for p in reference)
 
 
 # ---------------------------------------------------------------- explicit edge cases
