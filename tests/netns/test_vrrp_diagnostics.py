@@ -37,12 +37,14 @@ def test_stale_vips_learnt_interval_priority_zero_and_preempt_target(vrrp_lab: V
     # A VIP left on the interface, as a kill -9 of an older daemon leaves it.
     sh("ip", "-n", lab.ns("a"), "addr", "add", f"{VIP4}/24", "dev", "eth0")
     lab.keepalived("b", keepalived_conf(100, interval="0.2"), "ka")
+    # keepalived master first (its Master_Down is 0.72 s), or ipvsmgr, hearing nobody,
+    # is master before it and never has anyone to preempt.
+    lab.wait_for(lambda: lab.has_address("b", VIP4), 15, "keepalived as master")
     conf = ipvsmgr_conf(150, extra="      preempt_delay: 3s\n")
     lab.ipvsmgr("a", conf, "im")
     lab.wait_for(lambda: lab.socket("im").exists(), 15, "the control socket")
     log = lab.log("im")
     assert "removed 198.18.10.100/24 left on eth0 by an earlier run" in log
-    lab.wait_for(lambda: lab.has_address("b", VIP4), 15, "keepalived as master")
     # Waiting to preempt: status names the master it hears, not "-".
     lab.wait_for(lambda: status(lab)["vrrp"][0]["master"] == ADDR4["b"], 3, "the master heard")
     assert status(lab)["vrrp"][0]["state"] == "backup"
