@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -48,12 +49,19 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_a_frozen_daemon_does_not_stop_the_adverts(vrrp_lab: VrrpLab) -> None:
-    lab = vrrp_lab
-    lab.keepalived("b", keepalived_conf(100), "ka")
+def ipvsmgr_master(lab: VrrpLab, peer: bool = True) -> subprocess.Popen[bytes]:
+    """ipvsmgr (150) master on a, keepalived (100) backup on b unless peer=False; control socket up."""
+    if peer:
+        lab.keepalived("b", keepalived_conf(100), "ka")
     im = lab.ipvsmgr("a", ipvsmgr_conf(150), "im")
     lab.wait_for(lambda: lab.has_address("a", VIP4), 15, "ipvsmgr as master")
     lab.wait_for(lambda: lab.socket("im").exists(), 15, "the control socket")
+    return im
+
+
+def test_a_frozen_daemon_does_not_stop_the_adverts(vrrp_lab: VrrpLab) -> None:
+    lab = vrrp_lab
+    im = ipvsmgr_master(lab)
     lab.sniff()
     time.sleep(0.5)
     start = time.monotonic()
@@ -72,10 +80,7 @@ def test_a_frozen_daemon_does_not_stop_the_adverts(vrrp_lab: VrrpLab) -> None:
 
 def test_a_killed_vrrp_process_is_restarted(vrrp_lab: VrrpLab) -> None:
     lab = vrrp_lab
-    lab.keepalived("b", keepalived_conf(100), "ka")
-    lab.ipvsmgr("a", ipvsmgr_conf(150), "im")
-    lab.wait_for(lambda: lab.has_address("a", VIP4), 15, "ipvsmgr as master")
-    lab.wait_for(lambda: lab.socket("im").exists(), 15, "the control socket")
+    ipvsmgr_master(lab)
     first = vrrp_process(lab)
     lab.sniff()
     killed = time.monotonic()
@@ -96,10 +101,7 @@ def test_a_killed_vrrp_process_is_restarted(vrrp_lab: VrrpLab) -> None:
 
 def test_a_killed_daemon_leaves_nothing_advertising(vrrp_lab: VrrpLab) -> None:
     lab = vrrp_lab
-    lab.keepalived("b", keepalived_conf(100), "ka")
-    im = lab.ipvsmgr("a", ipvsmgr_conf(150), "im")
-    lab.wait_for(lambda: lab.has_address("a", VIP4), 15, "ipvsmgr as master")
-    lab.wait_for(lambda: lab.socket("im").exists(), 15, "the control socket")
+    im = ipvsmgr_master(lab)
     child = vrrp_process(lab)["pid"]
     lab.sniff()
     killed = time.monotonic()
@@ -122,9 +124,7 @@ def test_a_killed_daemon_without_a_peer_leaves_the_vips_serving(vrrp_lab: VrrpLa
     VIP, so IPVS keeps serving until the restarted daemon decides (as a kill -9 left it
     before VRRP had a process of its own); the restart takes the VIP over again."""
     lab = vrrp_lab
-    im = lab.ipvsmgr("a", ipvsmgr_conf(150), "im")
-    lab.wait_for(lambda: lab.has_address("a", VIP4), 15, "ipvsmgr as master")
-    lab.wait_for(lambda: lab.socket("im").exists(), 15, "the control socket")
+    im = ipvsmgr_master(lab, peer=False)
     child = vrrp_process(lab)["pid"]
     lab.sniff()
     os.kill(im.pid, signal.SIGKILL)
