@@ -2,15 +2,31 @@
 
 Kept apart from the protocol and from the asyncio adapter so the adapter
 reads as protocol plumbing. pyroute2 is imported here only.
+
+pyroute2 0.7 (Debian 12: 0.7.2, Debian 13: 0.7.7) and 0.9 (PyPI) both work.
+0.9 rewrote pyroute2's core on asyncio: IPRoute became a synchronous wrapper
+that runs a loop of its own on the calling thread (one per thread), so made
+or called on a thread whose loop is running (the VRRP process's, the
+daemon's) it raises "This event loop is already running". Host therefore
+keeps its IPRoute on a thread of its own and runs every request there;
+LinkEvents needs no pyroute2 at all (a plain rtnetlink socket that only
+says "something changed").
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
+import logging
+import os
 import socket
 import struct
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from pyroute2 import IPRoute  # type: ignore[import-untyped]
 from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
@@ -23,6 +39,13 @@ ETH_P_IPV6 = 0x86DD
 ARPOP_REQUEST = 1
 BROADCAST = b"\xff" * 6
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# pyroute2 0.9 logs every request at DEBUG (a dozen lines per address added):
+# ipvsmgr's --log-level debug is for ipvsmgr.
+logging.getLogger("pyroute2").setLevel(logging.INFO)
+
 
 @dataclass(frozen=True, slots=True)
 class Link:
@@ -34,15 +57,58 @@ class Link:
     link_local6: ipaddress.IPv6Address | None  # usable (not tentative) link-local address
 
 
+def _request(method: Callable[Concatenate[Host, P], R]) -> Callable[Concatenate[Host, P], R]:
+    """A Host request: it runs on the Host's thread while the caller waits, and
+    pyroute2's NetlinkError (not an OSError) leaves it as the OSError that
+    every caller handles."""
+
+    @functools.wraps(method)
+    def call(self: Host, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        if threading.get_ident() == self._thread_id:  # one request calling another
+            return method(self, *args, **kwargs)
+        try:
+            return self._thread.submit(method, self, *args, **kwargs).result()
+        except NetlinkError as e:
+            raise OSError(e.code, os.strerror(e.code)) from e
+        except RuntimeError as e:
+            if self._closed:  # the thread is gone: "cannot schedule new futures after shutdown"
+                raise OSError(errno.EBADF, "the rtnetlink socket is closed") from e
+            raise
+
+    return call
+
+
 class Host:
-    """One rtnetlink socket for links and addresses (synchronous; calls take microseconds)."""
+    """One rtnetlink socket for links and addresses (synchronous; a request
+    takes well under a millisecond).
+
+    The socket lives on a thread of this Host's, where every request runs
+    (see the module's note on pyroute2 0.9); the caller waits, as it would
+    for the socket. The constructor starts that thread, so requests go to
+    the network namespace of the thread that made the Host (a new thread
+    shares its creator's), whichever thread calls later. Failures are
+    OSError (errno from the kernel)."""
 
     def __init__(self) -> None:
-        self._ipr = IPRoute()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtnetlink")
+        self._thread_id = 0
+        self._closed = False
+        try:
+            self._ipr, self._thread_id = self._thread.submit(_open).result()
+        except BaseException:
+            self._thread.shutdown()
+            raise
 
     def close(self) -> None:
-        self._ipr.close()
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._thread.submit(self._ipr.close).result()  # 0.9 closes the thread's own loop too
+        finally:
+            self._thread.shutdown()
 
+    @_request
     def link(self, name: str) -> Link | None:
         found = self._ipr.link_lookup(ifname=name)
         if not found:
@@ -69,6 +135,7 @@ class Host:
                     ll = addr6
         return Link(name, index, bytes.fromhex(mac_text.replace(":", "")), up, tuple(v4), ll)
 
+    @_request
     def add_vip(self, index: int, vip: VIP) -> bool:
         """Add vip to the link; False if it was there already."""
         try:
@@ -81,6 +148,7 @@ class Host:
             raise
         return True
 
+    @_request
     def del_vip(self, index: int, vip: VIP) -> bool:
         """Remove vip from the link; False if it was not there."""
         try:
@@ -91,6 +159,7 @@ class Host:
             raise
         return True
 
+    @_request
     def ensure_macvlan(self, name: str, base: Link, mac: bytes) -> Link:
         """The virtual-MAC interface: a bridge-mode macvlan on base with mac, left down.
 
@@ -125,9 +194,11 @@ class Host:
         write_sysctl(f"net/ipv4/conf/{name}/rp_filter", "0")
         return link
 
+    @_request
     def set_up(self, index: int, up: bool) -> None:
         self._ipr.link("set", index=index, state="up" if up else "down")
 
+    @_request
     def delete_link(self, index: int) -> bool:
         try:
             self._ipr.link("del", index=index)
@@ -137,8 +208,13 @@ class Host:
             raise
         return True
 
+    @_request
     def has_address(self, index: int, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(a.get_attr("IFA_ADDRESS") == str(address) for a in self._ipr.get_addr(index=index))
+
+
+def _open() -> tuple[Any, int]:
+    return IPRoute(), threading.get_ident()
 
 
 def _mac_text(mac: bytes) -> str:
@@ -164,27 +240,61 @@ def write_sysctl(name: str, value: str, missing_ok: bool = False) -> None:
 
 class LinkEvents:
     """An rtnetlink socket subscribed to link and address changes: readable when
-    something changed, so tracking need not poll."""
+    something changed, so tracking need not poll. What changed is not decoded
+    (the reader checks its links again), so no pyroute2 here: its socket
+    classes changed between 0.7 and 0.9, and 0.9's IPRoute cannot be used
+    from the loop's thread."""
 
     GROUPS = 0x1 | 0x10 | 0x100  # RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
+    RCVBUF = 1 << 20
+    MAX_READS = 256  # per drain(): a longer burst is read on the next readable callback
 
     def __init__(self) -> None:
-        self._ipr = IPRoute()
+        kind = socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+        self._sock = socket.socket(socket.AF_NETLINK, kind, socket.NETLINK_ROUTE)
         try:
-            self._ipr.bind(groups=self.GROUPS)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.RCVBUF)
+            self._sock.bind((0, self.GROUPS))
         except BaseException:
-            self._ipr.close()
+            self._sock.close()
             raise
 
     def fileno(self) -> int:
-        return int(self._ipr.fileno())
+        return self._sock.fileno()
 
     def drain(self) -> int:
-        """Read what is waiting (call when readable); the number of messages."""
-        return len(self._ipr.get())
+        """Read what is waiting (call when readable); the number of messages.
+
+        An overflow (ENOBUFS: events were lost) counts as one message: the
+        caller re-reads its links whatever the messages said."""
+        count = 0
+        for _ in range(self.MAX_READS):
+            try:
+                data = self._sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:
+                    raise
+                count += 1
+                continue
+            count += _netlink_messages(data)
+        return count
 
     def close(self) -> None:
-        self._ipr.close()
+        self._sock.close()
+
+
+def _netlink_messages(data: bytes) -> int:
+    """How many netlink messages one datagram holds (struct nlmsghdr: u32 length first)."""
+    count, offset = 0, 0
+    while offset + 16 <= len(data):
+        (length,) = struct.unpack_from("=I", data, offset)
+        if length < 16:
+            break
+        count += 1
+        offset += (length + 3) & ~3
+    return count
 
 
 def garp_frame(mac: bytes, vip: ipaddress.IPv4Address) -> bytes:
