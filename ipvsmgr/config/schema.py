@@ -117,8 +117,8 @@ def _describe(v: Any) -> str:
     if isinstance(v, bool):
         return f"boolean {str(v).lower()}"
     if isinstance(v, str):
-        return f"string {v!r}"
-    return f"{type(v).__name__} {v!r}"
+        return f"string {quote(v)}"
+    return f"{type(v).__name__} {quote(v)}"
 
 
 def suggest(value: Any, choices: list[Any]) -> str | None:
@@ -156,12 +156,20 @@ def _word(error: Any) -> str:
         meant = suggest(v, choices)
         return f"{text}; did you mean {meant!r}?" if meant is not None else text
     if kind == "minimum":
-        return f"{v!r} is below the minimum of {error.validator_value}"
+        return f"{quote(v)} is below the minimum of {error.validator_value}"
     if kind == "maximum":
-        return f"{v!r} is above the maximum of {error.validator_value}"
+        return f"{quote(v)} is above the maximum of {error.validator_value}"
     if kind == "uniqueItems":
         return "list items must be unique"
-    return str(error.message)
+    if kind == "maxLength":
+        # not even a quote of it: the long value may be a secret (a BGP password)
+        return f"{len(v)} characters, more than the {error.validator_value} allowed here"
+    if kind == "minLength":
+        return f"{quote(v)} is shorter than {error.validator_value} characters"
+    if kind == "pattern":
+        return f"{quote(v)} does not match {error.validator_value!r}"
+    # jsonschema's own words embed the whole value (a password, an expanded alias): never more than a quote
+    return str(error.message).replace(repr(v), quote(v))
 
 
 def meant_key(key: Any, allowed: list[str]) -> str | None:

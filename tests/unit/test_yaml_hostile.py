@@ -382,3 +382,15 @@ def test_corpus(path: Path) -> None:
 
 def test_the_corpus_has_a_file_per_kind_of_problem() -> None:
     assert len(list(CORPUS.glob("*.yaml"))) >= 12
+
+
+def test_a_secret_too_long_is_not_echoed() -> None:
+    """A BGP password over the limit: the error gives its length, never the value (not even 80 characters)."""
+    secret = "hunter2-" * 20
+    peer = f"{{address: 198.18.0.1, as: 2, local_address: 198.18.0.2, password: {secret}}}"
+    text = f"bgp:\n  local_as: 1\n  router_id: 198.18.0.2\n  peers:\n    - {peer}\n"
+    with pytest.raises(ConfigError) as e:
+        load_text(text, "f.yaml")
+    shown = "\n".join(map(str, e.value.problems))
+    assert "160 characters, more than the 80 allowed here" in shown
+    assert "hunter2" not in shown
