@@ -2,8 +2,7 @@
 # Install everything ipvsmgr's tests, benchmarks and demo need on a fresh
 # Debian 12 machine (idempotent): system packages for the IPVS VM, and a
 # virtualenv (.venv) with the runtime dependencies pinned to Debian 12's
-# versions plus the test tools (and .venv-pyroute2-latest: the same with
-# PyPI's newest pyroute2).
+# versions plus the test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,12 +46,3 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q -r requirements/runtime-debian12.txt -r requirements/dev.txt
 
-# A second venv, the same but with the newest pyroute2 (requirements/pyroute2-latest.txt),
-# for the VRRP and daemon tests that scripts/test.sh runs again.
-LATEST=.venv-pyroute2-latest
-if [ ! -x "$LATEST/bin/python" ]; then
-  "$PYTHON" -m venv "$LATEST"
-fi
-printf '*\n' > "$LATEST/.gitignore"  # as Python 3.13's venv does: git, ruff and `make deb` leave it alone
-"$LATEST/bin/pip" install -q -r requirements/pyroute2-latest.txt -r requirements/dev.txt \
-  -r <(grep -v '^pyroute2' requirements/runtime-debian12.txt)

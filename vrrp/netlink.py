@@ -1,50 +1,30 @@
 """The host side of VRRP: interfaces, VIPs, gratuitous ARP and unsolicited NA.
 
 Kept apart from the protocol and from the asyncio adapter so the adapter
-reads as protocol plumbing. pyroute2 is imported here only.
-
-pyroute2 0.7 (Debian 12: 0.7.2, Debian 13: 0.7.7) and 0.9 (PyPI) both work.
-0.9 rewrote pyroute2's core on asyncio: IPRoute became a synchronous wrapper
-that runs a loop of its own on the calling thread (one per thread), so made
-or called on a thread whose loop is running (the VRRP process's, the
-daemon's) it raises "This event loop is already running". Host therefore
-keeps its IPRoute on a thread of its own and runs every request there;
-LinkEvents needs no pyroute2 at all (a plain rtnetlink socket that only
-says "something changed").
+reads as protocol plumbing. rtnetlink is spoken with the standard library
+(vrrp/rtnetlink.py); LinkEvents is a plain rtnetlink socket that only says
+"something changed".
 """
 
 from __future__ import annotations
 
 import errno
-import functools
 import ipaddress
-import logging
-import os
 import socket
 import struct
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Concatenate, ParamSpec, TypeVar
-
-from pyroute2 import IPRoute  # type: ignore[import-untyped]
-from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
 
 from vrrp.packet import VIP
+from vrrp.rtnetlink import IFF_UP, Rtnetlink
 
 IFA_F_NODAD = 0x02
+IFA_F_SECONDARY = 0x01
+IFA_F_TENTATIVE = 0x40
+IF_OPER_UNKNOWN, IF_OPER_UP = 0, 6
 ETH_P_ARP = 0x0806
 ETH_P_IPV6 = 0x86DD
 ARPOP_REQUEST = 1
 BROADCAST = b"\xff" * 6
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-# pyroute2 0.9 logs every request at DEBUG (a dozen lines per address added):
-# ipvsmgr's --log-level debug is for ipvsmgr.
-logging.getLogger("pyroute2").setLevel(logging.INFO)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,109 +37,58 @@ class Link:
     link_local6: ipaddress.IPv6Address | None  # usable (not tentative) link-local address
 
 
-def _request(method: Callable[Concatenate[Host, P], R]) -> Callable[Concatenate[Host, P], R]:
-    """A Host request: it runs on the Host's thread while the caller waits, and
-    pyroute2's NetlinkError (not an OSError) leaves it as the OSError that
-    every caller handles."""
-
-    @functools.wraps(method)
-    def call(self: Host, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        if threading.get_ident() == self._thread_id:  # one request calling another
-            return method(self, *args, **kwargs)
-        try:
-            return self._thread.submit(method, self, *args, **kwargs).result()
-        except NetlinkError as e:
-            raise OSError(e.code, os.strerror(e.code)) from e
-        except RuntimeError as e:
-            if self._closed:  # the thread is gone: "cannot schedule new futures after shutdown"
-                raise OSError(errno.EBADF, "the rtnetlink socket is closed") from e
-            raise
-
-    return call
-
-
 class Host:
-    """One rtnetlink socket for links and addresses (synchronous; a request
-    takes well under a millisecond).
-
-    The socket lives on a thread of this Host's, where every request runs
-    (see the module's note on pyroute2 0.9); the caller waits, as it would
-    for the socket. The constructor starts that thread, so requests go to
-    the network namespace of the thread that made the Host (a new thread
-    shares its creator's), whichever thread calls later. Failures are
-    OSError (errno from the kernel)."""
+    """Links and addresses over one rtnetlink socket (synchronous; a request
+    takes well under a millisecond), in the network namespace of the thread
+    that made the Host. Failures are OSError (errno from the kernel)."""
 
     def __init__(self) -> None:
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtnetlink")
-        self._thread_id = 0
-        self._closed = False
-        try:
-            self._ipr, self._thread_id = self._thread.submit(_open).result()
-        except BaseException:
-            self._thread.shutdown()
-            raise
+        self._rt = Rtnetlink()
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._thread.submit(self._ipr.close).result()  # 0.9 closes the thread's own loop too
-        finally:
-            self._thread.shutdown()
+        self._rt.close()
 
-    @_request
     def link(self, name: str) -> Link | None:
-        found = self._ipr.link_lookup(ifname=name)
-        if not found:
+        info = self._rt.link(name)
+        if info is None:
             return None
-        index = found[0]
-        msg = self._ipr.get_links(index)[0]
-        mac_text = msg.get_attr("IFLA_ADDRESS") or "00:00:00:00:00:00"
-        operstate = msg.get_attr("IFLA_OPERSTATE")
-        up = bool(msg["flags"] & 1) and operstate in ("UP", "UNKNOWN")
+        up = bool(info.flags & IFF_UP) and info.operstate in (None, IF_OPER_UP, IF_OPER_UNKNOWN)
         v4: list[ipaddress.IPv4Address] = []
         ll: ipaddress.IPv6Address | None = None
-        for a in self._ipr.get_addr(index=index):
-            text = a.get_attr("IFA_ADDRESS")
-            flags = a.get_attr("IFA_FLAGS") or a["flags"]
-            if a["family"] == socket.AF_INET:
-                addr4 = ipaddress.IPv4Address(text)
-                if flags & 0x01:  # IFA_F_SECONDARY: a VIP or alias, never the primary
+        for a in self._rt.addresses(info.index):
+            if a.family == socket.AF_INET:
+                addr4 = ipaddress.IPv4Address(a.address)
+                if a.flags & IFA_F_SECONDARY:  # a VIP or alias, never the primary
                     v4.append(addr4)
                 else:
                     v4.insert(0, addr4)
-            elif a["family"] == socket.AF_INET6:
-                addr6 = ipaddress.IPv6Address(text)
-                if addr6.is_link_local and not flags & 0x40 and ll is None:  # not IFA_F_TENTATIVE
+            else:
+                addr6 = ipaddress.IPv6Address(a.address)
+                if addr6.is_link_local and not a.flags & IFA_F_TENTATIVE and ll is None:
                     ll = addr6
-        return Link(name, index, bytes.fromhex(mac_text.replace(":", "")), up, tuple(v4), ll)
+        mac = info.mac if len(info.mac) == 6 else bytes(6)
+        return Link(name, info.index, mac, up, tuple(v4), ll)
 
-    @_request
     def add_vip(self, index: int, vip: VIP) -> bool:
         """Add vip to the link; False if it was there already."""
         try:
-            self._ipr.addr(
-                "add", index=index, address=str(vip.ip), prefixlen=vip.network.prefixlen, flags=IFA_F_NODAD
-            )
-        except NetlinkError as e:
-            if e.code == errno.EEXIST:
+            self._rt.add_address(index, str(vip.ip), vip.network.prefixlen, IFA_F_NODAD)
+        except OSError as e:
+            if e.errno == errno.EEXIST:
                 return False
             raise
         return True
 
-    @_request
     def del_vip(self, index: int, vip: VIP) -> bool:
         """Remove vip from the link; False if it was not there."""
         try:
-            self._ipr.addr("del", index=index, address=str(vip.ip), prefixlen=vip.network.prefixlen)
-        except NetlinkError as e:
-            if e.code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENODEV):
+            self._rt.del_address(index, str(vip.ip), vip.network.prefixlen)
+        except OSError as e:
+            if e.errno in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENODEV):
                 return False
             raise
         return True
 
-    @_request
     def ensure_macvlan(self, name: str, base: Link, mac: bytes) -> Link:
         """The virtual-MAC interface: a bridge-mode macvlan on base with mac, left down.
 
@@ -168,19 +97,16 @@ class Host:
         only to the macvlan, and the base interface's socket would never see
         it. An interface of that name that is a macvlan of ours from an earlier
         run is rebuilt; anything else is refused, never deleted."""
-        found = self._ipr.link_lookup(ifname=name)
-        if found:
-            msg = self._ipr.get_links(found[0])[0]
-            info = msg.get_attr("IFLA_LINKINFO")
-            kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-            if kind != "macvlan":
-                raise OSError(f"{name} exists and is not a macvlan ({kind or 'no kind'}): not touching it")
-            if msg.get_attr("IFLA_ADDRESS") != _mac_text(mac):
-                raise OSError(f"{name} exists with MAC {msg.get_attr('IFLA_ADDRESS')}, not {_mac_text(mac)}")
-            self._ipr.link("del", index=found[0])
-        self._ipr.link(
-            "add", ifname=name, kind="macvlan", link=base.index, macvlan_mode="bridge", address=_mac_text(mac)
-        )
+        found = self._rt.link(name)
+        if found is not None:
+            if found.kind != "macvlan":
+                raise OSError(
+                    f"{name} exists and is not a macvlan ({found.kind or 'no kind'}): not touching it"
+                )
+            if found.mac != mac:
+                raise OSError(f"{name} exists with MAC {_mac_text(found.mac)}, not {_mac_text(mac)}")
+            self._rt.delete_link(found.index)
+        self._rt.add_macvlan(name, base.index, mac)
         link = self.link(name)
         if link is None:
             raise OSError(f"{name} vanished right after it was created")
@@ -194,27 +120,20 @@ class Host:
         write_sysctl(f"net/ipv4/conf/{name}/rp_filter", "0")
         return link
 
-    @_request
     def set_up(self, index: int, up: bool) -> None:
-        self._ipr.link("set", index=index, state="up" if up else "down")
+        self._rt.set_up(index, up)
 
-    @_request
     def delete_link(self, index: int) -> bool:
         try:
-            self._ipr.link("del", index=index)
-        except NetlinkError as e:
-            if e.code in (errno.ENODEV, errno.ENOENT):
+            self._rt.delete_link(index)
+        except OSError as e:
+            if e.errno in (errno.ENODEV, errno.ENOENT):
                 return False
             raise
         return True
 
-    @_request
     def has_address(self, index: int, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        return any(a.get_attr("IFA_ADDRESS") == str(address) for a in self._ipr.get_addr(index=index))
-
-
-def _open() -> tuple[Any, int]:
-    return IPRoute(), threading.get_ident()
+        return any(ipaddress.ip_address(a.address) == address for a in self._rt.addresses(index))
 
 
 def _mac_text(mac: bytes) -> str:
@@ -240,10 +159,8 @@ def write_sysctl(name: str, value: str, missing_ok: bool = False) -> None:
 
 class LinkEvents:
     """An rtnetlink socket subscribed to link and address changes: readable when
-    something changed, so tracking need not poll. What changed is not decoded
-    (the reader checks its links again), so no pyroute2 here: its socket
-    classes changed between 0.7 and 0.9, and 0.9's IPRoute cannot be used
-    from the loop's thread."""
+    something changed, so tracking need not poll. What changed is not decoded:
+    the reader checks its links again."""
 
     GROUPS = 0x1 | 0x10 | 0x100  # RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
     RCVBUF = 1 << 20

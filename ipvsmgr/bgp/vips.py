@@ -30,7 +30,7 @@ def host_addresses(config: BgpConfig) -> set[str]:
 
 class VipHolder:
     def __init__(self, interface: str) -> None:
-        from vrrp.netlink import Host  # pyroute2: only for configurations with BGP
+        from vrrp.netlink import Host  # only for configurations with BGP
 
         self.interface = interface
         self._host = Host()

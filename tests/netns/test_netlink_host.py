@@ -1,8 +1,8 @@
 """vrrp.netlink's Host and LinkEvents used the way the daemon uses them: made and
 called inside a running asyncio loop, in a network namespace entered by one
 thread only (issue 16: pyroute2 0.9's IPRoute raised "This event loop is
-already running" there). Whatever pyroute2 this interpreter has: the suite
-runs in .venv (Debian 12's 0.7.2) and in .venv-pyroute2-latest (scripts/test.sh).
+already running" there; rtnetlink is now spoken with the standard library,
+vrrp/rtnetlink.py), with `ip` as the independent reader.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import errno
 import ipaddress
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -79,7 +80,7 @@ def test_host_made_and_used_inside_the_running_loop(ns: str) -> None:
             assert not host.delete_link(vmac.index)
 
             # The kernel's refusals are OSError, which every caller handles
-            # (pyroute2's NetlinkError is not one).
+            # with the kernel's errno.
             with pytest.raises(OSError) as refused:
                 host.set_up(vmac.index, True)  # gone
             assert refused.value.errno == errno.ENODEV
@@ -143,3 +144,31 @@ def test_link_events_wake_the_loop(ns: str) -> None:
         return sum(seen)
 
     assert in_netns(ns, lambda: asyncio.run(body())) >= 2
+
+
+def test_ipv6_vip_without_dad_and_the_link_local(ns: str) -> None:
+    """An IPv6 VIP is usable at once (no DAD: 'tentative' would keep it silent for a second),
+    with its prefix, as `ip` reads it; the base's link-local is found once DAD is done."""
+    vip6 = ipaddress.ip_interface("2001:db8:77::10/64")
+
+    def body() -> None:
+        host = Host()
+        try:
+            base = host.link("veth0")
+            assert base is not None
+            assert host.add_vip(base.index, vip6)
+            shown = json.loads(sh("ip", "-j", "-n", ns, "-6", "addr", "show", "dev", "veth0"))[0]["addr_info"]
+            [entry] = [a for a in shown if a["local"] == str(vip6.ip)]
+            assert entry["prefixlen"] == 64 and not entry.get("tentative"), entry
+            assert host.has_address(base.index, vip6.ip)
+            assert host.del_vip(base.index, vip6)
+            assert not host.has_address(base.index, vip6.ip)
+            wait = 0
+            while (link := host.link("veth0")) is not None and link.link_local6 is None and wait < 50:
+                time.sleep(0.1)  # DAD of the link-local itself takes about a second
+                wait += 1
+            assert link is not None and link.link_local6 is not None and link.link_local6.is_link_local
+        finally:
+            host.close()
+
+    in_netns(ns, body)

@@ -43,7 +43,7 @@ def test_contents_and_control(deb: Path) -> None:
     info = sh("dpkg-deb", "-I", str(deb)).stdout
     depends = field(info, "Depends")
     floors = ("python3-yaml (>= 6.0)", "python3-jsonschema (>= 4.10.3)", "python3-typer (>= 0.7.0)",
-              "python3-pyroute2 (>= 0.7.2)", "python3-prometheus-client (>= 0.16.0)", "libbpf1 (>= 1:1.1)",
+              "python3-prometheus-client (>= 0.16.0)", "libbpf1 (>= 1:1.1)",
               "iproute2")  # fmt: skip
     for floor in floors:
         assert floor in depends, depends
@@ -77,10 +77,10 @@ def test_installed_runs_on_debians_own_python(root: Path) -> None:
     r = chroot(root, "ipvsmgr", "check", "/tmp/bad.yaml", check=False)
     assert r.returncode == 1 and r.stderr.startswith("/tmp/bad.yaml:3:"), r.stderr
     # the modules come from Debian's packages, not from anywhere else
-    probe = "import ipvsmgr, pyroute2; print(ipvsmgr.__file__, pyroute2.__file__)"
+    probe = "import ipvsmgr, yaml; print(ipvsmgr.__file__, yaml.__file__)"
     assert chroot(root, "python3", "-c", probe).stdout.split() == [
         "/usr/lib/python3/dist-packages/ipvsmgr/__init__.py",
-        "/usr/lib/python3/dist-packages/pyroute2/__init__.py",
+        "/usr/lib/python3/dist-packages/yaml/__init__.py",
     ]  # fmt: skip
     # libbpf1 loads through ctypes and the packaged object is where the loader looks
     probe = "from bpf_offload import guard, libbpf; libbpf.libbpf(); print(guard.find_object())"
