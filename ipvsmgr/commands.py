@@ -25,10 +25,17 @@ if TYPE_CHECKING:
 
 
 async def run(d: Daemon, req: Request) -> Any:
+    if req.command == "status":
+        return await d.status_cache.get(lambda: status(d))
+    try:
+        return await _run(d, req)
+    finally:
+        d.status_cache.invalidate()  # whatever this changed, the next `status` shows it
+
+
+async def _run(d: Daemon, req: Request) -> Any:
     a = req.args
     try:
-        if req.command == "status":
-            return await status(d)
         if req.command == "reload":
             force = a.get("force", "no")
             if force not in ("yes", "no"):
@@ -178,7 +185,13 @@ async def status(d: Daemon) -> dict[str, Any]:
             "last_reload": d.last_reload,
             "last_reconcile": d.last_round or None,
             "kernel_error": kernel_error,
-            "vrrp_process": None if d.vrrp is None else {"pid": d.vrrp.pid, "restarts": d.vrrp.restarts},
+            "vrrp_process": None
+            if d.vrrp is None
+            else {
+                "pid": d.vrrp.pid,
+                "restarts": d.vrrp.restarts,
+                "scheduling": d.vrrp.scheduling,
+            },  # fmt: skip
         },
         "virtual_servers": [_vs_status(d, vs, table) for vs in d.config.virtual_servers],
         "vrrp": d.vrrp.status() if d.vrrp is not None else [],

@@ -24,6 +24,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
+from ipvsmgr.fresh import Fresh
 from ipvsmgr.ipvs.model import DestKey, ServiceKey, Table
 
 log = logging.getLogger("ipvsmgr.metrics")
@@ -31,6 +32,7 @@ log = logging.getLogger("ipvsmgr.metrics")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_HEAD = 8192
 READ_TIMEOUT = 10.0
+FRESH = 1.0  # seconds a rendered scrape is served again (a burst of scrapes shares one render)
 VRRP_STATES = ("init", "backup", "master", "fault")
 _C, _G = CounterMetricFamily, GaugeMetricFamily
 
@@ -271,7 +273,12 @@ class MetricsServer:
     """HTTP on `host:port`; snapshot() runs on the loop, dump() (the kernel read) in a thread."""
 
     def __init__(
-        self, host: str, port: int, snapshot: Callable[[], Snapshot], dump: Callable[[], Table]
+        self,
+        host: str,
+        port: int,
+        snapshot: Callable[[], Snapshot],
+        dump: Callable[[], Table],
+        fresh: float = FRESH,
     ) -> None:
         self.host, self.port = host, port
         self.snapshot = snapshot
@@ -279,8 +286,10 @@ class MetricsServer:
         self.refused: Counter[str] = Counter()
         self.scrapes = 0
         self._server: asyncio.AbstractServer | None = None
-        self._lock = asyncio.Lock()
         self._thread_lock = threading.Lock()
+        # A burst of scrapes shares one render (ipvsmgr/fresh.py); Prometheus scrapes
+        # every 15 s or so and never sees a shared one.
+        self._fresh: Fresh[bytes] = Fresh(fresh)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEAD)
@@ -328,12 +337,14 @@ class MetricsServer:
         if target != b"/metrics":
             self.refused["not_found"] += 1
             return "404 Not Found", b"not found: metrics are at /metrics\n", "text/plain"
-        async with self._lock:
-            self.scrapes += 1
-            snap = self.snapshot()
-            snap.scrape_refused = dict(self.refused)
-            body = await asyncio.to_thread(self._render, snap)
+        self.scrapes += 1
+        body = await self._fresh.get(self._make)
         return "200 OK", body if method == b"GET" else b"", CONTENT_TYPE
+
+    async def _make(self) -> bytes:
+        snap = self.snapshot()
+        snap.scrape_refused = dict(self.refused)
+        return await asyncio.to_thread(self._render, snap)
 
     def _render(self, snap: Snapshot) -> bytes:
         table: Table | None = None

@@ -32,6 +32,7 @@ from ipvsmgr.config.model import BgpConfig, ConnectionSync
 from ipvsmgr.config.worker import load_isolated
 from ipvsmgr.control import ControlServer, Request
 from ipvsmgr.events import EventBus, QuorumChanged, RealChanged, VrrpChanged, describe
+from ipvsmgr.fresh import Fresh
 from ipvsmgr.ipvs.client import IPVSClient
 from ipvsmgr.ipvs.model import ServiceKey, Table
 from ipvsmgr.reconcile import engine, guard
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ipvsmgr")
 T = TypeVar("T")
+STATUS_FRESH = 1.0  # seconds one `status` answer is shared (ipvsmgr/fresh.py); any command resets it
+SHOWN_PROBLEMS = 20  # of a refused reload's problems, logged and kept for `status` (then a count)
 
 
 def _checked_reals(config: Config) -> Iterator[tuple[RealId, ScheduledCheck]]:
@@ -147,6 +150,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.reload_requested = False
         self._reload_lock = asyncio.Lock()
+        self.status_cache: Fresh[dict[str, Any]] = Fresh(STATUS_FRESH)  # a burst of `status` shares one
         self.scheduler = Scheduler()
         self.scheduler.subscribe(self._on_transition)
         self.events = EventBus()
@@ -275,10 +279,16 @@ class Daemon:
             (skey, dkey) for skey, dests in table.dests.items() for dkey, d in dests.items() if d.weight > 0
         }
 
-    def _refuse_reload(self, problems: list[str], guarded: bool) -> dict[str, Any]:
+    def _refuse_reload(self, problems: list[str], guarded: bool, total: int | None = None) -> dict[str, Any]:
+        # A hostile file can have 100,000 problems: log and keep the first few, and the count.
+        n = len(problems) if total is None else total
+        if n > SHOWN_PROBLEMS:
+            problems = problems[:SHOWN_PROBLEMS]
+            problems.append(
+                f"... and {n - SHOWN_PROBLEMS} more (`ipvsmgr check {self.config_path}` lists them all)"
+            )
         for p in problems:
             log.error("%s", p)
-        n = len(problems)
         what = "the removal guard stopped it" if guarded else f"{n} problem{'' if n == 1 else 's'}"
         log.error("reload refused (%s); still running the previous configuration", what)
         self.last_reload = {"at": time.time(), "ok": False, "problems": problems, "guarded": guarded}
@@ -290,7 +300,10 @@ class Daemon:
         """Load the file again; apply it only if valid and the removal guard
         lets it through. The outcome is also kept for `status`."""
         async with self._reload_lock:  # SIGHUP and `ipvsmgr reload` at once: one after the other
-            return await self._reload_locked(force)
+            try:
+                return await self._reload_locked(force)
+            finally:
+                self.status_cache.invalidate()
 
     async def _reload_locked(self, force: bool) -> dict[str, Any]:
         self.notifier.reloading()
@@ -299,7 +312,8 @@ class Daemon:
             # the loop goes on, and a huge or hostile file cannot swell the daemon.
             config = await asyncio.to_thread(load_isolated, self.config_path)
         except ConfigError as e:
-            return self._refuse_reload([str(p) for p in e.problems], guarded=False)
+            shown = [str(p) for p in e.problems[: SHOWN_PROBLEMS + 1]]
+            return self._refuse_reload(shown, guarded=False, total=e.total)
         if config.empty:
             return self._refuse_reload([f"{self.config_path}: {guard.EMPTY_FILE}"], guarded=True)
         if self.config is not None and not force:
@@ -347,6 +361,7 @@ class Daemon:
             released=self.overrides.released,
             log_level=self.log_level,
             log_format=self.log_format,
+            realtime_priority=self.config.vrrp.realtime_priority,
         )
         service.listeners.append(
             lambda name, old, new, reason: self.events.emit(VrrpChanged(name, old.value, new.value, reason))
@@ -371,7 +386,7 @@ class Daemon:
             return
         try:
             added, removed, restarted = await self.vrrp.update(
-                self.config.vrrp.instances, self.config.vrrp.sync_groups
+                self.config.vrrp.instances, self.config.vrrp.sync_groups, self.config.vrrp.realtime_priority
             )
         except OSError as e:
             log.error("VRRP reload failed: %s", e)
@@ -414,9 +429,9 @@ class Daemon:
             self.bgp_vips = None
         if not interface or cfg is None:
             return
-        if self.bgp_vips is None:
-            self.bgp_vips = VipHolder(interface)
-        try:
+        try:  # vrrp.netlink.Host: every rtnetlink failure is an OSError
+            if self.bgp_vips is None:
+                self.bgp_vips = VipHolder(interface)
             self.bgp_vips.sync(host_addresses(cfg))
         except OSError as e:
             log.error("VIPs on %s: %s", interface, e)

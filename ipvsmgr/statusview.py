@@ -29,6 +29,22 @@ def _rate(n: int) -> str:
     return str(n)
 
 
+def _vrrp_process(p: dict[str, Any] | None) -> str:
+    """' (process 123, SCHED_RR 10)', or why it is not real-time when asked to be."""
+    if not p:
+        return ""
+    parts = [f"process {p['pid']}"]
+    if p.get("restarts"):
+        parts.append(f"restarted {p['restarts']}x")
+    sched = p.get("scheduling") or {}
+    if sched.get("policy") == "rr":
+        parts.append(f"SCHED_RR {sched['priority']}")
+    elif sched.get("wanted"):
+        why = sched.get("error") or f"budget ran out {sched.get('demotions', 0)}x"
+        parts.append(f"NOT REAL-TIME ({why})")
+    return f" ({', '.join(parts)})"
+
+
 def render(st: dict[str, Any]) -> str:
     d = st["daemon"]
     lines = [f"ipvsmgr {d['version']}, pid {d['pid']}, up {_age(d['uptime_s'])}, config {d['config']}"]
@@ -84,7 +100,7 @@ def render(st: dict[str, Any]) -> str:
         lines.extend(_table(rows))
     if st["vrrp"]:
         lines.append("")
-        lines.append("VRRP")
+        lines.append("VRRP" + _vrrp_process(d.get("vrrp_process")))
         rows = [["INSTANCE", "INTERFACE", "VRID", "STATE", "PRIORITY", "MASTER", "NOTE"]]
         for i in st["vrrp"]:
             note = []

@@ -18,17 +18,22 @@ once handed over, or after Master_Down_Interval with nobody there.
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":  # the VRRP process speaks no TLS: asyncio without ssl is ~2 MB less
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+
 import asyncio
 import ctypes
 import logging
 import os
 import signal
 import socket
-import sys
 from typing import Any
 
 from vrrp import channel
 from vrrp.machine import State
+from vrrp.realtime import Realtime
 
 log = logging.getLogger("ipvsmgr.vrrp")
 PR_SET_PDEATHSIG = 1
@@ -42,6 +47,7 @@ class Child:
         self.service: Any = None  # vrrp.service.VrrpService once started
         self.done = asyncio.Event()
         self._stopping: asyncio.Task[None] | None = None
+        self.rt = Realtime()
 
     def send(self, message: dict[str, Any]) -> None:
         if not self.writer.is_closing():
@@ -49,7 +55,10 @@ class Child:
 
     def push_status(self) -> None:
         if self.service is not None:
-            self.send({"ev": "status", "status": self.service.status(), "drops": self.service.drop_counts()})
+            self.send({
+                "ev": "status", "status": self.service.status(), "drops": self.service.drop_counts(),
+                "scheduling": self.rt.status(),
+            })  # fmt: skip
 
     def _changed(self, name: str, old: State, new: State, reason: str) -> None:
         self.send({"ev": "state", "name": name, "old": old.value, "new": new.value, "reason": reason})
@@ -58,7 +67,7 @@ class Child:
     async def handle(self, msg: dict[str, Any]) -> Any:
         op = msg["op"]
         if op == "start":
-            from vrrp.service import VrrpService  # pyroute2: imported here, off the daemon's path
+            from vrrp.service import VrrpService  # imported here, off the daemon's path
 
             service = VrrpService(msg["instances"], msg["sync_groups"], released=msg["released"])
             service.listeners.append(self._changed)
@@ -70,6 +79,8 @@ class Child:
                 service.close()
                 raise
             self.service = service
+            # after the start (its imports are no real-time work), and with the rtnetlink thread there
+            self.rt.set(msg.get("realtime_priority", 0))
             self.push_status()
             return None
         if op == "stop":
@@ -83,6 +94,8 @@ class Child:
             return None
         if op == "update":
             result = s.update(msg["instances"], msg["sync_groups"])
+            self.rt.set(msg.get("realtime_priority", 0))
+            self.rt.promote()  # threads the update started
             self.push_status()
             return result
         if op in ("release", "reclaim"):
@@ -128,6 +141,7 @@ class Child:
     async def ticker(self) -> None:
         while not self.done.is_set():
             await asyncio.sleep(STATUS_EVERY)
+            self.rt.tick()
             self.push_status()
 
 

@@ -25,7 +25,7 @@ from vrrp.machine import State
 
 log = logging.getLogger("ipvsmgr.vrrp")
 StateListener = Callable[[str, State, State, str], object]
-START_TIMEOUT = 300.0  # seconds: a cold Python + pyroute2 start in the TCG VM takes tens of seconds
+START_TIMEOUT = 300.0  # seconds: a cold Python start in a loaded TCG VM can take tens of seconds
 REQUEST_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0  # a master's hand-over lasts at most 3 intervals + skew
 BACKOFF = (1.0, 30.0)
@@ -43,6 +43,7 @@ class VrrpProcess:
         released: Iterable[str] = (),
         log_level: str = "info",
         log_format: str = "text",
+        realtime_priority: int = 0,
     ) -> None:
         self.configs = tuple(instances)
         self.groups = tuple(sync_groups)
@@ -52,6 +53,8 @@ class VrrpProcess:
         self.listeners: list[StateListener] = []
         self.drops: dict[tuple[str, str], int] = {}  # (instance or "", reason) -> packets
         self._status: list[dict[str, object]] = []
+        self.realtime_priority = realtime_priority  # SCHED_RR priority asked for (0: normal)
+        self.scheduling: dict[str, object] = {}  # what the process runs as (vrrp/realtime.py status)
         self.restarts = 0
         self.pid: int | None = None
         self._proc: asyncio.subprocess.Process | None = None
@@ -83,6 +86,7 @@ class VrrpProcess:
         message = {
             "op": "start", "instances": self.configs, "sync_groups": self.groups,
             "released": sorted(self._released), "virtual_servers": dict(self._vs_up),
+            "realtime_priority": self.realtime_priority,
         }  # fmt: skip
         try:
             await self._request(message, START_TIMEOUT)
@@ -184,6 +188,7 @@ class VrrpProcess:
             if ev == "status":
                 self._status = msg["status"]
                 self.drops = dict(msg["drops"])
+                self.scheduling = dict(msg.get("scheduling") or {})
             elif ev == "state":
                 old, new = State(msg["old"]), State(msg["new"])
                 for fn in list(self.listeners):
@@ -199,12 +204,20 @@ class VrrpProcess:
     # ------------------------------------------------------------ VrrpService's interface
 
     async def update(
-        self, instances: Iterable[InstanceConfig], sync_groups: Iterable[tuple[str, tuple[str, ...]]] = ()
+        self,
+        instances: Iterable[InstanceConfig],
+        sync_groups: Iterable[tuple[str, tuple[str, ...]]] = (),
+        realtime_priority: int | None = None,
     ) -> tuple[list[str], list[str], list[str]]:
         self.configs, self.groups = tuple(instances), tuple(sync_groups)
+        if realtime_priority is not None:
+            self.realtime_priority = realtime_priority
         names = {c.name for c in self.configs}
         self._released &= names
-        result = await self._request({"op": "update", "instances": self.configs, "sync_groups": self.groups})
+        result = await self._request({
+            "op": "update", "instances": self.configs, "sync_groups": self.groups,
+            "realtime_priority": self.realtime_priority,
+        })  # fmt: skip
         added, removed, restarted = result
         return list(added), list(removed), list(restarted)
 

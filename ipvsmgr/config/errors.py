@@ -69,9 +69,12 @@ class ConfigError(Exception):
     (Config.warnings), so that `ipvsmgr check` can show both in one run.
     """
 
-    def __init__(self, problems: list[Problem], warnings: Iterable[Problem] = ()) -> None:
+    def __init__(
+        self, problems: list[Problem], warnings: Iterable[Problem] = (), total: int | None = None
+    ) -> None:
         self.problems = unique(problems)
         self.warnings = unique(warnings)
+        self.total = len(self.problems) if total is None else total  # problems may be the first few of total
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

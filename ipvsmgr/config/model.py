@@ -81,10 +81,14 @@ class VirtualServer:
     sorry: RealServer | None = None  # takes the traffic while the quorum is lost
 
 
+REALTIME_PRIORITY = 10  # SCHED_RR priority of the VRRP process unless the file says otherwise
+
+
 @dataclass(frozen=True, slots=True)
 class VrrpConfig:
     instances: tuple[InstanceConfig, ...] = ()
     sync_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (name, member instance names)
+    realtime_priority: int = REALTIME_PRIORITY  # of the VRRP process (vrrp/realtime.py); 0: normal
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 from ipvsmgr.config.durations import parse_duration
 from ipvsmgr.config.errors import Path
-from ipvsmgr.config.model import VrrpConfig
+from ipvsmgr.config.model import REALTIME_PRIORITY, VrrpConfig
 from ipvsmgr.config.schema import Checked, Names
 from vrrp.instance import Garp, InstanceConfig, TrackFile, TrackInterface, TrackScript, TrackVirtualServer
 from vrrp.machine import Params
@@ -145,7 +145,8 @@ def build_vrrp(
                 member_of[member] = (d["name"], path + ("instances", j))
             if all(m in built for m in d["instances"]):
                 groups.append((d["name"], tuple(d["instances"])))
-    return VrrpConfig(tuple(instances), tuple(groups)), known, vips_known
+    realtime = data.get("realtime_priority", REALTIME_PRIORITY)
+    return VrrpConfig(tuple(instances), tuple(groups), realtime), known, vips_known
 
 
 def _vips(d: dict[str, Any]) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:

@@ -6,7 +6,7 @@ deep nesting) can take far more. In a worker the daemon's loop keeps
 running, its memory does not grow with the file, and a file over budget is
 refused with a clear problem instead of stalling or swelling the daemon.
 
-`python -m ipvsmgr.config.worker PATH MEMORY_BYTES` writes one pickle on
+`python -m ipvsmgr.config.worker PATH MEMORY_BYTES CPU_SECONDS` writes one pickle on
 stdout: ("ok", Config) or ("problems", [Problem, ...]).
 """
 
@@ -23,12 +23,13 @@ from ipvsmgr.config import Config, ConfigError, Problem, load
 
 LOAD_TIMEOUT = 120.0  # seconds: a valid 10,000 x 10 file takes ~3 s on a host, ~30 s in a TCG VM
 LOAD_MEMORY = 2 << 30  # bytes of address space (RLIMIT_AS) the load may add to the worker's
+MAX_PROBLEMS = 1000  # sent back to the daemon (which logs fewer), with the total
 OUT_OF_MEMORY = 3  # the worker's exit status when even reporting the problem ran out of memory
 
 
 def load_isolated(path: str, timeout: float = LOAD_TIMEOUT, memory: int = LOAD_MEMORY) -> Config:
     """load(path) in a worker process; ConfigError for an invalid file or one over budget."""
-    argv = [sys.executable, "-m", "ipvsmgr.config.worker", path, str(memory)]
+    argv = [sys.executable, "-m", "ipvsmgr.config.worker", path, str(memory), str(max(1, round(timeout)))]
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -43,12 +44,15 @@ def load_isolated(path: str, timeout: float = LOAD_TIMEOUT, memory: int = LOAD_M
     except Exception:  # killed, or died before answering
         err = proc.stderr.decode(errors="replace").strip().splitlines()
         why = err[-1][:200] if err else f"exit status {proc.returncode}"
-        if proc.returncode in (OUT_OF_MEMORY, -9) or "MemoryError" in why:
+        if proc.returncode == OUT_OF_MEMORY or "MemoryError" in why:
             why = f"loading needs more memory than the loader's budget ({memory >> 20} MB): {why}; refused"
+        elif proc.returncode < 0:
+            why = f"the loader was killed by signal {-proc.returncode} (OOM killer or operator); refused"
         raise ConfigError([Problem(path, 1, 1, f"the configuration loader failed: {why}")]) from None
     if kind == "ok" and isinstance(value, Config):
         return value
-    raise ConfigError(list(value))
+    problems, total = value
+    raise ConfigError(list(problems), total=total)
 
 
 def _address_space() -> int:
@@ -64,15 +68,18 @@ def main() -> None:
     # The budget is what loading may add to the interpreter and its imports.
     limit = _address_space() + memory
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    # If the daemon dies mid-load nobody enforces its timeout: CPU time ends us instead.
+    cpu = int(float(sys.argv[3])) if len(sys.argv) > 3 else int(LOAD_TIMEOUT)
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
     gc.disable()  # hundreds of thousands of objects, no cycles: the collector would only rescan them
     try:
         result: tuple[str, object] = ("ok", load(path))
     except ConfigError as e:
-        result = ("problems", e.problems)
+        result = ("problems", (e.problems[:MAX_PROBLEMS], len(e.problems)))  # the daemon shows a few
     except (MemoryError, RecursionError) as e:
         what = "memory" if isinstance(e, MemoryError) else "nesting depth"
         problem = Problem(path, 1, 1, f"loading needs more {what} than the loader's budget allows; refused")
-        result = ("problems", [problem])
+        result = ("problems", ([problem], 1))
     sys.stdout.buffer.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
     sys.stdout.flush()
     os._exit(0)  # skip freeing the parse, object by object

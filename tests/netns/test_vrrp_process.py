@@ -16,7 +16,9 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -26,9 +28,9 @@ pytestmark = pytest.mark.skipif(keepalived() is None, reason="keepalived is not 
 INTERVAL = 0.1
 
 
-def vrrp_process(lab: VrrpLab) -> dict[str, int]:
+def vrrp_process(lab: VrrpLab) -> dict[str, Any]:
     st = json.loads(lab.ctl("im", "status", "--json").stdout)
-    proc: dict[str, int] = st["daemon"]["vrrp_process"]
+    proc: dict[str, Any] = st["daemon"]["vrrp_process"]
     return proc
 
 
@@ -76,6 +78,58 @@ def test_a_frozen_daemon_does_not_stop_the_adverts(vrrp_lab: VrrpLab) -> None:
     assert not adverts_from(lab, "b", start), "keepalived took over while the daemon was frozen"
     assert not lab.has_address("b", VIP4)
     assert vrrp_process(lab)["restarts"] == 0
+
+
+BUSY = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end:\n    pass\n"
+
+
+def sched(pid: int) -> list[str]:
+    """Every thread's policy and real-time priority, as ps reads them (e.g. ['RR 10', 'RR 10'])."""
+    out = subprocess.run(["ps", "-L", "-o", "cls=,rtprio=", "-p", str(pid)], capture_output=True, text=True)
+    return [" ".join(line.split()) for line in out.stdout.splitlines()]
+
+
+def test_a_busy_machine_does_not_delay_the_adverts(vrrp_lab: VrrpLab) -> None:
+    """Four busy processes per CPU for 3 s (bounded: they stop by themselves), the
+    load of health checks, a reload worker and a reconcile on a small machine: the
+    VRRP process runs SCHED_RR (vrrp.realtime_priority, default 10), so its adverts
+    keep their interval (kernel receive times on the switch)."""
+    lab = vrrp_lab
+    im = ipvsmgr_master(lab, peer=False)
+    child = vrrp_process(lab)
+    assert child["scheduling"]["policy"] == "rr", child
+    assert set(sched(child["pid"])) == {"RR 10"}, sched(child["pid"])
+    assert set(sched(im.pid)) == {"TS -"}, sched(im.pid)  # the daemon itself is not real-time
+    lab.sniff()
+    time.sleep(0.5)
+    busy = [
+        subprocess.Popen([sys.executable, "-c", BUSY.format(s=3.0)]) for _ in range(4 * (os.cpu_count() or 1))
+    ]
+    try:
+        time.sleep(0.3)
+        start = time.monotonic()
+        time.sleep(2.5)
+        end = time.monotonic()
+    finally:
+        for p in busy:
+            p.wait(10)
+    sent = [t for t in adverts_from(lab, "a", start) if t <= end]
+    gap = max_gap([start, *sent, end])
+    assert gap <= 2 * INTERVAL, f"max advert gap {gap * 1000:.0f} ms with {len(busy)} busy processes"
+    assert vrrp_process(lab)["scheduling"]["demotions"] == 0
+
+
+def test_realtime_priority_0_is_normal_scheduling(vrrp_lab: VrrpLab) -> None:
+    lab = vrrp_lab
+    im = lab.ipvsmgr("a", "vrrp:\n  realtime_priority: 0\n" + ipvsmgr_conf(150).removeprefix("vrrp:\n"), "im")
+    lab.wait_for(lambda: lab.socket("im").exists(), 15, "the control socket")
+    lab.wait_for(lambda: bool(vrrp_process(lab).get("scheduling")), 15, "the VRRP process's status")
+    assert set(sched(vrrp_process(lab)["pid"])) == {"TS -"}
+    assert "SCHED_RR" not in lab.ctl("im", "status").stdout
+    im.terminate()
+    im.wait(30)
+    log = lab.log("im")
+    assert "stopped" in log and "IPVS services" not in log  # a VRRP-only node has none to speak of
 
 
 def test_a_killed_vrrp_process_is_restarted(vrrp_lab: VrrpLab) -> None:

@@ -296,10 +296,13 @@ class VrrpLab:
             with s:
                 s.bind((port, 0))
                 s.settimeout(0.1)
+                # kernel receive times: a loaded machine delays this thread, not the timestamps
+                s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
                 ready.set()
                 while not self._stop.is_set():
                     try:
-                        frame, addr = s.recvfrom(2048)
+                        frame, anc, _, addr = s.recvmsg(2048, 64)
+                        at = _monotonic(anc)
                     except TimeoutError:
                         continue
                     except OSError as e:  # the port was taken down (a crash test): wait for it
@@ -308,14 +311,14 @@ class VrrpLab:
                         time.sleep(0.05)
                         continue
                     if addr[2] != PACKET_OUTGOING:  # came in from the node, not out to it
-                        self.frames.append((time.monotonic(), port, frame[6:12]))
-                    c = parse_vrrp_frame(frame)
+                        self.frames.append((at, port, frame[6:12]))
+                    c = parse_vrrp_frame(frame, at)
                     if c is not None:
                         self.captured.append(c)
                         continue
                     a = parse_announcement(frame)
                     if a is not None:
-                        self.announced.append((time.monotonic(), *a))
+                        self.announced.append((at, *a))
 
         t = threading.Thread(target=body, daemon=True)
         self._sniffers.append(t)
@@ -344,7 +347,21 @@ def parse_announcement(frame: bytes) -> tuple[bytes, str] | None:
     return None
 
 
-def parse_vrrp_frame(frame: bytes) -> Captured | None:
+SO_TIMESTAMPNS = 35  # also SCM_TIMESTAMPNS (asm-generic/socket.h; Python 3.11 has no name for it)
+
+
+def _monotonic(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """SO_TIMESTAMPNS's receive time (CLOCK_REALTIME) on the time.monotonic() scale the tests use."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack_from("=qq", data)
+            return time.monotonic() - (time.time() - (int(sec) + int(nsec) / 1e9))
+    return time.monotonic()
+
+
+def parse_vrrp_frame(frame: bytes, at: float | None = None) -> Captured | None:
+    if at is None:
+        at = time.monotonic()
     if len(frame) < 14:
         return None
     ethertype = struct.unpack_from("!H", frame, 12)[0]
@@ -354,13 +371,13 @@ def parse_vrrp_frame(frame: bytes) -> Captured | None:
         total = struct.unpack_from("!H", ip, 2)[0]
         src = str(ipaddress.IPv4Address(ip[12:16]))
         dst = str(ipaddress.IPv4Address(ip[16:20]))
-        return Captured(time.monotonic(), frame[6:12], src, dst, ip[8], ip[1], ip[ihl:total])
+        return Captured(at, frame[6:12], src, dst, ip[8], ip[1], ip[ihl:total])
     if ethertype == 0x86DD and len(ip) >= 40 and ip[6] == 112:
         plen = struct.unpack_from("!H", ip, 4)[0]
         tclass = ((ip[0] & 0x0F) << 4) | (ip[1] >> 4)
         src = str(ipaddress.IPv6Address(ip[8:24]))
         dst = str(ipaddress.IPv6Address(ip[24:40]))
-        return Captured(time.monotonic(), frame[6:12], src, dst, ip[7], tclass, ip[40 : 40 + plen])
+        return Captured(at, frame[6:12], src, dst, ip[7], tclass, ip[40 : 40 + plen])
     return None
 
 

@@ -3,12 +3,18 @@ positions, and a file over the time or memory budget refused with a clear proble
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from ipvsmgr.config import ConfigError, load
-from ipvsmgr.config.worker import load_isolated
+from ipvsmgr.config.worker import MAX_PROBLEMS, load_isolated
 
 GOOD = """\
 virtual_servers:
@@ -68,3 +74,57 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_isolated(str(tmp_path / "nope.yaml"))
     assert "cannot read" in str(e.value.problems[0])
+
+
+def test_a_killed_loader_is_named_not_blamed_on_memory(tmp_path: Path) -> None:
+    """kill -9 of the worker mid-load (an operator, the OOM killer): refused, saying so."""
+    path = tmp_path / "lb.yaml"
+    path.write_text(big(4000))
+
+    def kill_the_worker() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            for pid in os.listdir("/proc"):
+                if pid.isdigit() and int(pid) != os.getpid():
+                    try:
+                        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    except OSError:
+                        continue
+                    if b"ipvsmgr.config.worker" in cmdline and str(path).encode() in cmdline:
+                        os.kill(int(pid), signal.SIGKILL)
+                        return
+            time.sleep(0.005)
+
+    killer = threading.Thread(target=kill_the_worker)
+    killer.start()
+    with pytest.raises(ConfigError) as e:
+        load_isolated(str(path))
+    killer.join()
+    message = str(e.value.problems[0])
+    assert "the loader was killed by signal 9" in message and "memory" not in message, message
+
+
+def test_an_orphaned_loader_stops_at_its_cpu_budget(tmp_path: Path) -> None:
+    """The daemon enforces the time budget; if it died mid-load, RLIMIT_CPU does."""
+    path = tmp_path / "lb.yaml"
+    path.write_text(big(20000))
+    argv = [sys.executable, "-m", "ipvsmgr.config.worker", str(path), str(2 << 30), "1"]
+    t = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, timeout=60, check=False)
+    assert done.returncode == -signal.SIGXCPU, (done.returncode, done.stderr[-500:])
+    assert time.monotonic() - t < 30
+
+
+def test_a_file_of_many_mistakes_comes_back_as_a_few_and_the_count(tmp_path: Path) -> None:
+    """20,000 mistakes: the daemon gets the first MAX_PROBLEMS and the total, not megabytes of messages."""
+    path = tmp_path / "lb.yaml"
+    lines = ["virtual_servers:"]
+    lines += [
+        f"  - {{name: vs{i}, address: 198.18.{i >> 8}.{i & 255}, port: 80, bogus: 1}}" for i in range(20000)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_isolated(str(path))
+    assert e.value.total == 20000
+    assert len(e.value.problems) == MAX_PROBLEMS
+    assert "unknown key 'bogus'" in str(e.value.problems[0]) and ":2:" in str(e.value.problems[0])

@@ -171,3 +171,34 @@ def test_top_shows_connection_rates_between_samples() -> None:
     second = render_top(st(130), st(100), 2.0)
     assert "15.0 conn/s" in second
     assert any("198.18.1.1:8080" in line and "15.0" in line for line in second.splitlines())
+
+
+def test_status_view_names_the_vrrp_process_and_its_scheduling() -> None:
+    def text(process: dict[str, object] | None) -> str:
+        st = {
+            "daemon": {"version": "1", "pid": 7, "uptime_s": 5, "config": "/etc/x.yaml", "last_reload": None,
+                       "kernel_error": None, "vrrp_process": process},
+            "virtual_servers": [],
+            "vrrp": [{"name": "vi_1", "interface": "eth0", "vrid": 51, "state": "master", "priority": 150,
+                      "configured_priority": 150, "master": None, "released": False, "faults": {},
+                      "virtual_mac": None}],
+        }  # fmt: skip
+        return next(x for x in render(st).splitlines() if x.startswith("VRRP"))
+
+    rr = {"policy": "rr", "priority": 10, "wanted": 10, "demotions": 0, "error": ""}
+    assert text({"pid": 42, "restarts": 0, "scheduling": rr}) == "VRRP (process 42, SCHED_RR 10)"
+    denied = {
+        "policy": "other",
+        "priority": 0,
+        "wanted": 10,
+        "demotions": 0,
+        "error": "Operation not permitted",
+    }
+    assert text({"pid": 42, "restarts": 2, "scheduling": denied}) == (
+        "VRRP (process 42, restarted 2x, NOT REAL-TIME (Operation not permitted))"
+    )
+    spent = {"policy": "other", "priority": 0, "wanted": 10, "demotions": 3, "error": ""}
+    assert "NOT REAL-TIME (budget ran out 3x)" in text({"pid": 42, "restarts": 0, "scheduling": spent})
+    off = {"policy": "other", "priority": 0, "wanted": 0, "demotions": 0, "error": ""}
+    assert text({"pid": 42, "restarts": 0, "scheduling": off}) == "VRRP (process 42)"
+    assert text(None) == "VRRP"

@@ -4,7 +4,9 @@ from the snapshot and the kernel table; the HTTP side refuses and counts junk.""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import socket
+import time
 import urllib.error
 import urllib.request
 
@@ -155,7 +157,7 @@ def test_served_over_http_with_junk_refused() -> None:
         def dump() -> Table:
             return TABLE
 
-        server = MetricsServer("127.0.0.1", 0, snapshot, dump)
+        server = MetricsServer("127.0.0.1", 0, snapshot, dump, fresh=0.0)  # every scrape renders
         await server.start()
         base = f"http://127.0.0.1:{server.port}"
 
@@ -204,3 +206,46 @@ def test_a_kernel_that_cannot_be_read_is_reported_not_fatal() -> None:
     got = samples(render(snapshot(), None, False))
     assert got[("ipvsmgr_kernel_readable", ())] == 0
     assert got[("ipvsmgr_real_up", (("real", "198.18.1.1:8080"), ("virtual_server", "web")))] == 1
+
+
+def test_a_burst_of_scrapes_shares_one_render() -> None:
+    """100 scrapes at once, with a kernel dump that takes 0.2 s: every one is answered, by a
+    handful of renders (one per FRESH window), not 100 in a row (20 s)."""
+
+    async def main() -> None:
+        calls = {"snapshot": 0, "dump": 0}
+
+        def counted_snapshot() -> Snapshot:
+            calls["snapshot"] += 1
+            return snapshot()
+
+        def slow_dump() -> Table:
+            calls["dump"] += 1
+            time.sleep(0.2)
+            return TABLE
+
+        server = MetricsServer("127.0.0.1", 0, counted_snapshot, slow_dump)
+        await server.start()
+
+        def scrape() -> int:
+            url = f"http://127.0.0.1:{server.port}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as r:
+                body = r.read()
+                assert b"ipvsmgr_real_weight" in body
+                return int(r.status)
+
+        loop = asyncio.get_running_loop()
+        clients = concurrent.futures.ThreadPoolExecutor(100)  # the server renders in the default pool
+        try:
+            t = time.monotonic()
+            answers = await asyncio.gather(*(loop.run_in_executor(clients, scrape) for _ in range(100)))
+            took = time.monotonic() - t
+        finally:
+            clients.shutdown()
+            await server.close()
+        assert answers == [200] * 100
+        assert calls["dump"] <= 3 and calls["snapshot"] == calls["dump"], calls
+        assert took < 5, took
+        assert server.scrapes == 100
+
+    asyncio.run(main())
