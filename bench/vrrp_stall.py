@@ -1,6 +1,6 @@
 """Benchmark: does control-plane work stall the VRRP master's adverts?
 
-    python -m bench.vrrp_stall [--services 1000] [--peers keepalived,ipvsmgr] [--scenarios a,b,c,d,e]
+    python -m bench.vrrp_stall [--services 1000] [--peers keepalived,ipvsmgr] [--scenarios a,b,c,d,e,f]
 
 On the host this boots the virtme-ng VM (tests/vm.py, Debian's kernel: IPVS)
 and re-runs itself inside; tests/kernel/test_vrrp_stall.py runs the same lab
@@ -47,8 +47,13 @@ request is answered) and its log has been quiet for 1 s, plus --tail s:
      waiting up to --request-timeout s for its answer
   e  SIGHUP reload adding N new virtual servers x 10 reals (N + 10 N = ~11,000
      netlink operations reconciled by the daemon)
+  f  every check at --flap-check-interval (a reload), then 20% of the reals
+     (198.19.0.0/21, a `prohibit` route in lb1's local table: connects fail
+     at once) down and up every --flap-period s for --flap-window s; the
+     checks the daemon ran per second (ipvsmgr_health_checks_total) are
+     noted: the largest rate it sustains. Then back to --check-interval
 
-Run order is a, b, d, e, c. After d, lb1 is restarted (kill -9, started on
+Run order is a, b, d, f, e, c. After d, lb1 is restarted (kill -9, started on
 the same file; lb2 takes over and lb1 preempts it again, all outside any
 window) when a request was left unanswered: the daemon would still be working
 through the queue during the next scenario. c comes last because it may end
@@ -94,7 +99,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.gen import config as gen_config  # noqa: E402
 from bench.gen import real, real_port, vip  # noqa: E402
-from ipvsmgr.lab import enter  # noqa: E402
+from ipvsmgr.lab import enter, in_netns  # noqa: E402
 
 PY = sys.executable
 LB1, LB2 = "198.18.250.1", "198.18.250.2"
@@ -116,16 +121,21 @@ SCENARIOS: dict[str, str] = {
     "c": "reload: YAML alias bomb",
     "d": "metrics scrapes + status requests",
     "e": "reload: N x 10 added (~11k ops)",
+    "f": "checks at --flap-check-interval, 20% of reals flapping",
 }
-RUN_ORDER = ("a", "b", "d", "e", "c")
+RUN_ORDER = ("a", "b", "d", "f", "e", "c")
+FLAP_ROUTE = "198.19.0.0/21"  # reals 0..2047 of bench/gen.py: 20% of 10,000
 
 
 @dataclass(frozen=True)
 class Options:
     services: int = 1000
     peers: tuple[str, ...] = ("keepalived", "ipvsmgr")
-    scenarios: tuple[str, ...] = ("a", "b", "c", "d", "e")
+    scenarios: tuple[str, ...] = ("a", "b", "c", "d", "e", "f")
     check_interval: float = 30.0
+    flap_check_interval: float = 1.0  # f: every real checked this often (10,000 reals: 10,000 checks/s asked)
+    flap_window: float = 20.0  # f: seconds of flapping
+    flap_period: float = 2.0  # f: the flapping reals are down, then up, this long each
     requests: int = 200
     request_window: float = 10.0
     request_timeout: float = 30.0
@@ -784,6 +794,61 @@ class StallLab:
 
     _end_at: float | None = None
 
+    def _checks_run(self) -> float | None:
+        """ipvsmgr_health_checks_total from lb1's metrics (None if it does not answer in 10 s)."""
+
+        def scrape() -> bytes:
+            with socket.create_connection(("127.0.0.1", METRICS_PORT), timeout=10) as s:
+                s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+                data = b""
+                while chunk := s.recv(1 << 16):
+                    data += chunk
+                return data
+
+        try:
+            data = in_netns(self.ns1, scrape)
+        except OSError:
+            return None
+        m = re.search(rb"^ipvsmgr_health_checks_total (\S+)$", data, re.M)
+        return float(m.group(1)) if m else None
+
+    def _do_f(self, row: Row, mark: int, t0: float) -> float | None:
+        """Every check at --flap-check-interval (a reload), then 20% of the reals down and up
+        (a `prohibit` route over them in lb1's local table: connects fail at once) every
+        --flap-period s for --flap-window s; the checks run per second are reported."""
+        n, opts = self.n_services, self.opts
+        assert self.lb1_log is not None
+        log = self.lb1_log
+        self.reload(lb1_config(n, opts.flap_check_interval))
+        if self._until(lambda: bool(log.find(RELOADED, mark)), opts.work_timeout, row, "the reload") is None:
+            return None
+        before, t_before = self._checks_run(), time.monotonic()
+        route = ["ip", "-n", self.ns1, "route", "{}", "table", "local", "prohibit", FLAP_ROUTE]
+        down = False
+        end = time.monotonic() + opts.flap_window
+        flaps = 0
+        try:
+            while time.monotonic() < end and self.lb1_alive():
+                sh(*[a.format("del" if down else "add") for a in route], check=False)
+                down, flaps = not down, flaps + 1
+                time.sleep(opts.flap_period)
+        finally:
+            if down:
+                sh(*[a.format("del") for a in route], check=False)
+        after, t_after = self._checks_run(), time.monotonic()
+        if before is not None and after is not None:
+            rate = (after - before) / (t_after - t_before)
+            asked = n * REALS / opts.flap_check_interval
+            row.notes.append(f"checks run: {rate:.0f}/s of {asked:.0f}/s asked; {flaps} flaps")
+        else:
+            row.notes.append("lb1's metrics did not answer: check rate unknown")
+        done = time.time()
+        # back to the usual interval, outside what this scenario measures
+        mark2 = log.mark()
+        self.reload(lb1_config(n, opts.check_interval))
+        self._until(lambda: bool(log.find(RELOADED, mark2)), opts.work_timeout, row, "the reload back")
+        return done
+
     def _do_d(self, row: Row, mark: int, t0: float) -> float | None:
         results: list[tuple[str, float, float, str | None]] = []  # (kind, start, end, error)
         lock = threading.Lock()
@@ -958,7 +1023,7 @@ def format_row(r: Row) -> str:
 
 
 def rows_of(result: dict[str, Any]) -> list[Row]:
-    """Every pass's rows, each pass in the order baseline, a, b, c, d, e."""
+    """Every pass's rows, each pass in the order baseline, a, b, c, d, e, f."""
     out = []
     order = list(SCENARIOS)
     for p in result["passes"]:
@@ -1022,6 +1087,9 @@ def main() -> None:
     ap.add_argument("--bomb-levels", type=int, default=d.bomb_levels)
     ap.add_argument("--bomb-timeout", type=float, default=d.bomb_timeout)
     ap.add_argument("--rss-limit", type=float, default=d.rss_limit_mib, help="MiB")
+    ap.add_argument("--flap-check-interval", type=float, default=d.flap_check_interval)
+    ap.add_argument("--flap-window", type=float, default=d.flap_window)
+    ap.add_argument("--flap-period", type=float, default=d.flap_period)
     ap.add_argument("--baseline", type=float, default=d.baseline)
     ap.add_argument("--tail", type=float, default=d.tail)
     ap.add_argument("--json", help="also write the raw figures here")
@@ -1032,6 +1100,8 @@ def main() -> None:
         check_interval=args.check_interval, requests=args.requests, request_window=args.request_window,
         request_timeout=args.request_timeout, bomb_levels=args.bomb_levels,
         bomb_timeout=args.bomb_timeout, rss_limit_mib=args.rss_limit, baseline=args.baseline, tail=args.tail,
+        flap_check_interval=args.flap_check_interval, flap_window=args.flap_window,
+        flap_period=args.flap_period,
     )  # fmt: skip
     if os.environ.get("IPVSMGR_IN_VM") == "1":
         print(json.dumps(run_all(opts)))
@@ -1045,6 +1115,8 @@ def main() -> None:
         "--request-timeout", str(opts.request_timeout),
         "--bomb-levels", str(opts.bomb_levels), "--bomb-timeout", str(opts.bomb_timeout),
         "--rss-limit", str(opts.rss_limit_mib), "--baseline", str(opts.baseline), "--tail", str(opts.tail),
+        "--flap-check-interval", str(opts.flap_check_interval), "--flap-window", str(opts.flap_window),
+        "--flap-period", str(opts.flap_period),
     ]  # fmt: skip
     start = time.monotonic()
     result = run_module_in_vm("bench.vrrp_stall", argv, timeout=3600)

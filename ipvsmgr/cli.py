@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from ipvsmgr.reconcile.engine import Round
 
 DEFAULT_CONFIG = "/etc/ipvsmgr/ipvsmgr.yaml"
+# `reload` waits for the loader (its budget: 120 s, config/worker.py) and the reconcile after it
+RELOAD_TIMEOUT = 180.0
 
 # Exit statuses (ipvsmgr(8), EXIT STATUS): `plan` owns 2 for "changes pending",
 # so a usage error (click's default 2) gets sysexits' EX_USAGE instead, and a
@@ -437,11 +439,11 @@ def run(
 # ------------------------------------------------------------------ control socket clients
 
 
-def _call(socket_path: str, command: str, **args: str) -> Any:
+def _call(socket_path: str, command: str, timeout: float = 30.0, **args: str) -> Any:
     from ipvsmgr.control import ControlError, call
 
     try:
-        return call(socket_path, command, args)
+        return call(socket_path, command, args, timeout=timeout)
     except ControlError as e:
         _fail(str(e))
 
@@ -575,7 +577,7 @@ def reload(
 
       ipvsmgr check && ipvsmgr reload
     """
-    _call(socket_path, "reload", **({"force": "yes"} if force else {}))
+    _call(socket_path, "reload", RELOAD_TIMEOUT, **({"force": "yes"} if force else {}))
     typer.echo("reloaded")
 
 

@@ -152,3 +152,67 @@ def test_apply_and_start_guard(ipvs: Lab) -> None:
         daemon.wait(30)
     r = ipvs.cli("apply", "--force", config=str(path))
     assert r.returncode == 0, r.stderr
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def hostile_files() -> dict[str, tuple[bytes, str]]:
+    """name -> (file contents, what the refusal must say)."""
+    laughs = "".join(
+        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}' if i else 'lol'] * 10)}]\n" for i in range(9)
+    )  # 10**9 nodes if expanded
+    bomb = laughs + config(REALS).replace(
+        "    port: 80\n", "    port: 80\n    scheduler_flags: [*l8, *l8]\n", 1
+    )
+    mistakes = "virtual_servers:\n" + "".join(
+        f"  - {{name: vs{i}, address: 198.18.{8 + (i >> 8)}.{i & 255}, port: 80, bogus: 1}}\n"
+        for i in range(5000)
+    )
+    return {
+        "alias bomb": (bomb.encode(), "YAML aliases expand to more than 5,000,000 nodes"),
+        "5,000 mistakes": (mistakes.encode(), "and 4980 more"),
+        "a 4 MB name": (config(REALS).replace("name: web0", "name: " + "x" * (4 << 20)).encode(), "..."),
+        "deep nesting": (b"virtual_servers: " + b"[" * 20_000 + b"]" * 20_000 + b"\n", "refused"),
+        "not UTF-8": (b"virtual_servers:\n  - name: \xff\xfe\n" * 1000, "not UTF-8"),
+    }
+
+
+def test_hostile_reloads_are_refused_and_the_daemon_does_not_grow(ipvs: Lab) -> None:
+    sh("ip", "link", "add", "guard0", "type", "dummy")
+    sh("ip", "addr", "add", "198.18.7.1/24", "dev", "guard0")
+    sh("ip", "link", "set", "guard0", "up")
+    path = Path(ipvs.write("lb.yaml", config(REALS)))
+    daemon = ipvs.daemon(str(path), ipvs.work / "daemon.log")
+    try:
+        wait_for(lambda: "198.18.7.100/24" in addresses() and len(rules()) == 10, 90)
+        wait_for(lambda: Path(ipvs.socket).exists(), 30)
+        # Settled: one ordinary reload and one ordinary refusal have run (their code is loaded).
+        assert ipvs.ctl("reload").returncode == 0
+        path.write_text(config(REALS).replace("port: 80", "port: 80000", 1))
+        assert ipvs.ctl("reload").returncode == 1
+        table, addrs = rules(), addresses()
+        before = rss_kib(daemon.pid)
+        figures = {}
+        for name, (text, said) in hostile_files().items():
+            path.write_bytes(text)
+            t = time.monotonic()
+            r = ipvs.ctl("reload")
+            took = time.monotonic() - t
+            assert r.returncode == 1 and said in r.stderr, (name, r.stderr[-2000:])
+            assert max(len(line) for line in r.stderr.splitlines()) <= 400, name  # no value echoed whole
+            st = last_reload(ipvs)
+            assert st["ok"] is False and len(st["problems"]) <= 21, (name, len(st["problems"]))
+            figures[name] = {"refused_in_s": round(took, 1), "rss_kib": rss_kib(daemon.pid)}
+        assert rules() == table and addresses() == addrs
+        grown = rss_kib(daemon.pid) - before
+        print("HOSTILE " + json.dumps({"rss_before_kib": before, "grown_kib": grown, **figures}))
+        assert grown <= 10 * 1024, f"the daemon grew by {grown} KiB"
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+        sh("ip", "link", "del", "guard0", check=False)

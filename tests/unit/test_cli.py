@@ -81,6 +81,17 @@ def test_check_counts(runner: CliRunner, tmp_path: Path) -> None:
     assert (r.exit_code, r.stdout) == (0, f"{f}: OK (2 virtual servers, 3 real servers)\n")
 
 
+def test_check_counts_one_of_each_in_the_singular(runner: CliRunner, tmp_path: Path) -> None:
+    f = tmp_path / "lb.yaml"
+    f.write_text(
+        "virtual_servers:\n  - {address: 198.18.0.1, port: 80, reals: [{address: 198.18.1.1}]}\n"
+        "vrrp:\n  instances:\n"
+        "    - {name: vi_1, interface: eth0, vrid: 51, virtual_addresses: [198.18.0.1/24]}\n"
+    )
+    r = invoke(runner, "check", str(f))
+    assert (r.exit_code, r.stdout) == (0, f"{f}: OK (1 virtual server, 1 real server, 1 VRRP instance)\n")
+
+
 def test_check_with_config_option_and_environment(runner: CliRunner) -> None:
     path = str(EXAMPLES[0])
     r = invoke(runner, "check", "-c", path)
