@@ -13,18 +13,16 @@ import ipaddress
 import os
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ipvsmgr import __version__, lookup
 from ipvsmgr.control import CommandError, Request
+from ipvsmgr.controlled import Controlled
 from ipvsmgr.ipvs.model import Destination, DestKey, ServiceKey, Table
 from ipvsmgr.reconcile.desired import destination, service_key
 
-if TYPE_CHECKING:
-    from ipvsmgr.runtime import Daemon
 
-
-async def run(d: Daemon, req: Request) -> Any:
+async def run(d: Controlled, req: Request) -> Any:
     if req.command == "status":
         return await d.status_cache.get(lambda: status(d))
     try:
@@ -33,14 +31,14 @@ async def run(d: Daemon, req: Request) -> Any:
         d.status_cache.invalidate()  # whatever this changed, the next `status` shows it
 
 
-async def _run(d: Daemon, req: Request) -> Any:
+async def _run(d: Controlled, req: Request) -> Any:
     a = req.args
     try:
         if req.command == "reload":
             force = a.get("force", "no")
             if force not in ("yes", "no"):
                 raise CommandError(f"reload: force is 'yes' or 'no', not {force!r}")
-            result = await d._reload(force=force == "yes")
+            result = await d.reload(force=force == "yes")
             if not result["ok"]:
                 problems = "\n".join(result["problems"])
                 raise CommandError(f"reload refused, still running the previous configuration:\n{problems}")
@@ -62,7 +60,7 @@ async def _run(d: Daemon, req: Request) -> Any:
     raise CommandError(f"command {req.command} is not handled")  # COMMANDS and this file disagree
 
 
-def drain(d: Daemon, vs_name: str, real_text: str, on: bool) -> dict[str, Any]:
+def drain(d: Controlled, vs_name: str, real_text: str, on: bool) -> dict[str, Any]:
     assert d.config is not None
     vs = lookup.virtual_server(d.config, vs_name)
     _, dkey = lookup.real(vs, real_text)
@@ -74,7 +72,7 @@ def drain(d: Daemon, vs_name: str, real_text: str, on: bool) -> dict[str, Any]:
     return {"virtual_server": vs.name, "real": str(dkey), "drained": on, "changed": changed}
 
 
-def disable(d: Daemon, vs_name: str, on: bool) -> dict[str, Any]:
+def disable(d: Controlled, vs_name: str, on: bool) -> dict[str, Any]:
     assert d.config is not None
     vs = lookup.virtual_server(d.config, vs_name)
     key = service_key(vs)
@@ -85,7 +83,7 @@ def disable(d: Daemon, vs_name: str, on: bool) -> dict[str, Any]:
     return {"virtual_server": vs.name, "disabled": on, "changed": changed}
 
 
-def drain_node(d: Daemon, on: bool) -> dict[str, Any]:
+def drain_node(d: Controlled, on: bool) -> dict[str, Any]:
     """Withdraw (or announce again) every BGP route of this node; IPVS keeps
     serving the flows that still arrive, so established connections finish."""
     assert d.config is not None
@@ -98,7 +96,7 @@ def drain_node(d: Daemon, on: bool) -> dict[str, Any]:
     return {"node_drained": on, "changed": changed, "announced": d.bgp_announced()}
 
 
-async def vrrp_release(d: Daemon, name: str, on: bool) -> dict[str, Any]:
+async def vrrp_release(d: Controlled, name: str, on: bool) -> dict[str, Any]:
     assert d.config is not None
     names = sorted(i.name for i in d.config.vrrp.instances)
     if d.vrrp is None or name not in names:
@@ -115,14 +113,14 @@ async def vrrp_release(d: Daemon, name: str, on: bool) -> dict[str, Any]:
     return {"instance": name, "released": on, "state": state.value}
 
 
-def xdp_status(d: Daemon) -> dict[str, Any]:
+def xdp_status(d: Controlled) -> dict[str, Any]:
     assert d.config is not None
     if d.config.xdp is None:
         raise CommandError("the XDP guard is not configured: the configuration has no xdp: section")
     return d.xdp.status()
 
 
-def xdp_list(d: Daemon, which: str, raw: str, action: str) -> dict[str, Any]:
+def xdp_list(d: Controlled, which: str, raw: str, action: str) -> dict[str, Any]:
     """Add a source prefix to (or remove it from) the run-time allowlist or blocklist."""
     assert d.config is not None
     if d.config.xdp is None:
@@ -165,7 +163,7 @@ def xdp_list(d: Daemon, which: str, raw: str, action: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def status(d: Daemon) -> dict[str, Any]:
+async def status(d: Controlled) -> dict[str, Any]:
     assert d.config is not None
     table: Table | None = None
     kernel_error = None
@@ -213,7 +211,7 @@ async def status(d: Daemon) -> dict[str, Any]:
     return out
 
 
-def _vs_status(d: Daemon, vs: Any, table: Table | None) -> dict[str, Any]:
+def _vs_status(d: Controlled, vs: Any, table: Table | None) -> dict[str, Any]:
     key: ServiceKey = service_key(vs)
     svc = table.services.get(key) if table is not None else None
     kdests: dict[DestKey, Destination] = table.dests.get(key, {}) if table is not None else {}

@@ -296,7 +296,7 @@ class Daemon:
         self.notifier.ready(self._status_line())
         return self.last_reload
 
-    async def _reload(self, force: bool = False) -> dict[str, Any]:
+    async def reload(self, force: bool = False) -> dict[str, Any]:
         """Load the file again; apply it only if valid and the removal guard
         lets it through. The outcome is also kept for `status`."""
         async with self._reload_lock:  # SIGHUP and `ipvsmgr reload` at once: one after the other
@@ -616,7 +616,7 @@ class Daemon:
                 self.wake.clear()
                 if self.reload_requested:
                     self.reload_requested = False
-                    await self._reload()
+                    await self.reload()
         finally:
             self.notifier.stopping()
             await self._stop_bgp()
