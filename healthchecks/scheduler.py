@@ -91,7 +91,7 @@ class SupportsStart(Protocol):
 Subscriber = Callable[[Hashable, Transition, Result], object]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # 10,000 of them on a big site: no __dict__ each
 class ScheduledCheck:
     key: Hashable
     checker: SupportsCheck
@@ -147,7 +147,7 @@ class UpdateSummary:
     kept: tuple[Hashable, ...]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Entry:
     spec: ScheduledCheck
     hysteresis: Hysteresis

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import logging
 import os
 import signal
@@ -188,7 +189,7 @@ class Daemon:
                 self.initially_up[key] = spec.initially_up or key in kernel_up
             up = self.initially_up[key]
             if up != spec.initially_up:
-                spec = ScheduledCheck(**{**spec.__dict__, "initially_up": up})
+                spec = dataclasses.replace(spec, initially_up=up)
             specs.append(spec)
         summary = self.scheduler.update(specs)
         for gone in summary.removed:
