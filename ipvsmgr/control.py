@@ -121,6 +121,8 @@ class ControlServer:
         self.path = path
         self.handler = handler
         self.group = group
+        self._last_status: object = None  # the last `status` answer, and its encoding
+        self._last_reply = b""
         self.requests: Counter[str] = Counter()  # command -> handled
         self.refused: Counter[str] = Counter()  # reason -> refused requests
         self._server: asyncio.AbstractServer | None = None
@@ -204,7 +206,15 @@ class ControlServer:
             return encode_reply(False, error=str(e))
         self.requests[req.command] += 1
         try:
-            return encode_reply(True, await self.handler(req))
+            result = await self.handler(req)
+            # A burst of `status` gets one shared answer (ipvsmgr/fresh.py): encode it once too
+            # (at 10,000 reals it is megabytes of JSON).
+            if req.command == "status" and result is self._last_status:
+                return self._last_reply
+            reply = encode_reply(True, result)
+            if req.command == "status":
+                self._last_status, self._last_reply = result, reply
+            return reply
         except CommandError as e:
             self.refused["command_failed"] += 1
             return encode_reply(False, error=str(e))

@@ -309,7 +309,8 @@ class MetricsServer:
                 f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
                 "Connection: close\r\n\r\n"
             )
-            writer.write(head.encode() + body)
+            writer.write(head.encode())
+            writer.write(body)  # not joined: the body may be megabytes, shared by a burst of scrapes
             await writer.drain()
         except (ConnectionError, TimeoutError):
             pass

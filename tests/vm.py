@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 IN_VM_ENV = "IPVSMGR_IN_VM"
 RESULTS_ENV = "IPVSMGR_VM_RESULTS"
+SLOW_ENV = "IPVSMGR_SLOW"  # =1: also the tests too long for every CI run (passed on into the VM)
 
 
 def debian_kernel() -> str | None:
@@ -75,6 +76,7 @@ def run_pytest_in_vm(args: list[str], timeout: float = 1800) -> tuple[dict[str, 
         [
             f"cd {shlex.quote(str(ROOT))} &&",
             f"{IN_VM_ENV}=1 {RESULTS_ENV}={shlex.quote(results)} PYTHONDONTWRITEBYTECODE=1",
+            f"{SLOW_ENV}={shlex.quote(os.environ.get(SLOW_ENV, ''))}",
             f"PYTHONPATH={shlex.quote(str(ROOT))}",
             shlex.quote(sys.executable), "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA",
             *map(shlex.quote, args),
