@@ -39,8 +39,8 @@ LB, PEER = "sd-lb", "sd-peer"
 CONFIG = "/etc/ipvsmgr/ipvsmgr.yaml"
 BOOT_TIMEOUT = 120.0  # TCG: about 30 s here, slower on a busy machine
 # The unit's CapabilityBoundingSet: NET_BIND_SERVICE 10, NET_ADMIN 12, NET_RAW 13,
-# CHOWN 0, SYS_ADMIN 21, SYS_RESOURCE 24, PERFMON 38, BPF 39.
-BOUNDING = sum(1 << c for c in (0, 10, 12, 13, 21, 24, 38, 39))
+# CHOWN 0, SYS_ADMIN 21, SYS_NICE 23 (SCHED_RR for VRRP), SYS_RESOURCE 24, PERFMON 38, BPF 39.
+BOUNDING = sum(1 << c for c in (0, 10, 12, 13, 21, 23, 24, 38, 39))
 
 
 def config(weight: int = 1) -> str:
@@ -263,6 +263,10 @@ def test_the_unit_runs_the_daemon_in_its_sandbox(box: Container) -> None:
     fields = dict(re.findall(r"^(\w+):\s+(\S+)", status, re.M))
     assert int(fields["CapBnd"], 16) == BOUNDING, fields["CapBnd"]
     assert (fields["NoNewPrivs"], fields["Seccomp"]) == ("1", "2"), fields
+    # The unit lets the VRRP process run real-time (SYS_NICE, RestrictRealtime=no): chrt says so.
+    vrrp = json.loads(box.run("ipvsmgr", "status", "--json"))["daemon"]["vrrp_process"]
+    policy = box.run("chrt", "-p", str(vrrp["pid"]))
+    assert "SCHED_RR" in policy and "priority: 10" in policy, (policy, vrrp)
     # ExecStartPre checked the file before anything ran
     assert f"{CONFIG}: OK (2 virtual servers" in box.journal()
 
