@@ -99,7 +99,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.gen import config as gen_config  # noqa: E402
 from bench.gen import real, real_port, vip  # noqa: E402
-from ipvsmgr.lab import enter, in_netns  # noqa: E402
+from ipvsmgr.lab import enter, in_netns, sh  # noqa: E402
 
 PY = sys.executable
 LB1, LB2 = "198.18.250.1", "198.18.250.2"
@@ -250,13 +250,6 @@ while True:
 
 
 # ------------------------------------------------------------------ observation
-
-
-def sh(*argv: str, check: bool = True) -> str:
-    p = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if check and p.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: {p.stderr.strip()}")
-    return p.stdout
 
 
 def say(msg: str) -> None:
@@ -799,17 +792,9 @@ class StallLab:
     def _checks_run(self) -> float | None:
         """ipvsmgr_health_checks_total from lb1's metrics (None if it does not answer in 10 s)."""
 
-        def scrape() -> bytes:
-            with socket.create_connection(("127.0.0.1", METRICS_PORT), timeout=10) as s:
-                s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-                data = b""
-                while chunk := s.recv(1 << 16):
-                    data += chunk
-                return data
-
         try:
-            data = in_netns(self.ns1, scrape)
-        except OSError:
+            data = in_netns(self.ns1, lambda: _scrape(10.0))
+        except (OSError, RuntimeError):
             return None
         m = re.search(rb"^ipvsmgr_health_checks_total (\S+)$", data, re.M)
         return float(m.group(1)) if m else None
@@ -961,7 +946,7 @@ def _mem_available_mib() -> float:
     return 0.0
 
 
-def _scrape(timeout: float) -> None:
+def _scrape(timeout: float) -> bytes:
     with socket.create_connection(("127.0.0.1", METRICS_PORT), timeout=timeout) as s:
         s.sendall(b"GET /metrics HTTP/1.1\r\nHost: lb1\r\n\r\n")
         data = b""
@@ -969,6 +954,7 @@ def _scrape(timeout: float) -> None:
             data += chunk
     if not data.startswith(b"HTTP/1.1 200"):
         raise RuntimeError(f"answer: {data[:60]!r}")
+    return data
 
 
 def _status(path: str, timeout: float) -> None:

@@ -19,7 +19,6 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ipvsmgr.ipvs.wire import NLMSGHDR, Message, WireError, decode_error, iter_messages, nla, parse_attrs
@@ -130,10 +129,9 @@ class Rtnetlink:
     # ------------------------------------------------------------ plumbing
 
     def _ack(self, mtype: int, flags: int, body: bytes) -> None:
-        for _ in self._request(mtype, flags | NLM_F_ACK, body):
-            pass
+        self._request(mtype, flags | NLM_F_ACK, body)
 
-    def _request(self, mtype: int, flags: int, body: bytes) -> Iterator[Message]:
+    def _request(self, mtype: int, flags: int, body: bytes) -> list[Message]:
         """Send one request; the replies until its ack, DONE, or the one answer of a GET.
         An error reply raises OSError."""
         self._seq = (self._seq + 1) & 0xFFFFFFFF
@@ -154,12 +152,12 @@ class Rtnetlink:
                     code, text = decode_error(m)
                     if code:
                         raise OSError(code, os.strerror(code) + (f" ({text})" if text else ""))
-                    return iter(replies)  # the ack
+                    return replies  # the ack
                 if m.type == NLMSG_DONE:
-                    return iter(replies)
+                    return replies
                 replies.append(m)
                 if not dump and not flags & NLM_F_ACK:
-                    return iter(replies)  # a GET's single answer
+                    return replies  # a GET's single answer
 
 
 def _addr_body(index: int, address: str, prefixlen: int, flags: int) -> bytes:

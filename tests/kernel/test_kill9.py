@@ -157,20 +157,8 @@ def vrrp_state(lab: Lab) -> str:
     return "?"
 
 
-def worker_pids() -> list[int]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"ipvsmgr.config.worker" in cmdline:
-                found.append(int(pid))
-    return found
-
-
-def vrrp_children() -> list[int]:
+def running(marker: bytes) -> list[int]:
+    """Pids of live processes (not zombies) whose command line holds marker."""
     found = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
@@ -179,9 +167,17 @@ def vrrp_children() -> list[int]:
                 state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
             except OSError:
                 continue
-            if b"vrrp.child" in cmdline and state != "Z":
+            if marker in cmdline and state != "Z":
                 found.append(int(pid))
     return found
+
+
+def worker_pids() -> list[int]:
+    return running(b"ipvsmgr.config.worker")
+
+
+def vrrp_children() -> list[int]:
+    return running(b"vrrp.child")
 
 
 def test_kill9_each_process(ipvs: Lab, nat_lab: None) -> None:
