@@ -79,7 +79,7 @@ class Child:
                 service.close()
                 raise
             self.service = service
-            # after the start (its imports are no real-time work), and with the rtnetlink thread there
+            # after the start: its imports are no real-time work
             self.rt.set(msg.get("realtime_priority", 0))
             self.push_status()
             return None
@@ -95,7 +95,7 @@ class Child:
         if op == "update":
             result = s.update(msg["instances"], msg["sync_groups"])
             self.rt.set(msg.get("realtime_priority", 0))
-            self.rt.promote()  # threads the update started
+            self.rt.promote()  # any thread made since (asyncio's executor): SCHED_RR too
             self.push_status()
             return result
         if op in ("release", "reclaim"):

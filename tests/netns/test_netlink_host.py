@@ -70,7 +70,7 @@ def test_host_made_and_used_inside_the_running_loop(ns: str) -> None:
             assert host.link("vmac0") is not None
             info = json.loads(sh("ip", "-j", "-n", ns, "-d", "link", "show", "vmac0"))[0]["linkinfo"]
             assert (info["info_kind"], info["info_data"]["mode"]) == ("macvlan", "bridge")
-            # its sysctls, written from Host's thread, in the namespace too
+            # its sysctls, written by this thread in the namespace, land there too
             sysctl = ["ip", "netns", "exec", ns, "sysctl", "-n"]
             assert sh(*sysctl, "net.ipv4.conf.vmac0.arp_ignore").strip() == "1"
             assert sh(*sysctl, "net.ipv4.conf.vmac0.rp_filter").strip() == "0"
