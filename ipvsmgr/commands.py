@@ -92,14 +92,14 @@ def drain_node(d: Controlled, on: bool) -> dict[str, Any]:
     changed = d.overrides.node_drained != on
     if changed:
         d.set_overrides(replace(d.overrides, node_drained=on))
-    d.update_bgp()
-    return {"node_drained": on, "changed": changed, "announced": d.bgp_announced()}
+    d.bgp.update()
+    return {"node_drained": on, "changed": changed, "announced": d.bgp.announced()}
 
 
 async def vrrp_release(d: Controlled, name: str, on: bool) -> dict[str, Any]:
     assert d.config is not None
     names = sorted(i.name for i in d.config.vrrp.instances)
-    if d.vrrp is None or name not in names:
+    if not d.vrrp.running or name not in names:
         raise CommandError(f"no VRRP instance named {name!r} (instances: {', '.join(names) or 'none'})")
     try:
         state = await (d.vrrp.release(name) if on else d.vrrp.reclaim(name))
@@ -117,7 +117,7 @@ def xdp_status(d: Controlled) -> dict[str, Any]:
     assert d.config is not None
     if d.config.xdp is None:
         raise CommandError("the XDP guard is not configured: the configuration has no xdp: section")
-    return d.xdp.status()
+    return d.xdp.shield.status()
 
 
 def xdp_list(d: Controlled, which: str, raw: str, action: str) -> dict[str, Any]:
@@ -156,7 +156,7 @@ def xdp_list(d: Controlled, which: str, raw: str, action: str) -> dict[str, Any]
     )
     if changed:
         d.set_overrides(new)
-        d.sync_xdp()
+        d.xdp.sync()
     return {
         "list": which + "list", "prefix": prefix, "action": action, "changed": changed,
         "also_in_config": configured, "guard": d.xdp.state,
@@ -167,12 +167,10 @@ async def status(d: Controlled) -> dict[str, Any]:
     assert d.config is not None
     table: Table | None = None
     kernel_error = None
-    if d.client is not None:
-        keys = [service_key(vs) for vs in d.config.virtual_servers]
-        try:
-            table = await d.kernel(d.client.table, keys, True)
-        except OSError as e:
-            kernel_error = str(e)
+    try:
+        table = await d.ipvs.table([service_key(vs) for vs in d.config.virtual_servers])
+    except OSError as e:
+        kernel_error = str(e)
     out: dict[str, Any] = {
         "daemon": {
             "pid": os.getpid(),
@@ -181,32 +179,20 @@ async def status(d: Controlled) -> dict[str, Any]:
             "started": d.started,
             "uptime_s": round(time.time() - d.started, 1),
             "last_reload": d.last_reload,
-            "last_reconcile": d.last_round or None,
+            "last_reconcile": d.ipvs.status(),
             "kernel_error": kernel_error,
-            "vrrp_process": None
-            if d.vrrp is None
-            else {
-                "pid": d.vrrp.pid,
-                "restarts": d.vrrp.restarts,
-                "scheduling": d.vrrp.scheduling,
-            },  # fmt: skip
+            "vrrp_process": d.vrrp.process_status(),
         },
         "virtual_servers": [_vs_status(d, vs, table) for vs in d.config.virtual_servers],
-        "vrrp": d.vrrp.status() if d.vrrp is not None else [],
-        "bgp": d.bgp_status(),
-        "xdp": d.xdp.status(detail=False) if d.config.xdp is not None else None,
-        "connection_sync": None
-        if d.config.connection_sync is None
-        else {
-            "follow": d.config.connection_sync.follow,
-            "role": d.sync_role,
-            "kernel_daemons": d.sync_daemons,
-        },
+        "vrrp": d.vrrp.status(),
+        "bgp": d.bgp.status(),
+        "xdp": d.xdp.status(),
+        "connection_sync": d.sync.status(),
     }
     if d.control is not None:
-        out["daemon"]["control_refused"] = dict(d.control.refused)
+        out["daemon"]["control_refused"] = dict(d.control.server.refused)
     if d.metrics is not None:
-        out["daemon"]["metrics"] = f"http://{d.metrics.host}:{d.metrics.port}/metrics"
+        out["daemon"]["metrics"] = d.metrics.url
     out["daemon"]["counters"] = dict(d.counters)
     return out
 
@@ -219,7 +205,7 @@ def _vs_status(d: Controlled, vs: Any, table: Table | None) -> dict[str, Any]:
     members = list(vs.reals) + ([vs.sorry] if vs.sorry is not None else [])
     for r in members:
         dk = destination(r).key
-        h = d.health.get((key, dk))
+        h = d.checks.health.get((key, dk))
         kd = kdests.get(dk)
         st = kd.stats if kd is not None else None
         reals.append(

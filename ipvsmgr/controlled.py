@@ -9,54 +9,45 @@ to commands.run.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ipvsmgr.config import Config
 from ipvsmgr.fresh import Fresh
-from ipvsmgr.ipvs.client import IPVSClient
 from ipvsmgr.ipvs.model import ServiceKey
-from ipvsmgr.reconcile.health import RealHealth, RealId
 from ipvsmgr.reconcile.overrides import Overrides
 
-if TYPE_CHECKING:  # only for their types: neither is imported at run time here
-    from ipvsmgr.control import ControlServer
-    from ipvsmgr.metrics import MetricsServer
-    from ipvsmgr.xdpshield import XdpShield
-    from vrrp.remote import VrrpProcess
-
-T = TypeVar("T")
+if TYPE_CHECKING:  # only for their types: none is imported at run time here
+    from ipvsmgr.parts.bgp import BgpPart
+    from ipvsmgr.parts.connsync import SyncPart
+    from ipvsmgr.parts.health import HealthPart
+    from ipvsmgr.parts.ipvs import IpvsPart
+    from ipvsmgr.parts.listeners import ControlPart, MetricsPart
+    from ipvsmgr.parts.vrrp import VrrpPart
+    from ipvsmgr.parts.xdp import XdpPart
 
 
 class Controlled(Protocol):
     config: Config | None
     config_path: str
     started: float
-    overrides: Overrides
-    vrrp: VrrpProcess | None
-    xdp: XdpShield
-    metrics: MetricsServer | None
-    control: ControlServer | None
-    client: IPVSClient | None
-    health: dict[RealId, RealHealth]
     quorum: dict[ServiceKey, bool]
-    counters: Counter[str]
     last_reload: dict[str, Any] | None
-    last_round: dict[str, Any]
-    sync_role: str | None
-    sync_daemons: list[str]
     status_cache: Fresh[dict[str, Any]]
+    ipvs: IpvsPart
+    checks: HealthPart
+    vrrp: VrrpPart
+    bgp: BgpPart
+    xdp: XdpPart
+    sync: SyncPart
+    control: ControlPart | None
+    metrics: MetricsPart | None
+
+    @property
+    def overrides(self) -> Overrides: ...
+
+    @property
+    def counters(self) -> Counter[str]: ...
 
     def set_overrides(self, new: Overrides) -> None: ...
-
-    def update_bgp(self) -> None: ...
-
-    def bgp_announced(self) -> list[str]: ...
-
-    def bgp_status(self) -> dict[str, Any] | None: ...
-
-    def sync_xdp(self) -> None: ...
-
-    async def kernel(self, fn: Callable[..., T], *args: Any) -> T: ...
 
     async def reload(self, force: bool = False) -> dict[str, Any]: ...

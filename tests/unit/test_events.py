@@ -45,13 +45,14 @@ def test_descriptions() -> None:
     )
 
 
-def test_daemon_turns_transitions_into_health_and_events(tmp_path: object) -> None:
+def test_health_part_turns_transitions_into_health_and_events(tmp_path: object) -> None:
     daemon = Daemon("/nonexistent.yaml", str(tmp_path))
     seen: list[object] = []
-    daemon.events.subscribe(seen.append)
-    daemon._on_transition((SVC, REAL), Transition(False, "timeout after 1s"), Result.down("timeout after 1s"))
-    daemon._on_transition((SVC, REAL), Transition(True, "", 7), Result.up(7))
-    assert daemon.health[(SVC, REAL)] == RealHealth(True, 7, "")
+    daemon.hub.events.subscribe(seen.append)
+    checks = daemon.checks
+    checks._on_transition((SVC, REAL), Transition(False, "timeout after 1s"), Result.down("timeout after 1s"))
+    checks._on_transition((SVC, REAL), Transition(True, "", 7), Result.up(7))
+    assert checks.health[(SVC, REAL)] == RealHealth(True, 7, "")
     assert seen == [
         RealChanged(SVC, REAL, False, "timeout after 1s"),
         RealChanged(SVC, REAL, True, "", 7),

@@ -1,0 +1,106 @@
+"""The health part: one scheduled check per checked real, and each real's verdict.
+
+A verdict change is an event (RealChanged) and wakes the reconcile loop. A
+reload keeps the state of every check whose settings did not change. A real
+the kernel already served at start (IpvsPart.adopted) starts up instead of
+waiting for `rise` passes, so a restart is hitless.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, cast
+
+from healthchecks.hysteresis import Transition
+from healthchecks.result import Result, Target
+from healthchecks.scheduler import CheckState, ScheduledCheck, Scheduler
+from ipvsmgr.events import RealChanged
+from ipvsmgr.parts.base import Hub
+from ipvsmgr.reconcile.desired import destination, service_key
+from ipvsmgr.reconcile.health import RealHealth, RealId
+
+if TYPE_CHECKING:
+    from ipvsmgr.config import Config
+    from ipvsmgr.metrics import Snapshot
+
+
+def checked_reals(config: Config) -> Iterator[tuple[RealId, ScheduledCheck]]:
+    for vs in config.virtual_servers:
+        skey = service_key(vs)
+        for r in vs.reals:
+            h = r.health
+            if h is None:
+                continue
+            key = (skey, destination(r).key)
+            target = Target(h.address or r.address, h.port or r.port, h.source)
+            spec = ScheduledCheck(
+                key=key, checker=h.checker, target=target, interval=h.interval, timeout=h.timeout,
+                rise=h.rise, fall=h.fall, jitter=h.jitter, retries=h.retries,
+                retry_delay=h.retry_delay, initially_up=h.start_up,
+            )  # fmt: skip
+            yield key, spec
+
+
+class HealthPart:
+    name = "health"
+
+    def __init__(self, hub: Hub, adopted: Callable[[], set[RealId]]) -> None:
+        self.hub = hub
+        self._adopted = adopted  # what the kernel served at start (IpvsPart.adopted)
+        self.health: dict[RealId, RealHealth] = {}
+        self.initially_up: dict[RealId, bool] = {}
+        self.scheduler = Scheduler()
+        self.scheduler.subscribe(self._on_transition)
+
+    def _on_transition(self, key: object, t: Transition, result: Result) -> None:
+        rid: RealId = key  # type: ignore[assignment]
+        reason = t.reason or result.reason
+        self.health[rid] = RealHealth(t.up, t.weight, reason)
+        self.hub.events.emit(RealChanged(rid[0], rid[1], t.up, reason, t.weight))
+        self.hub.changed()
+
+    def _schedule(self, config: Config, kernel_up: set[RealId]) -> None:
+        specs = []
+        for key, spec in checked_reals(config):
+            if key not in self.initially_up:  # decided once per real, so reloads keep the spec equal
+                self.initially_up[key] = spec.initially_up or key in kernel_up
+            up = self.initially_up[key]
+            if up != spec.initially_up:
+                spec = dataclasses.replace(spec, initially_up=up)
+            specs.append(spec)
+        summary = self.scheduler.update(specs)
+        for gone in summary.removed:
+            rid = cast(RealId, gone)
+            self.health.pop(rid, None)
+            self.initially_up.pop(rid, None)
+        for new in summary.added:
+            rid = cast(RealId, new)
+            if self.initially_up.get(rid):
+                self.health[rid] = RealHealth(True, None, "in the kernel at start")
+
+    async def start(self, config: Config) -> None:
+        self._schedule(config, self._adopted())
+
+    async def reload(self, new: Config, old: Config) -> None:
+        self._schedule(new, set())
+
+    async def stop(self) -> None:
+        await self.scheduler.close()
+
+    def checks(self) -> int:
+        return len(self.scheduler.keys())
+
+    def state(self, rid: RealId) -> CheckState | None:
+        return self.scheduler.state(rid)
+
+    def status(self) -> dict[str, Any]:
+        down = sum(1 for h in self.health.values() if not h.up)
+        return {"checks": self.checks(), "down": down}
+
+    def metrics(self, snap: Snapshot) -> None:
+        cs = self.scheduler.snapshot()
+        snap.checks = {
+            "runs": cs.runs, "failures": cs.failures, "skipped": cs.skipped,
+            "lag_p50": cs.lag_p50, "lag_p99": cs.lag_p99,
+        }  # fmt: skip
