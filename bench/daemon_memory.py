@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -67,6 +68,28 @@ def pss_kib(pid: int) -> int:
         if line.startswith("Pss:"):
             return int(line.split()[1])
     return 0
+
+
+def pss_by_kind(pid: int) -> dict[str, float]:
+    """PSS in MiB by mapping: the brk heap (main malloc arena), other anonymous
+    memory (pymalloc arenas, thread malloc arenas, big buffers), thread stacks,
+    and files (the interpreter, libraries, extension modules)."""
+    kinds: dict[str, float] = {}
+    kind = "anon"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            name = head[5] if len(head) > 5 else ""
+            kind = (
+                "heap"
+                if name == "[heap]"
+                else "stack"
+                if name.startswith("[stack")
+                else ("file" if name.startswith("/") else "anon")
+            )
+        elif line.startswith("Pss:"):
+            kinds[kind] = kinds.get(kind, 0.0) + int(head[1]) / 1024
+    return {k: round(v, 1) for k, v in sorted(kinds.items())}
 
 
 def sh(*argv: str, check: bool = True) -> str:
@@ -164,11 +187,13 @@ def measure(
         loaded = time.monotonic() - start
         time.sleep(settle)
         pids = tree(proc.pid)
-        per = {
+        per: dict[str, dict[str, Any]] = {
             str(p): {
                 "rss_mib": status_kib(p, "VmRSS") / 1024,
                 "hwm_mib": status_kib(p, "VmHWM") / 1024,
                 "pss_mib": pss_kib(p) / 1024,
+                "pss_by_kind": pss_by_kind(p),
+                "threads": status_kib(p, "Threads"),
             }
             for p in pids
         }
@@ -237,10 +262,11 @@ def report(r: dict[str, object]) -> str:
     assert isinstance(runs, list)
     for run in runs:
         procs = ", ".join(f"{v['rss_mib']:.1f}/{v['pss_mib']:.1f}" for v in run["processes"].values())
+        kinds = "; ".join(f"{v['pss_by_kind']} {v['threads']} threads" for v in run["processes"].values())
         lines.append(
             f"  {run['tool']:<10} PSS {run['pss_mib']:6.1f} MiB, RSS {run['rss_mib']:6.1f} MiB "
             f"(processes RSS/PSS: {procs}); peak RSS {run['hwm_mib']:6.1f} MiB; "
-            f"table complete after {run['loaded_s']:.0f} s"
+            f"table complete after {run['loaded_s']:.0f} s\n    PSS by mapping (MiB): {kinds}"
         )
     ours = runs[0]["pss_mib"] * 1.048576  # MiB -> MB
     lines.append(

@@ -414,13 +414,6 @@ def run(
             _fail(f"--metrics: {e}", EXIT_USAGE)
         if port is None:
             _fail("--metrics needs ADDRESS:PORT (or off)", EXIT_USAGE)
-        try:
-            import prometheus_client  # noqa: F401  (optional: the "metrics" extra)
-        except ImportError:
-            _fail(
-                "--metrics needs prometheus_client (Debian: python3-prometheus-client; "
-                "pip: ipvsmgr[metrics]), or run with --metrics off"
-            )
         listen = (host, port)
     notifier = Notifier.from_env()
     daemon = Daemon(

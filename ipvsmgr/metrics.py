@@ -21,20 +21,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
-
+from ipvsmgr import exposition
+from ipvsmgr.exposition import CONTENT_TYPE, Family
 from ipvsmgr.fresh import Fresh
 from ipvsmgr.ipvs.model import DestKey, ServiceKey, Table
 
 log = logging.getLogger("ipvsmgr.metrics")
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_HEAD = 8192
 READ_TIMEOUT = 10.0
 FRESH = 1.0  # seconds a rendered scrape is served again (a burst of scrapes shares one render)
 VRRP_STATES = ("init", "backup", "master", "fault")
-_C, _G = CounterMetricFamily, GaugeMetricFamily
+_C, _G = exposition.counter, exposition.gauge
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +61,13 @@ class Snapshot:
     control_refused: dict[str, int] = field(default_factory=dict)
     scrape_refused: dict[str, int] = field(default_factory=dict)
     checks: dict[str, float] = field(default_factory=dict)
-    bgp: dict[str, Any] | None = None  # Daemon.bgp_status(): peers, prefixes, counters
+    bgp: dict[str, Any] | None = None  # BgpPart.status(): peers, prefixes, counters
     xdp: dict[str, Any] | None = None  # XdpShield.status(): attachment, counters, attack state
 
 
-def families(s: Snapshot, table: Table | None, kernel_ok: bool) -> Iterator[Metric]:
+def families(s: Snapshot, table: Table | None, kernel_ok: bool) -> Iterator[Family]:
     """Every metric of one scrape."""
-    yield InfoMetricFamily("ipvsmgr_build", "ipvsmgr's version.", value={"version": s.version})
+    yield exposition.info("ipvsmgr_build", "ipvsmgr's version.", {"version": s.version})
     up = _G("ipvsmgr_kernel_readable", "1 if this scrape could read IPVS from the kernel.")
     up.add_metric([], 1.0 if kernel_ok else 0.0)
     yield up
@@ -204,7 +202,7 @@ BGP_COUNTERS = {
 }
 
 
-def _bgp(b: dict[str, Any]) -> Iterator[Metric]:
+def _bgp(b: dict[str, Any]) -> Iterator[Family]:
     running = _G("ipvsmgr_bgp_exabgp_running", "1 while the ExaBGP child runs.")
     running.add_metric([], 0.0 if b["exabgp_pid"] is None else 1.0)
     drained = _G("ipvsmgr_bgp_node_drained", "1 while drain-node holds every route withdrawn.")
@@ -228,7 +226,7 @@ def _bgp(b: dict[str, Any]) -> Iterator[Metric]:
         yield m
 
 
-def _xdp(x: dict[str, Any]) -> Iterator[Metric]:
+def _xdp(x: dict[str, Any]) -> Iterator[Family]:
     active = _G("ipvsmgr_xdp_active", "1 while the XDP guard is attached on every configured interface.")
     active.add_metric([], 1.0 if x["state"] == "active" else 0.0)
     degraded = _G("ipvsmgr_xdp_degraded", "1 while the daemon runs without the XDP guard it was asked for.")
@@ -253,20 +251,8 @@ def _xdp(x: dict[str, Any]) -> Iterator[Metric]:
     yield from (active, degraded, attached, packets, nbytes, attack, rate, attacks)
 
 
-class _Once:
-    """A registry collector that yields one precomputed scrape."""
-
-    def __init__(self, fams: list[Metric]) -> None:
-        self._fams = fams
-
-    def collect(self) -> Iterator[Metric]:
-        yield from self._fams
-
-
 def render(s: Snapshot, table: Table | None, kernel_ok: bool) -> bytes:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Once(list(families(s, table, kernel_ok))))  # type: ignore[arg-type]
-    return bytes(generate_latest(registry))
+    return exposition.render(families(s, table, kernel_ok))
 
 
 class MetricsServer:
