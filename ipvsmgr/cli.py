@@ -113,15 +113,25 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _load(path: str) -> Config:
+def _load(path: str, isolated: bool = False) -> Config:
+    """The file loaded and checked, or every problem printed and exit 1. Isolated:
+    in a worker process (config/worker.py), so the parse's garbage never lands in
+    this process: what the daemon starts with."""
     from ipvsmgr.config import ConfigError, load
 
     try:
-        cfg = load(path)
+        if isolated:
+            from ipvsmgr.config.worker import load_isolated
+
+            cfg = load_isolated(path)
+        else:
+            cfg = load(path)
     except ConfigError as e:
         for p in sorted([*e.problems, *e.warnings]):
             typer.echo(str(p), err=True)
-        n = len(e.problems)
+        n, shown = e.total, len(e.problems)
+        if n > shown:
+            typer.echo(f"... and {n - shown} more (`ipvsmgr check {path}` lists them all)", err=True)
         typer.echo(f"{n} problem{'s' if n != 1 else ''} in {path}; nothing was applied.", err=True)
         raise typer.Exit(1) from None
     for w in cfg.warnings:  # worth a look; the file is valid
@@ -403,7 +413,7 @@ def run(
     every = _duration_option("--resync", resync)
     logsetup.setup(log_level.value, log_format.value)
     path = config or DEFAULT_CONFIG
-    loaded = _load(path)  # refuse to start on an invalid file, with every problem listed
+    loaded = _load(path, isolated=True)  # refuse to start on an invalid file, with every problem listed
     listen = None
     if metrics != "off":
         from ipvsmgr.lookup import NotFound, parse_endpoint

@@ -72,10 +72,27 @@ async def guarded(body: Coroutine[Any, Any, Result], timeout: float) -> Result:
     return await bounded(run(), timeout)
 
 
-@functools.lru_cache(maxsize=65536)
 def _sockaddr(address: str, port: int, family: int = socket.AF_UNSPEC) -> tuple[int, Any]:
-    """(family, sockaddr) of a numeric address; never a DNS lookup. Cached:
-    getaddrinfo (with its IDNA pass) would otherwise cost more than a connect."""
+    """(family, sockaddr) of a numeric address; never a DNS lookup.
+
+    A plain IPv4 or IPv6 literal (what the configuration holds) is read with
+    inet_pton, which costs less than a connect: no cache to hold per target
+    (an LRU of getaddrinfo results held 5 MiB at 10,000 checks). Other forms
+    (a scope id, fe80::1%eth0) go through getaddrinfo, cached."""
+    if "%" not in address:
+        for fam in (socket.AF_INET, socket.AF_INET6):
+            if family not in (socket.AF_UNSPEC, fam):
+                continue
+            try:
+                socket.inet_pton(fam, address)
+            except OSError:
+                continue
+            return fam, ((address, port) if fam == socket.AF_INET else (address, port, 0, 0))
+    return _resolved(address, port, family)
+
+
+@functools.lru_cache(maxsize=1024)
+def _resolved(address: str, port: int, family: int) -> tuple[int, Any]:
     infos = socket.getaddrinfo(address, port, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
     return infos[0][0], infos[0][4]
 
@@ -131,7 +148,6 @@ async def release(sock: socket.socket, writer: asyncio.StreamWriter | None = Non
         sock.close()
 
 
-@functools.lru_cache(maxsize=65536)
 def _probe_addrs(target: Target) -> tuple[int, Any, Any] | Result:
     """(family, dest, source sockaddr or None) for a probe, or the failure to report."""
     if not 0 < target.port < 65536:
