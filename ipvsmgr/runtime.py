@@ -52,8 +52,9 @@ SHOWN_PROBLEMS = 20  # of a refused reload's problems, logged and kept for `stat
 
 
 class Daemon:
-    """Starts the parts in order (the XDP guard before anything announces a VIP,
-    IPVS and the checks before VRRP and BGP decide on them, the listeners last),
+    """Starts the parts in order (IPVS first: a kernel without it stops the start
+    before anything is attached; the XDP guard before anything announces a VIP;
+    the checks before VRRP and BGP decide on them; the listeners last),
     reloads each with a new configuration, stops them (BGP first: it withdraws
     and serves its grace while the rest still run)."""
 
@@ -102,7 +103,7 @@ class Daemon:
             self.metrics = MetricsPart(MetricsServer(metrics[0], metrics[1], self._snapshot, self.dump))
         listeners: list[Part] = [p for p in (self.control, self.metrics) if p is not None]
         self.parts: list[Part] = [
-            self.xdp, self.ipvs, self.checks, self.sync, self.vrrp, self.bgp, *listeners,
+            self.ipvs, self.xdp, self.checks, self.sync, self.vrrp, self.bgp, *listeners,
         ]  # fmt: skip
         self.stop_order: list[Part] = [
             self.bgp, self.xdp, *listeners, self.vrrp, self.sync, self.checks, self.ipvs,

@@ -37,7 +37,7 @@ def tables_for(config: Config, allow: frozenset[str], block: dict[str, str]) -> 
     assert x is not None
     services = frozenset(
         Service(v.address, v.port, PROTOS[v.protocol]) for v in config.virtual_servers if v.address
-    )
+    ) | frozenset(Service(a, port, PROTOS[proto]) for a, port, proto in x.protect)
     # A run-time entry overrides the file's for the same prefix.
     blocks = {p: a for p, a in x.blocklist if p not in allow}
     blocks.update(block)

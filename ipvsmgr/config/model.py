@@ -144,6 +144,7 @@ class BgpConfig:
 @dataclass(frozen=True, slots=True)
 class XdpConfig:
     interfaces: tuple[str, ...]
+    protect: tuple[tuple[str, int, str], ...] = ()  # (address, port, protocol) besides the virtual servers'
     mode: str = "auto"  # auto | native | generic
     object: str | None = None  # the compiled program; None: the default places
     pin_path: str = "/sys/fs/bpf/ipvsmgr"

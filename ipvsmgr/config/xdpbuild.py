@@ -2,8 +2,9 @@
 
 Rules a schema cannot say: list prefixes have no host bits and appear once,
 a prefix is not both allowed and blocked, the burst holds at least one
-second of the rate, and there is something to guard (a virtual server with
-an address: fwmark services have none the program could match).
+second of the rate, and there is something to guard: a virtual server with
+an address (fwmark services have none the program could match), or a
+service in `protect` (a guard-only node).
 """
 
 from __future__ import annotations
@@ -42,9 +43,16 @@ def build_xdp(
     None when unknown)."""
     if not isinstance(data, dict):
         return None
-    if not any(v.address for v in servers) and not any(a != "" for a in unbuilt):
+    protect: list[tuple[str, int, str]] = []
+    for i, item in enumerate(data.get("protect") or ()):
+        if checked.ok(("xdp", "protect", i)) and isinstance(item, dict):
+            address = str(ipaddress.ip_address(item["address"]))
+            protect.append((address, int(item["port"]), item.get("protocol", "tcp")))
+    if not any(v.address for v in servers) and not any(a != "" for a in unbuilt) and not data.get("protect"):
         error(
-            ("xdp",), "the XDP guard protects the virtual servers' addresses, and no virtual server has one"
+            ("xdp",),
+            "nothing to guard: no virtual server has an address, and xdp.protect lists no service "
+            "(a guard-only node lists its services there)",
         )
         return None
     seen: dict[str, Path] = {}
@@ -96,6 +104,7 @@ def build_xdp(
         return None  # the interfaces were refused: checked as far as it goes
     return XdpConfig(
         interfaces=tuple(data["interfaces"]),
+        protect=tuple(protect),
         mode=data.get("mode", "auto"),
         object=data.get("object"),
         pin_path=data.get("pin_path", "/sys/fs/bpf/ipvsmgr"),

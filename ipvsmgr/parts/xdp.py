@@ -1,10 +1,12 @@
 """The XDP part: the guard (xdpshield.py) attached, its maps following the
 configuration and the run-time lists.
 
-Owns the XDP program, its attachments and its pinned maps. It starts first,
-so the VIPs are guarded before anything announces them, and on stop it
-only lets go: the program stays attached with its maps, and the next start
-adopts it.
+Owns the XDP program, its attachments and its pinned maps. It starts right
+after the IPVS part (which only opens its socket and reads the kernel), so
+the VIPs are guarded before anything announces them, and on stop it only
+lets go: the program stays attached with its maps, and the next start
+adopts it. With `xdp.protect` and no virtual servers it is all the daemon
+runs (a guard-only node), and needs no IPVS.
 """
 
 from __future__ import annotations

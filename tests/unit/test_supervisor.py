@@ -123,3 +123,13 @@ def test_reload_reaches_every_part_in_order_and_a_refused_one_none(tmp_path: Pat
     assert d.config is not None and d.config.max_removed_reals == 0.4  # the accepted one runs
     assert d.counters["reloads_ok"] == 1 and d.counters["reloads_guarded"] == 1
     assert d.counters["reloads_refused"] == 1
+
+
+def test_the_real_parts_start_with_ipvs_then_the_guard(tmp_path: Path) -> None:
+    """IPVS first: on a kernel without it, a file with virtual servers stops the
+    start before the XDP guard attaches anything (tests/netns/test_xdp_guard_only.py
+    runs that for real); the guard before VRRP and BGP announce a VIP."""
+    d = Daemon(str(tmp_path / "lb.yaml"), str(tmp_path / "state"), control_socket=str(tmp_path / "s"))
+    names = [p.name for p in d.parts]
+    assert names == ["ipvs", "xdp", "health", "connection-sync", "vrrp", "bgp", "control"]
+    assert [p.name for p in d.stop_order][:2] == ["bgp", "xdp"]

@@ -69,7 +69,26 @@ def test_nothing_to_guard() -> None:
         "xdp: {interfaces: [eth0]}\n"
     )
     [(line, col, message)] = problems(text)
-    assert (line, col) == (3, 6) and "no virtual server has one" in message
+    assert (line, col) == (3, 6) and "no virtual server has an address" in message
+    assert "xdp.protect" in message
+
+
+def test_guard_only_protects_its_listed_services() -> None:
+    from ipvsmgr.config import load_text
+    from ipvsmgr.xdpshield import tables_for
+
+    text = (
+        "xdp:\n  interfaces: [eth0]\n  protect:\n    - {address: 198.18.0.10, port: 443}\n"
+        "    - {address: '2001:db8:0::1', port: 53, protocol: udp}\n"
+    )
+    cfg = load_text(text, "lb.yaml")
+    assert cfg.virtual_servers == () and cfg.xdp is not None
+    assert cfg.xdp.protect == (("198.18.0.10", 443, "tcp"), ("2001:db8::1", 53, "udp"))
+    services = {(s.address, s.port, s.proto) for s in tables_for(cfg, frozenset(), {}).services}
+    assert services == {("198.18.0.10", 443, 6), ("2001:db8::1", 53, 17)}
+    bad = "xdp:\n  interfaces: [eth0]\n  protect: [{address: 198.18.0.300, port: 0}]\n"
+    found = problems(bad)
+    assert [(line, col) for line, col, _ in found] == [(3, 23), (3, 43)], found
 
 
 def test_interfaces_required_and_not_empty() -> None:
