@@ -37,7 +37,7 @@ from ipvsmgr.parts.vrrp import VrrpPart
 from ipvsmgr.parts.xdp import XdpPart
 from ipvsmgr.reconcile import guard
 from ipvsmgr.reconcile.desired import destination, service_key
-from ipvsmgr.reconcile.health import QuorumState, healthy_state
+from ipvsmgr.reconcile.health import healthy_state
 from ipvsmgr.reconcile.overrides import Overrides, OverrideStore
 from ipvsmgr.sdnotify import Notifier
 
@@ -80,7 +80,6 @@ class Daemon:
         self.resync = resync
         self.last_reload: dict[str, Any] | None = None
         self.quorum: dict[ServiceKey, bool] = {}
-        self.quorum_states: dict[ServiceKey, QuorumState] = {}
         self.stopping = asyncio.Event()
         self.reload_requested = False
         self._reload_lock = asyncio.Lock()
@@ -153,7 +152,6 @@ class Daemon:
                 name = desired.names.get(key, str(key))
                 self.hub.events.emit(QuorumChanged(key, name, q.up, q.reals_up, reason))
         self.quorum = {k: q.up for k, q in quorums.items()}
-        self.quorum_states = quorums
         self.vrrp.set_quorums({desired.names.get(k, str(k)): q.up for k, q in quorums.items()})
         self.bgp.update(self.checks.health, quorums)
         await self.ipvs.apply(desired)
