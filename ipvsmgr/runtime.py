@@ -27,11 +27,12 @@ from ipvsmgr.control import Request
 from ipvsmgr.events import Event, QuorumChanged, VrrpChanged, describe
 from ipvsmgr.fresh import Fresh
 from ipvsmgr.ipvs.model import ServiceKey, Table
+from ipvsmgr.malloc import trim
 from ipvsmgr.parts.base import Hub, Part, StartupError
 from ipvsmgr.parts.bgp import BgpPart
 from ipvsmgr.parts.connsync import SyncPart
 from ipvsmgr.parts.health import HealthPart
-from ipvsmgr.parts.ipvs import IpvsPart, trim
+from ipvsmgr.parts.ipvs import IpvsPart
 from ipvsmgr.parts.listeners import ControlPart, MetricsPart
 from ipvsmgr.parts.vrrp import VrrpPart
 from ipvsmgr.parts.xdp import XdpPart
@@ -229,7 +230,7 @@ class Daemon:
     async def run(self) -> None:
         self.config = self._preloaded or load(self.config_path)  # a ConfigError here ends the start
         self._preloaded = None
-        trim()  # the YAML's parse is garbage now
+        trim()  # a load here (no config handed in) leaves its parse as garbage
         self._prune_overrides()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -24,7 +24,6 @@ if __name__ == "__main__":  # the VRRP process speaks no TLS: asyncio without ss
     sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
 
 import asyncio
-import contextlib
 import ctypes
 import logging
 import os
@@ -32,6 +31,7 @@ import signal
 import socket
 from typing import Any
 
+from ipvsmgr.malloc import trim
 from vrrp import channel
 from vrrp.machine import State
 from vrrp.realtime import Realtime
@@ -40,14 +40,9 @@ log = logging.getLogger("ipvsmgr.vrrp")
 PR_SET_PDEATHSIG = 1
 ORPHANED = signal.SIGUSR1  # PR_SET_PDEATHSIG's signal: the daemon died
 STATUS_EVERY = 1.0  # seconds between status pushes (state changes are pushed at once)
-TRIM_EVERY = 60  # status pushes between two malloc_trim calls
-
-
-def _malloc_trim() -> None:
-    """Give the heap's free pages back: the start (imports, the instances' setup)
-    leaves a few MiB free in glibc's heap that this small process never reuses."""
-    with contextlib.suppress(OSError, AttributeError):  # not glibc
-        ctypes.CDLL(None).malloc_trim(0)
+# Status pushes between two malloc_trims: the start (imports, the instances'
+# setup) leaves a few MiB free in glibc's heap that this small process never reuses.
+TRIM_EVERY = 60
 
 
 class Child:
@@ -91,7 +86,7 @@ class Child:
             # after the start: its imports are no real-time work
             self.rt.set(msg.get("realtime_priority", 0))
             self.push_status()
-            _malloc_trim()
+            trim()
             return None
         if op == "stop":
             await self.stop()
@@ -156,7 +151,7 @@ class Child:
             self.push_status()
             ticks += 1
             if ticks % TRIM_EVERY == 0:
-                _malloc_trim()
+                trim()
 
 
 async def main(fd: int) -> None:

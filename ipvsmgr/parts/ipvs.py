@@ -10,7 +10,6 @@ when asked to (--remove-on-stop).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import threading
 import time
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ipvsmgr.ipvs.client import IPVSClient
 from ipvsmgr.ipvs.model import ServiceKey, Table
+from ipvsmgr.malloc import trim
 from ipvsmgr.parts.base import Hub, StartupError
 from ipvsmgr.reconcile import engine, guard
 from ipvsmgr.reconcile.desired import Desired, service_key
@@ -33,19 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ipvsmgr")
 T = TypeVar("T")
-
-
-def _libc_trim() -> Callable[[], object]:
-    try:
-        fn = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return lambda: None
-    return lambda: fn(0)
-
-
-# Give free heap pages back after a big dump: glibc keeps them in the arena
-# otherwise, and the daemon's RSS would stay at its largest table read.
-trim = _libc_trim()
 
 
 def needs_ipvs(config: Config) -> bool:
@@ -73,7 +60,8 @@ class IpvsPart:
         connection sync each talk to IPVS off the loop, and one netlink socket
         must not carry two conversations at once. One thread (not the default
         pool) also means one malloc arena holding the big dumps' buffers,
-        which are handed back to the system after each call."""
+        which are handed back to the system after each call (the daemon's RSS
+        would otherwise stay at its largest table read)."""
 
         def locked() -> T:
             with self._lock:

@@ -57,11 +57,8 @@ def daemon_with_recorders(tmp_path: Path, log: list[str]) -> Daemon:
     return d
 
 
-def test_parts_start_in_order_and_only_started_ones_stop(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    log: list[str] = []
-    d = daemon_with_recorders(tmp_path, log)
+def run_briefly(d: Daemon) -> None:
+    """Start the daemon, let it run its loop a moment, stop it."""
 
     async def main() -> None:
         task = asyncio.create_task(d.run())
@@ -69,8 +66,17 @@ def test_parts_start_in_order_and_only_started_ones_stop(
         d.stopping.set()
         await task
 
+    asyncio.run(main())
+
+
+def test_parts_start_in_order_and_only_started_ones_stop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log: list[str] = []
+    d = daemon_with_recorders(tmp_path, log)
+
     with caplog.at_level(logging.ERROR, "ipvsmgr"):
-        asyncio.run(main())
+        run_briefly(d)
     assert log[:5] == ["start xdp", "start ipvs", "start health", "start vrrp", "start bgp"]
     # "failing" was never started, so it is not stopped; the health part was not
     # in stop_order: only what is listed there stops, in that order.
@@ -86,14 +92,8 @@ def test_a_stop_that_raises_does_not_keep_the_rest_running(
     d.parts.insert(1, broken)  # type: ignore[arg-type]
     d.stop_order.insert(0, broken)  # type: ignore[arg-type]
 
-    async def main() -> None:
-        task = asyncio.create_task(d.run())
-        await asyncio.sleep(0.3)
-        d.stopping.set()
-        await task
-
     with caplog.at_level(logging.ERROR, "ipvsmgr"):
-        asyncio.run(main())
+        run_briefly(d)
     assert log[-5:] == ["stop broken", "stop bgp", "stop vrrp", "stop xdp", "stop ipvs"]
     assert "stopping broken failed" in caplog.text
 
