@@ -72,14 +72,39 @@ struct guard_bucket {
 	__u64 last_ns;
 };
 
+/* A source that passed the challenge: trusted until until_ns, and while
+ * trusted its SYNs spend a budget (guard_config.verified_syn_rate). */
+struct guard_verified {
+	__u64 until_ns;
+	struct guard_bucket budget;
+};
+
+/* The retransmission test's memory: the SYNs seen (a hash of source,
+ * ports, destination and ISN), in blocks of one cache line.  The hash
+ * picks the block; each of its 16 entries holds a 20-bit fingerprint and
+ * the 12-bit generation (2^28 ns, 0.268 s) the SYN was last seen in.  A
+ * new SYN takes an entry that is empty or too old to match, so 8 Mi
+ * entries remember every first SYN of a random-source flood of up to
+ * about 2.5 million SYN/s (16 per block per 3.2 s). */
+#define GUARD_RETX_BLOCK_BITS 19
+#define GUARD_RETX_BLOCKS (1u << GUARD_RETX_BLOCK_BITS) /* 32 MiB */
+#define GUARD_RETX_WORDS 16
+#define GUARD_RETX_GEN_SHIFT 28
+struct guard_retx_block {
+	__u32 w[GUARD_RETX_WORDS];
+};
+
 #define GUARD_F_CHALLENGE (1u << 0)
+#define GUARD_F_RST_COOKIE (1u << 1) /* the challenge is the RST cookie, not the retransmission test */
 
 struct guard_config {
 	__u64 src_syn_rate;  /* SYN/s per source; 0 = no per-source limit */
 	__u64 src_syn_burst; /* bucket depth in SYNs */
 	__u64 attack_syn_rate; /* SYN/s per VIP that starts attack mode; 0 = never */
 	__u64 attack_hold_ns;  /* attack mode lasts this long after the last excess */
-	__u64 verified_ttl_ns; /* a source that answered a challenge is trusted this long */
+	__u64 verified_ttl_ns; /* a source that passed a challenge is trusted this long */
+	__u64 verified_syn_rate;  /* SYN/s a verified source may send under attack; 0 = no budget */
+	__u64 verified_syn_burst; /* its bucket depth in SYNs */
 	__u32 flags;
 	__u32 sample_every; /* one drop sample per this many drops of a reason; 0 = none */
 	__u32 source_entries; /* the source trie is not consulted while empty */
@@ -106,6 +131,10 @@ enum guard_reason {
 	R_DROP_CHALLENGE_PASSED,
 	R_DROP_MALFORMED,
 	R_DROP_UNCHALLENGEABLE,
+	R_DROP_RETX_WAIT,   /* first SYN of an unverified source: remembered, dropped */
+	R_DROP_RETX_EARLY,  /* the same SYN again sooner than a retransmission timer fires */
+	R_PASS_RETX,        /* a retransmission of a remembered SYN: passed, source verified */
+	R_DROP_OVER_BUDGET, /* a verified source over its budget */
 	R_MAX,
 };
 

@@ -26,6 +26,10 @@ REASONS: tuple[tuple[str, str], ...] = (
     ("challenge_passed", "drop"),
     ("malformed", "drop"),
     ("unchallengeable", "drop"),
+    ("retransmit_wait", "drop"),
+    ("retransmit_early", "drop"),
+    ("retransmit_passed", "pass"),
+    ("over_budget", "drop"),
 )
 REASON_INDEX = {name: i for i, (name, _) in enumerate(REASONS)}
 
@@ -33,6 +37,8 @@ PROTO_BITS = {socket.IPPROTO_TCP: 1, socket.IPPROTO_UDP: 2, 132: 4}  # 132 = SCT
 LIST_ACTIONS = {"drop": 1, "tarpit": 2, "allow": 3}
 LIST_ACTION_NAMES = {v: k for k, v in LIST_ACTIONS.items()}
 F_CHALLENGE = 1
+F_RST_COOKIE = 2
+CHALLENGES = ("retransmit", "rst-cookie", "off")
 
 VIP = struct.Struct("=II")  # index, protos
 SVC_KEY = struct.Struct("=16sHBx")  # address, port (network order bytes), proto
@@ -40,7 +46,9 @@ LPM_KEY = struct.Struct("=I16s")
 U32 = struct.Struct("=I")
 U64 = struct.Struct("=Q")
 VIP_STATE = struct.Struct("=QQQQQ")
-CONFIG = struct.Struct("=QQQQQIIII")
+CONFIG = struct.Struct("=QQQQQQQIIII")
+VERIFIED = struct.Struct("=QQQ")  # until, budget milli-tokens, budget last refill
+RETX_BLOCK_SIZE = 64
 STAT = struct.Struct("=QQ")
 SAMPLE = struct.Struct("=Q16s16sHHBBBxII")
 MAX_VIPS = 4096
@@ -103,8 +111,16 @@ class GuardSettings:
     attack_syn_rate: int = 0
     attack_hold: float = 10.0
     verified_ttl: float = 600.0
-    challenge: bool = True
+    challenge: str = "retransmit"  # one of CHALLENGES
+    verified_syn_rate: int = 50
+    verified_syn_burst: int = 100
     sample_every: int = 64
+
+    @property
+    def flags(self) -> int:
+        if self.challenge == "off":
+            return 0
+        return F_CHALLENGE | (F_RST_COOKIE if self.challenge == "rst-cookie" else 0)
 
     def pack(self, source_entries: int) -> bytes:
         return CONFIG.pack(
@@ -113,7 +129,9 @@ class GuardSettings:
             self.attack_syn_rate,
             int(self.attack_hold * 1e9),
             int(self.verified_ttl * 1e9),
-            F_CHALLENGE if self.challenge else 0,
+            self.verified_syn_rate,
+            self.verified_syn_burst,
+            self.flags,
             self.sample_every,
             source_entries,
             0,

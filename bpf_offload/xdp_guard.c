@@ -9,20 +9,35 @@
  * TCP-flag sanity, a per-source SYN token bucket, and per-VIP attack mode
  * in which unverified sources must answer a challenge first.
  *
- * The challenge ("RST cookie"): IPVS forwards SYNs to real servers, which
- * cannot validate a cookie we minted, so a classic SYN-cookie handshake
- * answered here would leave the client connected to nobody.  Instead the
- * challenge SYN-ACK carries the cookie in its acknowledgment number, which
- * is deliberately not the client's ISN + 1.  RFC 793 (3.4, SYN-SENT) makes
- * the client answer an unacceptable ACK with a RST whose sequence number is
+ * Two challenges (docs/xdp-challenge.md compares them with figures):
+ *
+ * The retransmission test (default): the first SYN of an unverified source
+ * is remembered (source, ports, destination, ISN) and dropped.  A client
+ * retransmits the same SYN when its timer fires (RFC 6298: 1 s; 3 s on old
+ * stacks); when that copy arrives at a plausible interval and not sooner,
+ * it passes and the source is verified.  Nothing is sent to the source, so
+ * a NAT router or stateful firewall on the way sees an ordinary retried
+ * SYN, and spoofing a live host makes it answer nothing.  Sending every SYN
+ * twice at the right interval passes the test: the budget below bounds
+ * what a verified source gets.
+ *
+ * The RST cookie: IPVS forwards SYNs to real servers, which cannot
+ * validate a cookie we minted, so a classic SYN-cookie handshake answered
+ * here would leave the client connected to nobody.  Instead the challenge
+ * SYN-ACK carries the cookie in its acknowledgment number, which is
+ * deliberately not the client's ISN + 1.  RFC 793 (3.4, SYN-SENT) makes the
+ * client answer an unacceptable ACK with a RST whose sequence number is
  * that acknowledgment number, and keep its connection attempt alive.  The
  * RST comes back here, the cookie is checked, the source is remembered as
- * verified and the RST is dropped.  The client's SYN retransmission (1 s
- * later on Linux) then passes to IPVS and the real server: the connection
- * succeeds, once per source per verified_ttl, at the cost of one SYN RTO.
- * A spoofed source never sees the SYN-ACK, so it never answers.
+ * verified and the RST is dropped; the client's SYN retransmission passes.
  * The cookie is the kernel's syncookie (keyed hash of the 4-tuple and a
  * minute counter, valid for about two minutes) over a fixed ISN of 0.
+ * Stateful middleboxes drop or mistranslate that SYN-ACK, and a live host
+ * whose address is spoofed answers it with the very RST that verifies it.
+ *
+ * Verified sources spend a per-source budget of SYNs under attack, and
+ * what is over it is dropped whatever it answers, so neither a verified
+ * bot nor the spoofed address of a host that answered opens the gate.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -91,8 +106,15 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct guard_addr);
-	__type(value, __u64); /* ktime until which the source is trusted */
+	__type(value, struct guard_verified);
 } verified SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GUARD_RETX_BLOCKS);
+	__type(key, __u32);
+	__type(value, struct guard_retx_block);
+} retx SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -340,20 +362,15 @@ static __always_inline int cookie_valid(struct flow *f, __u32 cookie)
 	return cookie_op(f, 1, cookie) == 0;
 }
 
-static __always_inline int bucket_take(struct flow *f, struct guard_config *cfg, __u64 now)
+/* Take one SYN from a token bucket (milli-tokens, refilled at rate/s up to burst). */
+static __always_inline int bucket_spend(struct guard_bucket *b, __u64 rate, __u64 burst, __u64 now)
 {
-	__u64 full = cfg->src_syn_burst * 1000;
-	struct guard_bucket *b = bpf_map_lookup_elem(&src_buckets, &f->src);
-	if (!b) {
-		struct guard_bucket fresh = { .milli_tokens = full > 1000 ? full - 1000 : 0, .last_ns = now };
-		bpf_map_update_elem(&src_buckets, &f->src, &fresh, BPF_ANY);
-		return 1;
-	}
+	__u64 full = burst * 1000;
 	__u64 elapsed = now - b->last_ns;
 	if (elapsed > 10 * NSEC_PER_SEC)
 		elapsed = 10 * NSEC_PER_SEC;
 	/* rate SYN/s = rate milli-tokens per ms = rate / 1e6 milli-tokens per ns */
-	__u64 tokens = b->milli_tokens + elapsed * cfg->src_syn_rate / 1000000;
+	__u64 tokens = b->milli_tokens + elapsed * rate / 1000000;
 	if (tokens > full)
 		tokens = full;
 	b->last_ns = now;
@@ -363,6 +380,100 @@ static __always_inline int bucket_take(struct flow *f, struct guard_config *cfg,
 	}
 	b->milli_tokens = tokens - 1000;
 	return 1;
+}
+
+static __always_inline int bucket_take(struct flow *f, struct guard_config *cfg, __u64 now)
+{
+	struct guard_bucket *b = bpf_map_lookup_elem(&src_buckets, &f->src);
+	if (!b) {
+		__u64 full = cfg->src_syn_burst * 1000;
+		struct guard_bucket fresh = { .milli_tokens = full > 1000 ? full - 1000 : 0, .last_ns = now };
+		bpf_map_update_elem(&src_buckets, &f->src, &fresh, BPF_ANY);
+		return 1;
+	}
+	return bucket_spend(b, cfg->src_syn_rate, cfg->src_syn_burst, now);
+}
+
+/* Trust a source that passed a challenge.  A source still trusted keeps
+ * what is left of its budget: passing again must not refill it. */
+static __always_inline void verify_source(struct flow *f, struct guard_config *cfg, __u64 now)
+{
+	struct guard_verified *v = bpf_map_lookup_elem(&verified, &f->src);
+	if (v && v->until_ns > now) {
+		v->until_ns = now + cfg->verified_ttl_ns;
+		return;
+	}
+	__u64 full = cfg->verified_syn_burst * 1000;
+	struct guard_verified fresh = {
+		.until_ns = now + cfg->verified_ttl_ns,
+		.budget = { .milli_tokens = full, .last_ns = now },
+	};
+	bpf_map_update_elem(&verified, &f->src, &fresh, BPF_ANY);
+}
+
+/* Ages (in generations of 0.268 s) at which a copy is a retransmission:
+ * an RTO of 1 s (3 or 4 generations), 2 s (a 1 s stack's second copy
+ * when its first was lost or its entry evicted: 7, 8) or 3 s (older
+ * stacks, and a 1 s stack's second retransmission: 11, 12).  A copy
+ * within 2 generations (0.8 s) is no timer: a replay, or a duplicate. */
+#define RETX_MATCH ((1u << 3) | (1u << 4) | (1u << 7) | (1u << 8) | (1u << 11) | (1u << 12))
+#define RETX_EARLY_AGE 2
+#define RETX_LAST_MATCH 12
+#define RETX_GEN_MASK 0xfff /* 12 bits: an entry's generation wraps after 18 minutes */
+
+enum retx_result { RETX_WAIT, RETX_EARLY_COPY, RETX_PASSED };
+
+/* Look a SYN up among the entries of its block and remember it there.
+ * An entry is (20-bit fingerprint << 12 | generation last seen); 0 is
+ * empty.  A new SYN takes the first entry that is empty or too old to
+ * match (else one its fingerprint picks).  No locking: a lost update costs
+ * one more retransmission.  A global function, and no state carried
+ * through the loop but one slot, so the verifier checks it once, quickly. */
+__attribute__((noinline)) int retx_lookup(__u32 block, __u32 fp, __u32 gen)
+{
+	struct guard_retx_block *b = bpf_map_lookup_elem(&retx, &block);
+	if (!b)
+		return RETX_WAIT;
+	__u32 entry = (fp << 12) | gen;
+	__u32 slot = GUARD_RETX_WORDS;
+	for (__u32 i = 0; i < GUARD_RETX_WORDS; i++) {
+		__u32 e = b->w[i];
+		__u32 age = (gen - e) & RETX_GEN_MASK;
+		if (e && (e >> 12) == fp) {
+			b->w[i] = entry; /* ages count from the latest copy */
+			if (age <= RETX_EARLY_AGE)
+				return RETX_EARLY_COPY;
+			return (age < 32 && ((RETX_MATCH >> age) & 1)) ? RETX_PASSED : RETX_WAIT;
+		}
+		if (slot == GUARD_RETX_WORDS && (!e || age > RETX_LAST_MATCH))
+			slot = i;
+	}
+	if (slot == GUARD_RETX_WORDS)
+		slot = fp; /* every entry may still match: overwrite one at random */
+	b->w[slot & (GUARD_RETX_WORDS - 1)] = entry;
+	return RETX_WAIT;
+}
+
+/* The SYN's hash names its block (top bits) and fingerprint (low bits). */
+static __always_inline enum retx_result retx_check(struct flow *f, __u64 now)
+{
+	const __u32 *s = (const __u32 *)f->src.b;
+	const __u32 *d = (const __u32 *)f->dst.b;
+	__u64 h = 0x9E3779B97F4A7C15ULL;
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		h = (h ^ s[i]) * 0xff51afd7ed558ccdULL;
+		h ^= h >> 29;
+		h = (h ^ d[i]) * 0xc4ceb9fe1a85ec53ULL;
+		h ^= h >> 31;
+	}
+	h = (h ^ (((__u32)f->sport << 16) | f->dport)) * 0xff51afd7ed558ccdULL;
+	h ^= h >> 29;
+	h = (h ^ f->tcp_seq) * 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 32;
+	__u32 fp = h & 0xfffff;
+	__u32 gen = (now >> GUARD_RETX_GEN_SHIFT) & RETX_GEN_MASK;
+	return retx_lookup(h >> (64 - GUARD_RETX_BLOCK_BITS), fp ? fp : 1, gen);
 }
 
 /* Count the SYN against its VIP and say whether the VIP is under attack. */
@@ -506,9 +617,24 @@ static __always_inline int guard_flow(struct xdp_md *ctx, struct flow *f)
 			return verdict(ctx, cfg, f, R_DROP_SRC_RATE, XDP_DROP);
 		if (!vip_under_attack(index, cfg, now) || !(cfg->flags & GUARD_F_CHALLENGE))
 			return verdict(ctx, cfg, f, R_PASS_SYN, XDP_PASS);
-		__u64 *until = bpf_map_lookup_elem(&verified, &f->src);
-		if (until && *until > now)
+		struct guard_verified *v = bpf_map_lookup_elem(&verified, &f->src);
+		if (v && v->until_ns > now) {
+			/* No test lets a source past its budget: a real host can pass
+			 * any test, and a spoofed one only needs to pass it once. */
+			if (cfg->verified_syn_rate &&
+			    !bucket_spend(&v->budget, cfg->verified_syn_rate, cfg->verified_syn_burst, now))
+				return verdict(ctx, cfg, f, R_DROP_OVER_BUDGET, XDP_DROP);
 			return verdict(ctx, cfg, f, R_PASS_VERIFIED, XDP_PASS);
+		}
+		if (!(cfg->flags & GUARD_F_RST_COOKIE)) {
+			enum retx_result r = retx_check(f, now);
+			if (r == RETX_PASSED) {
+				verify_source(f, cfg, now);
+				return verdict(ctx, cfg, f, R_PASS_RETX, XDP_PASS);
+			}
+			return verdict(ctx, cfg, f, r == RETX_EARLY_COPY ? R_DROP_RETX_EARLY : R_DROP_RETX_WAIT,
+				       XDP_DROP);
+		}
 		if (!f->plain)
 			return verdict(ctx, cfg, f, R_DROP_UNCHALLENGEABLE, XDP_DROP);
 		__s64 cookie = cookie_make(f);
@@ -520,13 +646,13 @@ static __always_inline int guard_flow(struct xdp_md *ctx, struct flow *f)
 				    f->family == 4 ? 1460 : 1440, R_TX_CHALLENGE);
 	}
 
-	if ((fl & (TCP_RST | TCP_ACK)) == TCP_RST && (cfg->flags & GUARD_F_CHALLENGE) && f->plain) {
+	if ((fl & (TCP_RST | TCP_ACK)) == TCP_RST && (cfg->flags & GUARD_F_CHALLENGE) &&
+	    (cfg->flags & GUARD_F_RST_COOKIE) && f->plain) {
 		struct guard_vip_state *st = bpf_map_lookup_elem(&vip_state, &index);
 		__u64 now = bpf_ktime_get_ns();
 		/* Only near an attack: outside one no challenge is pending. */
 		if (st && st->attack_until_ns + COOKIE_WINDOW_NS > now && cookie_valid(f, f->tcp_seq)) {
-			__u64 until = now + cfg->verified_ttl_ns;
-			bpf_map_update_elem(&verified, &f->src, &until, BPF_ANY);
+			verify_source(f, cfg, now);
 			return verdict(ctx, cfg, f, R_DROP_CHALLENGE_PASSED, XDP_DROP);
 		}
 	}

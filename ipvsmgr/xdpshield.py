@@ -52,6 +52,8 @@ def tables_for(config: Config, allow: frozenset[str], block: dict[str, str]) -> 
             attack_hold=x.attack_hold,
             verified_ttl=x.verified_ttl,
             challenge=x.challenge,
+            verified_syn_rate=x.verified_syn_rate,
+            verified_syn_burst=x.verified_syn_burst,
             sample_every=x.drop_sample_every,
         ),
     )

@@ -152,8 +152,10 @@ class XdpConfig:
     syn_burst_per_source: int = 0
     attack_syn_rate: int = 0  # SYN/s per VIP, 0: never under attack
     attack_hold: float = 10.0
-    challenge: bool = True
+    challenge: str = "retransmit"  # retransmit | rst-cookie | off
     verified_ttl: float = 600.0
+    verified_syn_rate: int = 50  # SYN/s a verified source may send under attack, 0: no budget
+    verified_syn_burst: int = 100
     allowlist: tuple[str, ...] = ()  # canonical prefixes
     blocklist: tuple[tuple[str, str], ...] = ()  # (prefix, drop | tarpit)
     drop_sample_every: int = 64

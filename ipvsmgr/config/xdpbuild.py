@@ -100,6 +100,17 @@ def build_xdp(
         error(
             ("xdp", "attack", "verified_ttl"), f"verified_ttl is at least 1s, not {attack['verified_ttl']!r}"
         )
+    challenge = attack.get("challenge", True)
+    if isinstance(challenge, bool):  # the older boolean form: true is the default test
+        challenge = "retransmit" if challenge else "off"
+    budget = int(attack.get("verified_syn_rate", 50))
+    budget_burst = int(attack.get("verified_syn_burst", 2 * budget))
+    if budget and budget_burst < budget and checked.ok(("xdp", "attack", "verified_syn_burst")):
+        error(
+            ("xdp", "attack", "verified_syn_burst"),
+            f"a burst of {budget_burst} is less than one second of the {budget}/s budget: "
+            f"make it at least {budget}",
+        )
     if ("xdp",) in checked.refused:
         return None  # the interfaces were refused: checked as far as it goes
     return XdpConfig(
@@ -112,8 +123,10 @@ def build_xdp(
         syn_burst_per_source=burst,
         attack_syn_rate=int(attack.get("syn_rate", 0)),
         attack_hold=hold,
-        challenge=bool(attack.get("challenge", True)),
+        challenge=challenge,
         verified_ttl=ttl,
+        verified_syn_rate=budget,
+        verified_syn_burst=budget_burst,
         allowlist=tuple(allow),
         blocklist=tuple(block),
         drop_sample_every=int(data.get("drop_sample_every", 64)),

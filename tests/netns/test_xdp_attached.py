@@ -214,7 +214,8 @@ def test_a_changed_program_replaces_ours_atomically(lab: Lab, tmp_path: object) 
 def test_a_linux_client_passes_the_challenge(served: tuple[Lab, Server], peer_pass: None, mode: str) -> None:
     lab, server = served
     with loaded() as g:
-        guard_server(lab, g, mode, layout.GuardSettings(attack_syn_rate=1, attack_hold=60))
+        settings = layout.GuardSettings(attack_syn_rate=1, attack_hold=60, challenge="rst-cookie")
+        guard_server(lab, g, mode, settings)
         first = connect(lab, SERVER4)  # within the rate
         before = stats(g)
         challenged = connect(lab, SERVER4)  # over it: attack mode, challenged
@@ -232,6 +233,29 @@ def test_a_linux_client_passes_the_challenge(served: tuple[Lab, Server], peer_pa
         before = stats(g)
         assert connect(lab, SERVER6) < 2.0
         assert delta(before, stats(g)).get("challenge_passed") == 1
+        keys = {layout.addr_text(k) for k in g.maps["verified"].key_list()}
+        assert keys == {CLIENT4, CLIENT6}
+
+
+@pytest.mark.parametrize("mode", ["native", "generic"])
+def test_a_linux_client_passes_the_retransmission_test(served: tuple[Lab, Server], mode: str) -> None:
+    lab, server = served
+    with loaded() as g:
+        guard_server(lab, g, mode, layout.GuardSettings(attack_syn_rate=1, attack_hold=60))
+        first = connect(lab, SERVER4)  # within the rate
+        before = stats(g)
+        tested = connect(lab, SERVER4)  # over it: attack mode, its first SYN dropped
+        moved = delta(before, stats(g))
+        assert moved.get("retransmit_wait") == 1 and moved.get("retransmit_passed") == 1, moved
+        assert "tx" not in {dict(layout.REASONS)[r] for r in moved}  # nothing was sent to the client
+        # the cost, once per source: one initial RTO (RFC 6298's 1 s)
+        assert 0.9 < tested < 1.5, tested
+        again = connect(lab, SERVER4)
+        assert again < 0.5 and first < 0.5
+        assert delta(before, stats(g)).get("verified") == 1
+        wait(lambda: server.accepted == 3, 2.0)
+        connect(lab, SERVER6)
+        assert 0.9 < connect(lab, SERVER6) < 1.5
         keys = {layout.addr_text(k) for k in g.maps["verified"].key_list()}
         assert keys == {CLIENT4, CLIENT6}
 

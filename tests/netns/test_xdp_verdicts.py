@@ -5,6 +5,7 @@ the challenge cookie is checked by answering it as a Linux client would."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -243,9 +244,9 @@ def test_per_source_syn_rate(g: guard.LoadedGuard, fam: int) -> None:
     assert judge(g, ip(fam) / TCP(dport=80, flags="A")) == ("pass", "vip")  # only SYNs are limited
 
 
-def under_attack(g: guard.LoadedGuard, fam: int) -> None:
-    set_tables(g, Tables(services=services(VIP4, VIP6),
-                         settings=layout.GuardSettings(attack_syn_rate=1, attack_hold=30)))  # fmt: skip
+def under_attack(g: guard.LoadedGuard, fam: int, challenge: str = "rst-cookie", **budget: int) -> None:
+    settings = layout.GuardSettings(attack_syn_rate=1, attack_hold=30, challenge=challenge, **budget)
+    set_tables(g, Tables(services=services(VIP4, VIP6), settings=settings))
     starter = ip(fam, src=addr(fam, "198.18.0.99", "2001:db8::99")) / TCP(dport=80, flags="S")
     assert judge(g, starter) == ("pass", "syn")  # the first SYN is within the rate
 
@@ -292,9 +293,77 @@ def test_unchallengeable_syn_is_dropped_under_attack(g: guard.LoadedGuard, fam: 
     assert judge(g, pkt) == ("drop", "unchallengeable")
 
 
+@FAMS
+def test_retransmission_test_passes_the_same_syn_after_one_rto(g: guard.LoadedGuard, fam: int) -> None:
+    under_attack(g, fam, challenge="retransmit")
+    syn = ip(fam) / TCP(sport=41000, dport=80, flags="S", seq=7777, options=LINUX_SYN_OPTIONS)
+    verdict, out, moved = run(g, raw(syn))
+    assert (verdict, reason_of(moved)) == ("drop", "retransmit_wait")  # nothing is sent back
+    other_isn = ip(fam) / TCP(sport=41000, dport=80, flags="S", seq=9999, options=LINUX_SYN_OPTIONS)
+    assert judge(g, other_isn) == ("drop", "retransmit_wait")  # a new attempt: a SYN of its own
+    time.sleep(1.0)  # Linux's initial RTO (RFC 6298)
+    assert judge(g, syn) == ("pass", "retransmit_passed")
+    # the source is verified: its next connections pass at once
+    assert judge(g, ip(fam) / TCP(sport=41002, dport=80, flags="S")) == ("pass", "verified")
+    assert len(g.maps["verified"].key_list()) == 1
+
+
+@FAMS
+def test_retransmission_test_refuses_copies_at_other_intervals(g: guard.LoadedGuard, fam: int) -> None:
+    under_attack(g, fam, challenge="retransmit")
+    syn = ip(fam) / TCP(sport=41000, dport=80, flags="S", seq=1234)
+    assert judge(g, syn) == ("drop", "retransmit_wait")
+    # a copy sooner than any retransmission timer: a replay, or a duplicate
+    assert judge(g, syn) == ("drop", "retransmit_early")
+    time.sleep(0.3)
+    assert judge(g, syn) == ("drop", "retransmit_early")
+    # A replay that repeats every 0.3 s never passes: each copy is early.
+    for _ in range(4):
+        time.sleep(0.3)
+        assert judge(g, syn) == ("drop", "retransmit_early")
+    # 1.45 s after its last copy: no timer's interval (1, 2 or 3 s)
+    late = ip(fam) / TCP(sport=41001, dport=80, flags="S", seq=1234)
+    assert judge(g, late) == ("drop", "retransmit_wait")
+    time.sleep(1.45)
+    assert judge(g, late) == ("drop", "retransmit_wait")
+    assert g.maps["verified"].key_list() == []
+
+
+def test_retransmission_test_passes_a_three_second_rto(g: guard.LoadedGuard) -> None:
+    under_attack(g, 4, challenge="retransmit")
+    syn = ip(4) / TCP(sport=41000, dport=80, flags="S", seq=55)
+    assert judge(g, syn) == ("drop", "retransmit_wait")
+    time.sleep(3.0)  # older Windows, and a 1 s stack's second retransmission
+    assert judge(g, syn) == ("pass", "retransmit_passed")
+
+
+@pytest.mark.parametrize("challenge", ["retransmit", "rst-cookie"])
+def test_a_verified_source_spends_a_budget(g: guard.LoadedGuard, challenge: str) -> None:
+    under_attack(g, 4, challenge=challenge, verified_syn_rate=1, verified_syn_burst=3)
+    if challenge == "retransmit":
+        syn = ip(4) / TCP(sport=40999, dport=80, flags="S", seq=5)
+        judge(g, syn)
+        time.sleep(1.0)
+        assert judge(g, syn) == ("pass", "retransmit_passed")
+    else:
+        _, out, _ = run(g, raw(ip(4) / TCP(sport=40999, dport=80, flags="S")))
+        t = checked(out, 4)[TCP]
+        answer = ip(4) / TCP(sport=40999, dport=80, flags="R", seq=t.ack)
+        assert judge(g, answer) == ("drop", "challenge_passed")
+    syns = [ip(4) / TCP(sport=42000 + i, dport=80, flags="S", seq=i) for i in range(5)]
+    got = [judge(g, s) for s in syns]
+    assert got == [("pass", "verified")] * 3 + [("drop", "over_budget")] * 2
+    if challenge == "retransmit":
+        # Over its budget nothing passes, not even a retransmission that
+        # would pass the test (a real host can pass any test).
+        time.sleep(1.0)
+        assert judge(g, syns[3]) == ("pass", "verified")  # refilled at 1/s
+        assert judge(g, syns[4]) == ("drop", "over_budget")
+
+
 def test_challenge_off_leaves_syns_to_the_kernel(g: guard.LoadedGuard) -> None:
     set_tables(g, Tables(services=services(VIP4, VIP6),
-                         settings=layout.GuardSettings(attack_syn_rate=1, challenge=False)))  # fmt: skip
+                         settings=layout.GuardSettings(attack_syn_rate=1, challenge="off")))  # fmt: skip
     verdicts = [judge(g, ip(4) / TCP(sport=50000 + i, dport=80, flags="S")) for i in range(3)]
     assert verdicts == [("pass", "syn")] * 3
     assert [v.under_attack for v in guard.read_attack(g.maps, 0) if v.address == VIP4] == [True]

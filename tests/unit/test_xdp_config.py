@@ -17,12 +17,25 @@ def problems(text: str) -> list[tuple[int, int, str]]:
     return [(p.line, p.col, p.message) for p in e.value.problems]
 
 
+METHODS = [("retransmit", "retransmit"), ("rst-cookie", "rst-cookie"), ("off", "off"),
+           ("true", "retransmit"), ("false", "off")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("given", "method"), METHODS)
+def test_challenge_methods(given: str, method: str) -> None:
+    text = VS + f"xdp:\n  interfaces: [eth0]\n  attack: {{challenge: {given}, verified_syn_rate: 5}}\n"
+    x = load_text(text, F).xdp
+    assert x is not None and x.challenge == method
+    assert (x.verified_syn_rate, x.verified_syn_burst) == (5, 10)
+
+
 def test_defaults_and_values() -> None:
     cfg = load_text(VS + "xdp:\n  interfaces: [eth0, eth1]\n", F)
     x = cfg.xdp
     assert x is not None
     assert x.interfaces == ("eth0", "eth1") and x.mode == "auto" and x.pin_path == "/sys/fs/bpf/ipvsmgr"
-    assert (x.syn_rate_per_source, x.attack_syn_rate, x.challenge) == (0, 0, True)
+    assert (x.syn_rate_per_source, x.attack_syn_rate, x.challenge) == (0, 0, "retransmit")
+    assert (x.verified_syn_rate, x.verified_syn_burst) == (50, 100)
     assert (x.attack_hold, x.verified_ttl, x.drop_sample_every) == (10.0, 600.0, 64)
     text = VS + (
         "xdp:\n  interfaces: [eth0]\n  mode: generic\n  syn_rate_per_source: 50\n"
@@ -33,7 +46,7 @@ def test_defaults_and_values() -> None:
     x = load_text(text, F).xdp
     assert x is not None
     assert x.syn_burst_per_source == 100  # twice the rate by default
-    assert (x.attack_syn_rate, x.attack_hold, x.challenge, x.verified_ttl) == (20000, 30.0, False, 3600.0)
+    assert (x.attack_syn_rate, x.attack_hold, x.challenge, x.verified_ttl) == (20000, 30.0, "off", 3600.0)
     assert x.allowlist == ("198.18.5.0/24", "2001:db8:5::/48")
     assert x.blocklist == (("198.18.6.7/32", "drop"), ("198.18.7.0/24", "tarpit"))
 
@@ -46,6 +59,8 @@ CASES = [
     ("hold", "  attack: {hold: 100ms}\n", "100ms", "at least 1s"),
     ("ttl", "  attack: {verified_ttl: 0}\n", "0}", "at least 1s"),
     ("mode", "  mode: fast\n", "fast", "expected one of"),
+    ("challenge", "  attack: {challenge: cookie}\n", "cookie", "expected retransmit, rst-cookie or off"),
+    ("budget", "  attack: {verified_syn_rate: 50, verified_syn_burst: 5}\n", "5}", "make it at least 50"),
     ("action", "  blocklist: [{prefix: 198.18.5.0/24, action: nuke}]\n", "{prefix", "action: drop|tarpit"),
     ("pin", "  pin_path: /tmp/x\n", "/tmp/x", "directly under /sys/fs/bpf/"),
     ("unknown", "  interface: eth0\n", "interface:", "unknown key"),

@@ -91,9 +91,12 @@ def test_diff_of_equal_state_is_empty_and_config_is_never_deleted() -> None:
 
 def test_settings_pack_to_nanoseconds_and_flags() -> None:
     s = layout.GuardSettings(src_syn_rate=10, src_syn_burst=20, attack_syn_rate=5, attack_hold=2.5,
-                             verified_ttl=60, challenge=False, sample_every=8)  # fmt: skip
-    assert layout.CONFIG.unpack(s.pack(3)) == (10, 20, 5, 2_500_000_000, 60_000_000_000, 0, 8, 3, 0)
-    assert layout.CONFIG.size == 56 and layout.SAMPLE.size == 56  # guard.h's sizes
+                             verified_ttl=60, challenge="off", verified_syn_rate=7, verified_syn_burst=9,
+                             sample_every=8)  # fmt: skip
+    assert layout.CONFIG.unpack(s.pack(3)) == (10, 20, 5, 2_500_000_000, 60_000_000_000, 7, 9, 0, 8, 3, 0)
+    assert layout.CONFIG.size == 72 and layout.SAMPLE.size == 56  # guard.h's sizes
+    assert layout.GuardSettings(challenge="retransmit").flags == layout.F_CHALLENGE
+    assert layout.GuardSettings(challenge="rst-cookie").flags == layout.F_CHALLENGE | layout.F_RST_COOKIE
 
 
 def test_reasons_match_the_program_enum() -> None:
