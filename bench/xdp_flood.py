@@ -41,15 +41,23 @@ SOURCES = 16384  # distinct spoofed sources in the prebuilt frames
 
 
 def frames(
-    dst_mac: bytes, src_mac: bytes, dst: str, port: int, seed: int, sources: int = SOURCES
+    dst_mac: bytes,
+    src_mac: bytes,
+    dst: str,
+    port: int,
+    seed: int,
+    sources: int = SOURCES,
+    net16: int | None = None,
 ) -> list[bytes]:
-    """SYN frames from random sources in 198.18.0.0/15, outside the lab's 198.18.200.0/24."""
+    """SYN frames from random sources in 198.18.0.0/15 (or 198.<net16>.0.0/16),
+    outside the lab's 198.18.200.0/24."""
     rnd = random.Random(seed)
     daddr = socket.inet_aton(dst)
     out: list[bytes] = []
     while len(out) < sources:
         n = rnd.getrandbits(17)
-        saddr = bytes([198, 18 + (n >> 16), (n >> 8) & 0xFF, n & 0xFF])
+        second = 18 + (n >> 16) if net16 is None else net16
+        saddr = bytes([198, second, (n >> 8) & 0xFF, n & 0xFF])
         if saddr[1:3] == bytes([18, 200]) or saddr[3] in (0, 255):
             continue
         tcp = struct.pack("!HHIIBBHHH", rnd.randrange(1024, 65535), port, rnd.getrandbits(32), 0, 0x50, 0x02,
@@ -83,10 +91,13 @@ def sender(
     rate: int,
     seed: int,
     sources: int,
+    net16: int | None = None,
 ) -> None:
     """The flood process: waits for a line on stdin, sends `count` frames, reports."""
     mac = bytes.fromhex
-    built = frames(mac(dst_mac.replace(":", "")), mac(src_mac.replace(":", "")), dst, port, seed, sources)
+    built = frames(
+        mac(dst_mac.replace(":", "")), mac(src_mac.replace(":", "")), dst, port, seed, sources, net16
+    )
     fr = [bytearray(f) for f in built]
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     s.bind((ifname, 0))
@@ -127,11 +138,22 @@ def sender(
 
 
 def start_flood(
-    ns: str, ifname: str, src_mac: str, dst_mac: str, dst: str, port: int, count: int, rate: int, sources: int
+    ns: str,
+    ifname: str,
+    src_mac: str,
+    dst_mac: str,
+    dst: str,
+    port: int,
+    count: int,
+    rate: int,
+    sources: int,
+    net16: int | None = None,
 ) -> subprocess.Popen[str]:
     """The flood process in namespace ns; it sends after a line on its stdin."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     args = [ifname, src_mac, dst_mac, dst, str(port), str(count), str(rate), str(sources)]
+    if net16 is not None:
+        args.append(str(net16))
     argv = ["nsenter", f"--net=/run/netns/{ns}", sys.executable, "-m", "bench.xdp_flood", "--send", *args]
     return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
@@ -267,10 +289,11 @@ def compare(
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--send":
-        # --send IFNAME SRC_MAC DST_MAC DST PORT COUNT RATE SOURCES
+        # --send IFNAME SRC_MAC DST_MAC DST PORT COUNT RATE SOURCES [NET16]
         ifname, src_mac, dst_mac, dst = sys.argv[2:6]
         port, count, rate, sources = (int(x) for x in sys.argv[6:10])
-        sender(ifname, src_mac, dst_mac, dst, port, count, rate, 7, sources)
+        net16 = int(sys.argv[10]) if len(sys.argv) > 10 else None
+        sender(ifname, src_mac, dst_mac, dst, port, count, rate, 7, sources, net16)
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--flood", type=int, default=1_000_000, help="SYNs in the flood (its bound)")
