@@ -126,6 +126,7 @@ def run(count: int, repeat: int, rounds: int, calls: int) -> dict[str, Any]:
     return {
         "attached_empty_ns": round(base, 1),
         "test_run_empty_ns": test_run["empty_ns"],
+        "test_run_one_run_overhead_ns": test_run["one_run_overhead_ns"],
         "packets_per_path": count,
         "paths": results,
         "guard_counters": counters,
@@ -142,6 +143,7 @@ def main() -> None:
     a = ap.parse_args()
     r = run(a.packets, a.repeat, a.rounds, a.calls)
     print(f"empty program: attached {r['attached_empty_ns']} ns, PROG_TEST_RUN {r['test_run_empty_ns']} ns")
+    print(f"PROG_TEST_RUN single-run overhead (subtracted): {r['test_run_one_run_overhead_ns']} ns")
     print(f"{'path':48} {'attached':>9} {'test run':>9} {'runs':>8}")
     for name, p in r["paths"].items():
         print(f"{name:48} {p['attached_ns']:>9} {p['test_run_ns']:>9} {p['runs']:>8}")

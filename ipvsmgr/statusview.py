@@ -175,7 +175,13 @@ def render_xdp(x: dict[str, Any]) -> str:
             [v["address"], str(v["syn_rate"]), "YES" if v["under_attack"] else "no", str(v["attacks"])]
         )
     lines += ["", *_table(rows)]
-    lines.append(f"verified sources (answered a challenge): {x.get('verified_sources', 0)}")
+    line = f"verified sources (passed the challenge): {x.get('verified_sources', 0)}"
+    if x.get("challenge"):
+        line += f"; challenge: {x['challenge']}"
+    budget = x.get("verified_budget")
+    if budget and budget[0]:
+        line += f"; budget under attack: {budget[0]} SYN/s, bursts of {budget[1]}"
+    lines.append(line)
     if x["drop_samples"]:
         rows = [["AGE", "REASON", "SOURCE", "DESTINATION", "PROTO"]]
         for d in x["drop_samples"]:

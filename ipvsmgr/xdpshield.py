@@ -195,6 +195,8 @@ class XdpShield:
             "verifier_log_tail": self.error_log,
             "object": self.object,
             "pin_path": cfg.pin_path if cfg else None,
+            "challenge": cfg.challenge if cfg else None,
+            "verified_budget": [cfg.verified_syn_rate, cfg.verified_syn_burst] if cfg else None,
             "interfaces": [
                 {"name": a.interface, "mode": a.mode, "program_id": a.prog_id, "adopted": a.adopted}
                 for a in self.attachments.values()

@@ -133,14 +133,18 @@ def test_xdp_metrics() -> None:
 def test_xdp_status_text() -> None:
     from ipvsmgr.statusview import render_xdp
 
-    text = render_xdp({**XDP_STATUS, "verified_sources": 4, "drop_samples": [
+    text = render_xdp({**XDP_STATUS, "verified_sources": 4, "challenge": "retransmit",
+                       "verified_budget": [50, 100], "drop_samples": [
         {"age_s": 1.5, "reason": "no_service", "source": "198.18.3.2", "destination": "198.18.0.10",
          "protocol": 17, "sport": 5000, "dport": 9, "tcp_flags": 0, "ifindex": 2}]})  # fmt: skip
     lines = text.splitlines()
     assert lines[0] == "XDP guard: program 7 on eth0 (native); 3 packets dropped; UNDER ATTACK: 198.18.0.10"
     assert any(line.split() == ["tx", "challenge", "5000", "290000"] for line in lines)
     assert any(line.split() == ["198.18.0.10", "9000", "YES", "2"] for line in lines)
-    assert "verified sources (answered a challenge): 4" in lines
+    assert (
+        "verified sources (passed the challenge): 4; challenge: retransmit; "
+        "budget under attack: 50 SYN/s, bursts of 100"
+    ) in lines
     assert any(
         line.split() == ["1.5s", "no_service", "198.18.3.2:5000", "198.18.0.10:9", "17"] for line in lines
     )
