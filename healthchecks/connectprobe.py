@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from healthchecks.result import Result, describe_os_error
+from healthchecks.result import Result, os_error_result
 
 SWEEP = 0.01  # seconds: how late a timeout may be reported, and how often the sweep may run
 _STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
@@ -60,7 +60,7 @@ _reasons: dict[int, Result] = {}  # errno -> the failure Result (results are imm
 def failure(err: int) -> Result:
     r = _reasons.get(err)
     if r is None:
-        r = _reasons[err] = Result.down(describe_os_error(OSError(err, os.strerror(err))))
+        r = _reasons[err] = os_error_result(OSError(err, os.strerror(err)))
     return r
 
 

@@ -26,6 +26,7 @@ class Result:
     reason: str = ""
     weight: int | None = None
     duration: float = 0.0
+    ran: bool = True  # False: the check could not run (no file descriptor): neither up nor down
 
     @staticmethod
     def up(weight: int | None = None) -> Result:
@@ -35,12 +36,29 @@ class Result:
     def down(reason: str) -> Result:
         return Result(False, reason)
 
+    @staticmethod
+    def not_run(reason: str) -> Result:
+        return Result(False, reason, ran=False)
+
 
 class Checker(Protocol):
     """A check type's options with the check itself. It never raises for a
     failing server: every failure is a Result.down(reason)."""
 
     async def check(self, target: Target, timeout: float) -> Result: ...
+
+
+# The process (EMFILE) or the system (ENFILE) is out of file descriptors: the
+# check said nothing about the real.
+NO_FD_ERRNOS = frozenset({24, 23})
+NO_FD = "not run: too many open files"
+
+
+def os_error_result(e: OSError) -> Result:
+    """A failure for an OSError, or "not run" when it says the check had no socket."""
+    if e.errno in NO_FD_ERRNOS:
+        return Result.not_run(NO_FD)
+    return Result.down(describe_os_error(e))
 
 
 def describe_os_error(e: OSError) -> str:
@@ -74,5 +92,6 @@ async def bounded(check: Awaitable[Result], timeout: float) -> Result:
     except TimeoutError:
         return Result(False, f"timeout after {timeout:g}s", None, time.monotonic() - start)
     except OSError as e:
-        return Result(False, describe_os_error(e), None, time.monotonic() - start)
-    return Result(result.ok, result.reason, result.weight, time.monotonic() - start)
+        failed = os_error_result(e)
+        return Result(False, failed.reason, None, time.monotonic() - start, failed.ran)
+    return Result(result.ok, result.reason, result.weight, time.monotonic() - start, result.ran)

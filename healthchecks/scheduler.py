@@ -2,11 +2,23 @@
 
 Each ScheduledCheck runs on a fixed-rate schedule: the next run is due one
 interval after the previous *due* time (not after the previous run
-finished), so a slow check does not drift its schedule. A run
-that is still going when its next one falls due makes that one (and any
-further missed ones) skipped, counted in `skipped`; runs never pile up.
-Jitter delays each run by a random fraction of the interval, drawn per run,
-without moving the schedule it is drawn from.
+finished), so a slow check does not drift its schedule. Jitter delays each
+run's start by a random fraction of the interval, drawn per run, without
+moving the schedule it is drawn from.
+
+A run's deadline belongs to the schedule, not to its jittered start: the
+first attempt ends by slot + timeout (but gets at least half its timeout
+after a late start), and never later than just before the next slot. So
+runs are not skipped when the timeout is close to the interval, and a
+real that stops answering is marked down within fall x interval + timeout
+of its failure whenever timeout >= 2 x jitter x interval (the defaults:
+interval 5 s, timeout 2 s, jitter 0.1); in any case within
+(fall + 1) x interval. Retries (each with the full timeout) lengthen a run.
+A run still going when its next one falls due starts that one late if it
+is less than half an interval late; runs later than that (and further
+missed ones) are skipped, counted in `skipped`; runs never pile up. A
+timeout longer than the interval (possible here, refused by the
+configuration) is not cut.
 
 New checks (at start-up, or added by a later update()) are spread over
 their interval: the n checks an update() starts get first runs in n equal
@@ -26,6 +38,18 @@ method (the tcp check: see connectprobe.py) is run through it, with no
 coroutine at all; it must call done(result) once, by its own timeout, and
 may return a cancel function. Any other checker's `check()` coroutine runs
 in a task of its own per attempt, bounded as above.
+
+A run that could not get a file descriptor is "not run": neither up nor
+down, the Hysteresis is not fed, and it is counted (`not_run_by`, per
+checker type and reason). Two ways it happens: the checker got EMFILE or
+ENFILE (Result.ran is False), or the scheduler's file descriptor budget
+(`budget`: runs in flight at once) had no room for its type. The budget is
+shared in proportion to each type's number of checks, every type keeping
+room for at least min(its checks, 32), so thousands of silent reals of one
+type, each holding a socket for its whole timeout, cannot take the
+descriptors other types' checks need; and within a type, checks of reals
+that are down may fill only three quarters of its share, so the checks of
+reals that are up (quick, when healthy) always find one.
 
 The run's result is fed to a Hysteresis (rise/fall); subscribers are called
 with (key, Transition, Result) on each transition it reports. Subscribers
@@ -53,14 +77,14 @@ import itertools
 import logging
 import math
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from healthchecks import connectprobe
 from healthchecks.hysteresis import Hysteresis, Transition
-from healthchecks.result import Result, Target, describe_os_error
+from healthchecks.result import Result, Target, os_error_result
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +161,9 @@ class SchedulerStats:
     lag_p50: float  # seconds a run started after its due time, over the last LAG_WINDOW runs
     lag_p99: float
     lag_max: float  # since the scheduler started
+    not_run: int = 0  # runs that could not get a file descriptor (neither up nor down)
+    not_run_by: tuple[tuple[str, str, int], ...] = ()  # (checker type, reason, runs)
+    in_flight_max: int = 0  # most runs in flight at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +186,8 @@ class _Entry:
     attempt: int = 0  # generation of the attempt in flight: late answers of old ones are ignored
     tries: int = 0  # attempts made in this run
     started: float = 0.0  # when this attempt started
+    deadline: float = math.inf  # when this run's first attempt must be over
+    holding: str | None = None  # the checker type whose budget this run holds
     stopped: bool = False
 
 
@@ -170,8 +199,14 @@ class Scheduler:
         rng: random.Random | None = None,
         lag_window: int = LAG_WINDOW,
         coalesce: float = COALESCE,
+        budget: int | None = None,
     ) -> None:
         self._coalesce = coalesce
+        self._budget = budget
+        self._caps: dict[str, int] = {}
+        self._inflight: Counter[str] = Counter()
+        self._inflight_total = self._inflight_max = 0
+        self._not_run: Counter[tuple[str, str]] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock_fn = clock
         self._rng = rng or random.Random()
@@ -235,6 +270,7 @@ class Scheduler:
             if old is not None and old.hysteresis.up != entry.hysteresis.up:
                 up = entry.hysteresis.up
                 self._notify(key, Transition(up, RECONFIGURED), Result(up, "" if up else RECONFIGURED))
+        self._share_budget()
         now = self._clock()
         n = len(starting)
         for i, entry in enumerate(starting):
@@ -242,6 +278,19 @@ class Scheduler:
             first = now + (i + self._rng.random()) / n * entry.spec.interval
             self._start(entry, first)
         return UpdateSummary(tuple(added), tuple(replaced), tuple(removed), tuple(kept))
+
+    def set_budget(self, budget: int | None) -> None:
+        """Runs in flight at once (None: no limit), shared among the checker types."""
+        self._budget = budget
+        self._share_budget()
+
+    def _share_budget(self) -> None:
+        if self._budget is None:
+            self._caps = {}
+            return
+        counts = Counter(_kind(e.spec) for e in self._entries.values())
+        total = sum(counts.values()) or 1
+        self._caps = {k: max(self._budget * n // total, min(n, 32)) for k, n in counts.items()}
 
     async def close(self) -> None:
         """Cancel every check and wait until all their tasks are finished."""
@@ -288,6 +337,9 @@ class Scheduler:
             lag_p50=_percentile(lags, 0.50),
             lag_p99=_percentile(lags, 0.99),
             lag_max=self._lag_max,
+            not_run=sum(self._not_run.values()),
+            not_run_by=tuple((k, r, n) for (k, r), n in sorted(self._not_run.items())),
+            in_flight_max=self._inflight_max,
         )
 
     # --- the work ----------------------------------------------------------
@@ -356,7 +408,14 @@ class Scheduler:
         entry.slot = first_due
         self._arm(entry)
 
+    def _release(self, entry: _Entry) -> None:
+        if entry.holding is not None:
+            self._inflight[entry.holding] -= 1
+            self._inflight_total -= 1
+            entry.holding = None
+
     def _stop(self, entry: _Entry) -> None:
+        self._release(entry)
         entry.stopped = True
         entry.attempt += 1
         entry.timer = 0
@@ -382,6 +441,28 @@ class Scheduler:
             self._lag_max = lag
         self._lags.append(lag)
         entry.tries = 0
+        spec = entry.spec
+        kind = _kind(spec)
+        cap = self._caps.get(kind)
+        if cap is not None and not entry.hysteresis.up:
+            cap = cap * 3 // 4  # a quarter of the share stays for reals that are up
+        if cap is not None and self._inflight[kind] >= cap:
+            self._not_run[kind, "no file descriptor in its budget"] += 1
+            self._next(entry, self._clock())
+            return
+        self._inflight[kind] += 1
+        self._inflight_total += 1
+        if self._inflight_total > self._inflight_max:
+            self._inflight_max = self._inflight_total
+        entry.holding = kind
+        if spec.timeout <= spec.interval:
+            margin = min(0.1, 0.05 * spec.interval)  # room for the next slot's timer
+            entry.deadline = min(
+                max(entry.slot + spec.timeout, entry.due + spec.timeout / 2),
+                entry.slot + spec.interval - margin,
+            )
+        else:
+            entry.deadline = math.inf
         self._attempt(entry)
 
     def _attempt(self, entry: _Entry) -> None:
@@ -390,9 +471,12 @@ class Scheduler:
         attempt = entry.attempt
         spec = entry.spec
         entry.started = self._clock()
+        timeout = spec.timeout
+        if entry.tries == 1 and entry.deadline - entry.started < timeout:
+            timeout = max(0.001, round(entry.deadline - entry.started, 3))
         start = getattr(spec.checker, "start", None)
         if start is None:
-            task = self._running().create_task(self._bounded(spec), name=f"check {spec.key!r}")
+            task = self._running().create_task(self._bounded(spec, timeout), name=f"check {spec.key!r}")
             entry.task = task
             self._tasks.add(task)
             task.add_done_callback(lambda t: self._task_done(entry, attempt, t))
@@ -402,7 +486,7 @@ class Scheduler:
             self._finished(entry, attempt, result)
 
         try:
-            cancel = start(self._running(), spec.target, spec.timeout, done)
+            cancel = start(self._running(), spec.target, timeout, done)
         except Exception as e:
             log.exception("health check %r raised", spec.key)
             self._finished(entry, attempt, Result.down(f"checker error: {type(e).__name__}: {e}"[:160]))
@@ -416,14 +500,14 @@ class Scheduler:
             return
         self._finished(entry, attempt, task.result())
 
-    async def _bounded(self, spec: ScheduledCheck) -> Result:
+    async def _bounded(self, spec: ScheduledCheck, timeout: float) -> Result:
         try:
-            async with asyncio.timeout(spec.timeout + _grace(spec.timeout)):
-                return await spec.checker.check(spec.target, spec.timeout)
+            async with asyncio.timeout(timeout + _grace(timeout)):
+                return await spec.checker.check(spec.target, timeout)
         except TimeoutError:
-            return Result.down(f"timeout after {spec.timeout:g}s")
+            return Result.down(f"timeout after {timeout:g}s")
         except OSError as e:
-            return Result.down(describe_os_error(e) or type(e).__name__)
+            return os_error_result(e)
         except Exception as e:
             log.exception("health check %r raised", spec.key)
             return Result.down(f"checker error: {type(e).__name__}: {e}"[:160])
@@ -436,10 +520,15 @@ class Scheduler:
         entry.cancel = None
         spec = entry.spec
         now = self._clock()
-        result = Result(result.ok, result.reason, result.weight, now - entry.started)
-        if not result.ok and entry.tries <= spec.retries:
+        result = Result(result.ok, result.reason, result.weight, now - entry.started, result.ran)
+        if not result.ok and result.ran and entry.tries <= spec.retries:
             self._retries += 1
             self._at(now + spec.retry_delay, self._attempt, entry)
+            return
+        self._release(entry)
+        if not result.ran:  # says nothing about the real: the verdict stands
+            self._not_run[_kind(spec), result.reason] += 1
+            self._next(entry, now)
             return
         self._runs += 1
         if not result.ok:
@@ -449,12 +538,17 @@ class Scheduler:
             self._notify(spec.key, transition, result)
             if entry.stopped:  # a subscriber replaced or removed this check
                 return
+        self._next(entry, now)
+
+    def _next(self, entry: _Entry, now: float) -> None:
+        """Arm the run after this one, skipping slots that are long past."""
+        spec = entry.spec
         entry.slot += spec.interval
-        if entry.slot <= now:  # this run overran the next due time(s): skip them
+        if entry.slot <= now - spec.interval / 2:  # this run overran the next due time(s): skip them
             missed = math.floor((now - entry.slot) / spec.interval) + 1
             self._skipped += missed
             entry.slot += missed * spec.interval
-        self._arm(entry)
+        self._arm(entry)  # a slot less than half an interval past runs now, late
 
     def _notify(self, key: Hashable, transition: Transition, result: Result) -> None:
         self._transitions += 1
@@ -463,6 +557,11 @@ class Scheduler:
                 fn(key, transition, result)
             except Exception:
                 log.exception("health check subscriber %r failed on %r", fn, key)
+
+
+def _kind(spec: ScheduledCheck) -> str:
+    """The checker type a run's file descriptor is budgeted under."""
+    return type(spec.checker).__name__
 
 
 def _grace(timeout: float) -> float:

@@ -184,6 +184,7 @@ async def status(d: Controlled) -> dict[str, Any]:
             "vrrp_process": d.vrrp.process_status(),
         },
         "virtual_servers": [_vs_status(d, vs, table) for vs in d.config.virtual_servers],
+        "health_checks": d.checks.status(),
         "vrrp": d.vrrp.status(),
         "bgp": d.bgp.status(),
         "xdp": d.xdp.status(),

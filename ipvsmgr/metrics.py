@@ -61,6 +61,7 @@ class Snapshot:
     control_refused: dict[str, int] = field(default_factory=dict)
     scrape_refused: dict[str, int] = field(default_factory=dict)
     checks: dict[str, float] = field(default_factory=dict)
+    checks_not_run: tuple[tuple[str, str, int], ...] = ()  # (checker type, reason, runs)
     bgp: dict[str, Any] | None = None  # BgpPart.status(): peers, prefixes, counters
     xdp: dict[str, Any] | None = None  # XdpShield.status(): attachment, counters, attack state
 
@@ -133,6 +134,24 @@ def families(s: Snapshot, table: Table | None, kernel_ok: bool) -> Iterator[Fami
         lag.add_metric(["0.5"], ch["lag_p50"])
         lag.add_metric(["0.99"], ch["lag_p99"])
         yield from (runs, fails, skipped, lag)
+        notrun = _C(
+            "ipvsmgr_health_checks_not_run",
+            "Runs that could not get a file descriptor: neither up nor down.",
+            labels=["type", "reason"],
+        )
+        for kind, reason, n in s.checks_not_run:
+            notrun.add_metric([kind, reason], n)
+        yield notrun
+        if "open_fds" in ch:
+            fds = _G("ipvsmgr_open_fds", "File descriptors the daemon holds.")
+            fds.add_metric([], ch["open_fds"])
+            fds_max = _G("ipvsmgr_open_fds_max", "The most file descriptors seen held (sampled each second).")
+            fds_max.add_metric([], ch["open_fds_max"])
+            limit = _G("ipvsmgr_open_fds_limit", "The daemon's open files limit.")
+            limit.add_metric([], ch["fd_limit"])
+            inflight = _G("ipvsmgr_health_checks_in_flight_max", "The most check runs in flight at once.")
+            inflight.add_metric([], ch["in_flight_max"])
+            yield from (fds, fds_max, limit, inflight)
 
     i_l = ["instance"]
     vstate = _G("ipvsmgr_vrrp_state", "1 for the instance's current state.", labels=[*i_l, "state"])

@@ -61,6 +61,16 @@ def render(st: dict[str, Any]) -> str:
         lines.append(f"last reload {when}: {verdict}")
     if d.get("kernel_error"):
         lines.append(f"cannot read IPVS: {d['kernel_error']}")
+    hc = st.get("health_checks") or {}
+    if hc.get("checks"):
+        line = (
+            f"health checks: {hc['checks']}, {hc['down']} down; file descriptors {hc['open_fds']} "
+            f"(most {hc['open_fds_max']}) of {hc['fd_limit']}"
+        )
+        if hc.get("not_run"):
+            why = ", ".join(f"{n} {x['type']}: {x['reason']}" for x in hc["not_run_by"] for n in [x["runs"]])
+            line += f"; NOT RUN {hc['not_run']} ({why})"
+        lines.append(line)
     for vs in st["virtual_servers"]:
         flags = []
         if vs["quorum"] is not None:

@@ -4,6 +4,12 @@ optionally, on data that must appear in its answer section.
 dnspython builds the query and parses the reply; the I/O is plain asyncio
 socket calls so the check can bind `target.source` and close its socket on
 every path. dnspython is imported lazily: the rest of ipvsmgr works without it.
+
+Over UDP, a datagram that is not a response to this query (another id: a
+late answer to an earlier probe, or a spoofed one) is ignored and the wait
+goes on, as a resolver does (RFC 5452); if the right one never comes, the
+timeout says how many were ignored. A truncated reply (TC) is asked again
+over TCP, within the same timeout (RFC 7766).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import importlib
 import ipaddress
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -94,19 +101,28 @@ class DnsCheck:
             _require_dnspython()
         except DnspythonMissing as e:
             return Result.down(str(e))
-        return await bounded(self._run(target), timeout)
+        ignored: list[bytes] = []
+        result = await bounded(self._run(target, ignored), timeout)
+        if ignored and not result.ok and result.reason.startswith("timeout"):
+            n = len(ignored)
+            why = f"{result.reason} ({n} {'reply' if n == 1 else 'replies'} with another id ignored)"
+            result = Result(False, why, None, result.duration)
+        return result
 
-    async def _run(self, target: Target) -> Result:
+    async def _run(self, target: Target, ignored: list[bytes]) -> Result:
+        import dns.flags
         import dns.message
 
         query = dns.message.make_query(self.name, self.qtype)
         wire = query.to_wire()
-        stype = socket.SOCK_DGRAM if self.transport == "udp" else socket.SOCK_STREAM
         try:
-            family, addr, src = _sockaddrs(target, DEFAULT_PORT, stype)
             if self.transport == "udp":
-                reply = await udp_exchange((family, addr, src), wire)
+                family, addr, src = _sockaddrs(target, DEFAULT_PORT, socket.SOCK_DGRAM)
+                reply = await udp_exchange((family, addr, src), wire, _ours(query), ignored)
+                if _flags(reply) & dns.flags.TC:
+                    reply = await _tcp_exchange(*_sockaddrs(target, DEFAULT_PORT, socket.SOCK_STREAM), wire)
             else:
+                family, addr, src = _sockaddrs(target, DEFAULT_PORT, socket.SOCK_STREAM)
                 reply = await _tcp_exchange(family, addr, src, wire)
             self._judge(query, reply)
         except _Fail as e:
@@ -143,8 +159,23 @@ class DnsCheck:
         if missing:
             why = f"answer missing {', '.join(missing)}"
             if reply.flags & dns.flags.TC:
-                why += " (reply truncated, try tcp)"
+                why += " (reply truncated)"  # over TCP: the server set TC on a stream
             raise _Fail(why)
+
+
+def _ours(query: dns.message.Message) -> Callable[[bytes], bool]:
+    """Whether a datagram is to be judged: anything but a response to another
+    query (the QR bit, another id), which is ignored; garbage is judged."""
+
+    def accept(wire: bytes) -> bool:
+        other = len(wire) >= 4 and bool(wire[2] & 0x80) and struct.unpack("!H", wire[:2])[0] != query.id
+        return not other
+
+    return accept
+
+
+def _flags(wire: bytes) -> int:
+    return struct.unpack("!H", wire[2:4])[0] if len(wire) >= 4 else 0
 
 
 def _why(e: Exception) -> str:

@@ -8,21 +8,32 @@ Options (`HttpCheck`):
   with `:port` when the port is not the scheme's default.
 - `expect_status`: codes that pass, ints and/or "NNN-MMM" ranges; default
   ("200-299",). Redirects are not followed: a 301 is `status 301` unless listed.
-- `body_regex`: `re.search` over the body decoded with the response's charset
-  (default UTF-8, undecodable bytes replaced); or `body_sha256`: hex SHA-256 of
-  the body (after de-chunking). Not both.
-- `max_body_bytes` (default 64 KiB): a longer body fails whatever the other
-  options; at most N+1 body bytes are read (a declared Content-Length or chunk
-  size beyond N fails before reading it). The body is always read (framed by
-  Content-Length, chunked, or up to the close), so a truncated one fails.
+- The body is read only when something judges it. A status-only check (no
+  `body_regex`, no `body_sha256`) passes on the status line and headers and
+  closes, whatever the body's size: a 100 MB page answering 200 is up.
+- `body_regex`: `re.search` over the first `max_body_bytes` of the body,
+  decoded with the response's charset (default UTF-8, undecodable bytes
+  replaced); a longer body is not a failure, only what lies beyond the limit
+  is not searched. `body_sha256`: hex SHA-256 of the whole body (after
+  de-chunking), which must fit in `max_body_bytes`. Not both.
+- `max_body_bytes` (default 64 KiB, up to 2 GiB): how much body is read. A
+  digest of a longer body fails `body larger than N bytes` (a declared
+  Content-Length or chunk size beyond N fails before reading it); at most
+  N+1 bytes are read either way. A body that is read is read to its end
+  (Content-Length, chunked, or the close) or to the limit, so a truncated
+  one fails.
+- A body with a Content-Encoding (the request asks for identity; some
+  servers gzip anyway) is judged as it came; a mismatch says so:
+  `body does not match /x/ (the body is gzip-encoded)`.
 - TLS: `sni` (default: the Host header's name when it is a hostname, none for
   an IP address), `verify` (default True; the name verified is `sni`, else the
   Host header's name or IP), `ca_file` (PEM, replaces the system trust store),
   `cert_file` / `key_file` (client certificate; the key may be in cert_file).
 
 Reasons: `connect refused`, `timeout after 1s`, `status 503`,
-`body does not match /regex/`, `body digest mismatch`,
-`body larger than N bytes`, `connection reset`,
+`body does not match /regex/` (`... in its first N bytes` when the body was
+longer), `body digest mismatch`, `body larger than N bytes` (digests only),
+`connection reset`,
 `connection closed before a response`, `connection closed mid-response`,
 `garbage response: b'...'` (first 40 bytes, when the reply is not an HTTP
 status line), `bad chunked encoding`, `bad content-length`,
@@ -156,7 +167,7 @@ async def _read_head(s: _Stream) -> tuple[int, dict[bytes, list[bytes]]]:
             return status, headers
 
 
-async def _read_chunked(s: _Stream, limit: int) -> bytes:
+async def _read_chunked(s: _Stream, limit: int, whole: bool) -> tuple[bytes, bool]:
     body = bytearray()
     while True:
         size_field = (await s.line(_MAX_HEAD)).partition(b";")[0].strip()
@@ -166,7 +177,10 @@ async def _read_chunked(s: _Stream, limit: int) -> bytes:
         if size == 0:
             break
         if len(body) + size > limit:
-            raise CheckFailed(f"body larger than {limit} bytes")
+            if whole:
+                raise CheckFailed(f"body larger than {limit} bytes")
+            body += await s.exactly(limit - len(body))
+            return bytes(body), False
         body += await s.exactly(size)
         end = await s.exactly(1)
         if end == b"\r":
@@ -186,27 +200,35 @@ async def _read_chunked(s: _Stream, limit: int) -> bytes:
         trailers += len(line)
     else:
         raise CheckFailed("response headers too large")
-    return bytes(body)
+    return bytes(body), True
 
 
-async def _read_body(s: _Stream, headers: dict[bytes, list[bytes]], limit: int) -> bytes:
+async def _read_body(
+    s: _Stream, headers: dict[bytes, list[bytes]], limit: int, whole: bool
+) -> tuple[bytes, bool]:
+    """The body, or its first `limit` bytes when it is longer and not needed
+    `whole` (then the flag is False); a longer body needed whole fails."""
     codings = b",".join(headers.get(b"transfer-encoding", []))
     if codings:
         if codings.rsplit(b",", 1)[-1].strip().lower() == b"chunked":
-            return await _read_chunked(s, limit)
+            return await _read_chunked(s, limit, whole)
     elif b"content-length" in headers:
         values = {v.strip() for v in b",".join(headers[b"content-length"]).split(b",")}
         if len(values) != 1 or not (value := values.pop()).isdigit():
             raise CheckFailed("bad content-length")
         length = int(value)
         if length > limit:
-            raise CheckFailed(f"body larger than {limit} bytes")
-        return await s.exactly(length)
+            if whole:
+                raise CheckFailed(f"body larger than {limit} bytes")
+            return await s.exactly(limit), False
+        return await s.exactly(length), True
     while len(s.buf) <= limit and await s.fill(min(_READ, limit + 1 - len(s.buf))):
         pass
     if len(s.buf) > limit:
-        raise CheckFailed(f"body larger than {limit} bytes")
-    return s.take(len(s.buf))
+        if whole:
+            raise CheckFailed(f"body larger than {limit} bytes")
+        return s.take(limit), False
+    return s.take(len(s.buf)), True
 
 
 def _decode(body: bytes, headers: dict[bytes, list[bytes]]) -> str:
@@ -328,12 +350,20 @@ class HttpCheck:
             return Result.down(f"status {status}")
         if self.method == "HEAD" or status in (204, 304):
             return Result.up()
-        body = await _read_body(s, headers, self.max_body_bytes)
+        if self._regex is None and self.body_sha256 is None:
+            return Result.up()  # status only: the body is not ours to judge
+        whole = self.body_sha256 is not None
+        body, complete = await _read_body(s, headers, self.max_body_bytes, whole)
+        coding = b",".join(headers.get(b"content-encoding", [])).strip().lower()
+        encoded = (
+            f" (the body is {coding.decode('latin-1')}-encoded)" if coding not in (b"", b"identity") else ""
+        )
         if self._regex is not None and not self._regex.search(_decode(body, headers)):
             pattern = self._regex.pattern
             if len(pattern) > 60:
                 pattern = pattern[:57] + "..."
-            return Result.down(f"body does not match /{pattern}/")
+            where = "" if complete else f" in its first {self.max_body_bytes} bytes"
+            return Result.down(f"body does not match /{pattern}/{where}{encoded}")
         if self.body_sha256 is not None and hashlib.sha256(body).hexdigest() != self.body_sha256:
-            return Result.down("body digest mismatch")
+            return Result.down(f"body digest mismatch{encoded}")
         return Result.up()

@@ -1,7 +1,10 @@
-"""SMTP check: read the banner, EHLO, QUIT (RFC 5321 replies, multi-line aware).
+"""SMTP check: read the banner, EHLO (or HELO), QUIT (RFC 5321 replies, multi-line aware).
 
 A healthy server greets with the expected code (220) and answers EHLO with
-250. QUIT is sent as a courtesy and never awaited: its answer, or lack of one,
+250. A server that only speaks RFC 821 answers EHLO with a 5xx (502 "command
+not implemented", 500, 504): the check then says HELO, as RFC 5321 4.1.4
+tells a client to and keepalived does, and a 250 to that is healthy too.
+QUIT is sent as a courtesy and never awaited: its answer, or lack of one,
 does not change the verdict.
 """
 
@@ -22,6 +25,7 @@ MAX_LINE = 4096  # RFC 5321 allows 512 per reply line; be lenient
 MAX_LINES = 200
 _REPLY = re.compile(rb"([1-5][0-9][0-9])(?:[ -].*)?", re.DOTALL)
 _NAME = re.compile(r"[A-Za-z0-9.:\[\]_-]+")
+_NO_EHLO = frozenset({500, 501, 502, 504})  # EHLO not understood: an RFC 821 server
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +63,13 @@ class SmtpCheck:
                     return Result.down(f"banner {code}")
                 await loop.sock_sendall(sock, f"EHLO {self.helo}\r\n".encode("ascii"))
                 code = await reader.reply()
-                if code != 250:
+                if code in _NO_EHLO:
+                    await loop.sock_sendall(sock, f"HELO {self.helo}\r\n".encode("ascii"))
+                    helo = await reader.reply()
+                    if helo != 250:
+                        _quit(sock)
+                        return Result.down(f"EHLO answered {code}, HELO {helo}")
+                elif code != 250:
                     _quit(sock)
                     return Result.down(f"EHLO answered {code}")
             except _Fail as e:

@@ -26,7 +26,7 @@ from typing import Any
 
 from healthchecks import connectprobe
 from healthchecks.connectprobe import Cancel, Done
-from healthchecks.result import Result, Target, bounded, describe_os_error
+from healthchecks.result import NO_FD, NO_FD_ERRNOS, Result, Target, bounded, describe_os_error
 
 # Linux: let bind() to a source address leave the port to connect(), so checks
 # bound to one source do not exhaust the ephemeral ports (Python < 3.12 lacks the name).
@@ -65,6 +65,8 @@ async def guarded(body: Coroutine[Any, Any, Result], timeout: float) -> Result:
         except TimeoutError:
             raise  # bounded() words it
         except OSError as e:
+            if e.errno in NO_FD_ERRNOS:
+                return Result.not_run(NO_FD)
             return Result.down(os_reason(e))
         except Exception as e:
             return Result.down(f"check error: {type(e).__name__}: {e}")
@@ -199,4 +201,4 @@ class TcpCheck:
             if cancel is not None:
                 cancel()
             raise
-        return Result(result.ok, result.reason, result.weight, loop.time() - start)
+        return Result(result.ok, result.reason, result.weight, loop.time() - start, result.ran)

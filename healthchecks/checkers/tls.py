@@ -8,9 +8,14 @@ Options (`TlsCheck`):
 - `verify` (default True): verify the chain and the name; `ca_file` (PEM)
   replaces the system trust store.
 - `cert_file` / `key_file`: a client certificate to offer. With TLS 1.3 a
-  server that requires one but rejects it says so only after the client's
-  side of the handshake is complete, so this check can pass there; use an
-  https check to see the rejection.
+  server that requires one, and gets none or rejects it, says so only after
+  the client's side of the handshake is complete (RFC 8446 4.4.2.4): after
+  a TLS 1.3 handshake the check keeps reading for twice the handshake's
+  time (at least 50 ms, within the timeout), and an alert or a close in
+  that window fails it: `client certificate rejected: tlsv13 alert
+  certificate required`, `... sslv3 alert bad certificate`,
+  `connection closed after the handshake`. Data from the server (a
+  protocol whose server speaks first) or silence passes.
 - `min_days_left`: fail when the peer certificate expires in fewer days. The
   expiry is read from the DER certificate itself, so it also works with
   `verify` off (where `getpeercert()` is empty).
@@ -24,8 +29,8 @@ Reasons: `certificate verify failed: certificate has expired`,
 `handshake failed: <OpenSSL reason, e.g. wrong version number>`,
 `handshake failed: connection closed` / `connection reset`,
 `certificate expires in N days`, `certificate has expired` (min_days_left with
-verify off), `tls setup failed: ...` (unreadable ca/cert/key file), and the tcp
-reasons (`connect refused`, `timeout after 1s`, ...).
+verify off), `tls setup failed: ...` (unreadable ca/cert/key file), the TLS
+1.3 ones above, and the tcp reasons (`connect refused`, `timeout after 1s`, ...).
 """
 
 from __future__ import annotations
@@ -160,6 +165,24 @@ def der_not_after(der: bytes) -> float:
     return float(calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)))
 
 
+async def _server_verdict(reader: asyncio.StreamReader, window: float) -> None:
+    """Read for `window` seconds after a TLS 1.3 handshake: the server's
+    rejection of our certificate (or of its absence) arrives as an alert."""
+    if window <= 0:
+        return
+    try:
+        async with asyncio.timeout(window):
+            data = await reader.read(1)
+    except TimeoutError:
+        return  # no verdict but acceptance: the server waits for the client to speak
+    except ssl.SSLError as e:
+        raise CheckFailed(f"client certificate rejected: {ssl_reason(e)}") from None
+    except OSError as e:
+        raise CheckFailed(f"{os_reason(e)} after the handshake") from None
+    if not data:
+        raise CheckFailed("connection closed after the handshake")
+
+
 @dataclass(frozen=True, slots=True)
 class TlsCheck:
     """Handshake only (see the module docstring for options and reasons)."""
@@ -190,10 +213,17 @@ class TlsCheck:
     async def _check(self, target: Target, timeout: float) -> Result:
         ctx = self.context()
         server_hostname = self.sni or target.address.partition("%")[0]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         sock = await connect(target, target.port or 443)
         writer = None
         try:
-            _, writer = await open_tls(sock, ctx, server_hostname, timeout, 2**16)
+            started = loop.time()
+            reader, writer = await open_tls(sock, ctx, server_hostname, timeout, 2**16)
+            ssl_object = writer.get_extra_info("ssl_object")
+            if ssl_object is not None and ssl_object.version() == "TLSv1.3":
+                handshake = loop.time() - started
+                await _server_verdict(reader, min(max(0.05, 2 * handshake), deadline - loop.time() - 0.01))
             if self.min_days_left is not None:
                 ssl_object = writer.get_extra_info("ssl_object")
                 der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None

@@ -1,13 +1,19 @@
 """UDP check: send one datagram, judge the first datagram that comes back.
 
-The socket is connected, so the kernel only delivers the target's replies
-and an ICMP port unreachable surfaces as ECONNREFUSED: `port unreachable`.
-Silence is a `timeout after Xs` (UDP cannot tell a dropped probe from a
-slow server).
+The socket is connected, so the kernel only delivers the target's replies,
+and IP_RECVERR reports any ICMP error about the probe at once: `port
+unreachable`, `host unreachable`, ... fail the check as soon as they arrive.
+
+Silence is keepalived's UDP_CHECK semantics by default: UDP cannot tell a
+dropped probe from a server that does not answer this payload, so a check
+that expects no particular reply passes when the whole timeout goes by
+without an ICMP error. `require_reply` (true by default when `expect` or
+`expect_regex` is given) makes silence a `timeout after Xs`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from dataclasses import dataclass
@@ -29,6 +35,13 @@ class UdpCheck:
     payload: bytes = b""
     expect: bytes | None = None
     expect_regex: bytes | None = None
+    require_reply: bool | None = None  # None: when expect or expect_regex is given
+
+    @property
+    def reply_required(self) -> bool:
+        if self.require_reply is not None:
+            return self.require_reply
+        return self.expect is not None or self.expect_regex is not None
 
     def __post_init__(self) -> None:
         if self.expect is not None and self.expect_regex is not None:
@@ -40,11 +53,19 @@ class UdpCheck:
                 raise ValueError(f"udp check: bad expect_regex: {e}") from e
 
     async def check(self, target: Target, timeout: float) -> Result:
-        return await bounded(self._run(target), timeout)
+        return await bounded(self._run(target, timeout), timeout)
 
-    async def _run(self, target: Target) -> Result:
+    async def _run(self, target: Target, timeout: float) -> Result:
+        # Silence that is allowed ends a little before the deadline, so the
+        # verdict is this check's and not the timeout's.
+        wait = timeout if self.reply_required else max(timeout * 0.8, timeout - 0.05)
         try:
-            reply = await _exchange(target, self.payload)
+            async with asyncio.timeout(wait):
+                reply = await _exchange(target, self.payload)
+        except TimeoutError:
+            if self.reply_required:
+                raise
+            return Result.up()
         except _Fail as e:
             return Result.down(str(e))
         if self.expect is not None:

@@ -74,6 +74,7 @@ def _make_checker(kind: str, opts: dict[str, Any]) -> Any:
             payload=_bytes(opts, "payload", "payload_hex") or b"",
             expect=_bytes(opts, "expect", "expect_hex"),
             expect_regex=regex.encode() if regex is not None else None,
+            require_reply=opts.get("require_reply"),
         )
     if kind == "icmp":
         from healthchecks.checkers.icmp import IcmpCheck

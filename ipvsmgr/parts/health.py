@@ -8,6 +8,7 @@ waiting for `rise` passes, so a restart is hitless.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from healthchecks.hysteresis import Transition
 from healthchecks.result import Result, Target
 from healthchecks.scheduler import CheckState, ScheduledCheck, Scheduler
+from ipvsmgr import fdlimit
 from ipvsmgr.events import RealChanged
 from ipvsmgr.parts.base import Hub
 from ipvsmgr.reconcile.desired import destination, service_key
@@ -23,6 +25,9 @@ from ipvsmgr.reconcile.health import RealHealth, RealId
 if TYPE_CHECKING:
     from ipvsmgr.config import Config
     from ipvsmgr.metrics import Snapshot
+
+
+FD_SAMPLE = 1.0  # seconds between samples of the open descriptors (their high-water mark)
 
 
 def checked_reals(config: Config) -> Iterator[tuple[RealId, ScheduledCheck]]:
@@ -52,6 +57,9 @@ class HealthPart:
         self.initially_up: dict[RealId, bool] = {}
         self.scheduler = Scheduler()
         self.scheduler.subscribe(self._on_transition)
+        self.fd_limit: fdlimit.FdLimit | None = None
+        self.fds_max = 0  # the most descriptors seen open (sampled every FD_SAMPLE s)
+        self._sampler: asyncio.TimerHandle | None = None
 
     def _on_transition(self, key: object, t: Transition, result: Result) -> None:
         rid: RealId = key  # type: ignore[assignment]
@@ -79,13 +87,29 @@ class HealthPart:
             if self.initially_up.get(rid):
                 self.health[rid] = RealHealth(True, None, "in the kernel at start")
 
+    def _limit_fds(self, config: Config) -> None:
+        checks = [spec for _, spec in checked_reals(config)]
+        scripts = sum(1 for spec in checks if type(spec.checker).__name__ == "ScriptCheck")
+        self.fd_limit = fdlimit.raise_for(fdlimit.needed(len(checks), scripts))
+        self.scheduler.set_budget(self.fd_limit.budget)
+
+    def _sample_fds(self) -> None:
+        self.fds_max = max(self.fds_max, fdlimit.open_fds())
+        loop = asyncio.get_running_loop()
+        self._sampler = loop.call_later(FD_SAMPLE, self._sample_fds)
+
     async def start(self, config: Config) -> None:
+        self._limit_fds(config)
         self._schedule(config, self._adopted())
+        self._sample_fds()
 
     async def reload(self, new: Config, old: Config) -> None:
+        self._limit_fds(new)
         self._schedule(new, set())
 
     async def stop(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
         await self.scheduler.close()
 
     def checks(self) -> int:
@@ -96,11 +120,23 @@ class HealthPart:
 
     def status(self) -> dict[str, Any]:
         down = sum(1 for h in self.health.values() if not h.up)
-        return {"checks": self.checks(), "down": down}
+        cs = self.scheduler.snapshot()
+        limit = self.fd_limit
+        return {
+            "checks": self.checks(), "down": down, "not_run": cs.not_run,
+            "not_run_by": [{"type": k, "reason": r, "runs": n} for k, r, n in cs.not_run_by],
+            "in_flight_max": cs.in_flight_max, "open_fds": fdlimit.open_fds(), "open_fds_max": self.fds_max,
+            "fd_limit": limit.soft if limit else None, "fd_need": limit.need if limit else None,
+            "check_budget": limit.budget if limit else None,
+        }  # fmt: skip
 
     def metrics(self, snap: Snapshot) -> None:
         cs = self.scheduler.snapshot()
+        limit = self.fd_limit
         snap.checks = {
             "runs": cs.runs, "failures": cs.failures, "skipped": cs.skipped,
             "lag_p50": cs.lag_p50, "lag_p99": cs.lag_p99,
+            "in_flight_max": cs.in_flight_max, "open_fds": fdlimit.open_fds(), "open_fds_max": self.fds_max,
+            "fd_limit": limit.soft if limit else 0,
         }  # fmt: skip
+        snap.checks_not_run = cs.not_run_by

@@ -359,3 +359,64 @@ def test_stop_leaves_the_kernel_state_and_a_commented_file_skips_the_start(box: 
     skipped = (props["ActiveState"], props["Result"], props["MainPID"])
     assert skipped == ("inactive", "exec-condition", "0"), props
     assert rules() == expected()  # and nothing touched the kernel
+
+
+SILENT, HEALTHY = 3000, 40
+
+
+def many_reals() -> str:
+    """The usual file with two more services: 40 healthy reals, and 3,000 silent ones."""
+    healthy = "".join(f"      - {{address: 198.18.9.{10 + i}}}\n" for i in range(HEALTHY))
+    silent = "".join(f"      - {{address: 198.18.{64 + i // 250}.{i % 250 + 1}}}\n" for i in range(SILENT))
+    check = "    health_check: {type: tcp}\n"  # the defaults: 2 s interval, 1 s timeout, rise 2, fall 3
+    more = (
+        "  - name: ok\n    address: 198.18.9.150\n    port: 80\n" + check + "    reals:\n" + healthy
+        + "  - name: racks\n    address: 198.18.9.151\n    port: 80\n" + check + "    reals:\n" + silent
+    )  # fmt: skip
+    return config().replace("virtual_servers:\n", "virtual_servers:\n" + more, 1)
+
+
+def test_a_rack_of_silent_reals_leaves_the_healthy_ones_alone(box: Container) -> None:
+    """3,000 reals whose SYNs vanish and 40 healthy ones, under the unit's own
+    limits: no healthy real changes state, and the descriptors are reported."""
+    assert box.show("ActiveState")["ActiveState"] == "inactive"  # the previous test stopped it
+    limit = box.run("systemctl", "show", "-p", "LimitNOFILE", "ipvsmgr").strip()
+    assert limit == "LimitNOFILE=524288", limit
+    for i in range(HEALTHY):
+        sh("ip", "-n", PEER, "addr", "add", f"198.18.9.{10 + i}/24", "dev", "peer0")
+    # 198.18.64.0/20 goes to the peer, which does not forward: the SYNs vanish, no ICMP
+    sh("ip", "-n", LB, "route", "add", "198.18.64.0/20", "via", "198.18.9.2")
+    try:
+        box.config.write_text(many_reals())
+        box.run("systemctl", "start", "ipvsmgr")
+        box.until(lambda: box.show("ActiveState")["ActiveState"] == "active", 120, "start")
+
+        def healthy() -> list[str]:
+            st = json.loads(box.run("ipvsmgr", "status", "--json"))
+            [ok] = [vs for vs in st["virtual_servers"] if vs["name"] == "ok"]
+            return [r["health"] for r in ok["reals"]]
+
+        box.until(lambda: healthy() == ["up"] * HEALTHY, 120, "the healthy reals up")
+        seen: list[list[str]] = []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 40:  # 20 intervals, 6 of them a fall's worth
+            seen.append(healthy())
+            time.sleep(2)
+        st = json.loads(box.run("ipvsmgr", "status", "--json"))
+        hc = st["health_checks"]
+        [racks] = [vs for vs in st["virtual_servers"] if vs["name"] == "racks"]
+        print(
+            f"{SILENT} silent + {HEALTHY} healthy reals under the unit: descriptors {hc['open_fds']} now, "
+            f"{hc['open_fds_max']} at most, limit {hc['fd_limit']}; checks in flight at most "
+            f"{hc['in_flight_max']}; not run {hc['not_run']}"
+        )
+        assert all(s == ["up"] * HEALTHY for s in seen), [s for s in seen if s != ["up"] * HEALTHY][:2]
+        assert sum(1 for r in racks["reals"] if r["health"] == "down") == SILENT
+        assert hc["fd_limit"] == 524288 and hc["not_run"] == 0, hc
+        assert hc["open_fds_max"] > 1024, hc  # beyond systemd's default soft limit: it was needed
+        assert "Too many open files" not in box.journal()
+    finally:
+        box.run("systemctl", "stop", "ipvsmgr", check=False)
+        sh("ip", "-n", LB, "route", "del", "198.18.64.0/20", check=False)
+        for i in range(HEALTHY):
+            sh("ip", "-n", PEER, "addr", "del", f"198.18.9.{10 + i}/24", "dev", "peer0", check=False)

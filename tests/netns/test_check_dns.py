@@ -2,7 +2,9 @@
 
 The server answers over UDP and TCP on port 53 of SERVER4 and SERVER6. Names
 pick its behaviour: www/txt/v6 have records, anything else is NXDOMAIN, and
-garbage/wrongid/wrongq/silent misbehave as their names say.
+garbage/wrongid/wrongq/silent misbehave as their names say; lateid answers
+with another id first and the right one 50 ms later; big is truncated (TC)
+over UDP and whole over TCP.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from typing import Literal
 
+import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
@@ -38,7 +41,7 @@ ZONE = {
 NAMES = {name for name, _ in ZONE}
 
 
-def answer(wire: bytes) -> bytes | None:
+def answer(wire: bytes, udp: bool = False) -> bytes | None:
     """The server's reply to one query (None: stay silent)."""
     query = dns.message.from_wire(wire)
     question = query.question[0]
@@ -54,6 +57,13 @@ def answer(wire: bytes) -> bytes | None:
     response = dns.message.make_response(query)
     if name == "wrongid.test.":
         response.id = (query.id + 1) & 0xFFFF
+    if name == "big.test." and udp:
+        response.flags |= dns.flags.TC  # too big for a datagram: ask over TCP
+        return response.to_wire()
+    if name == "big.test.":
+        rrs = [f"198.18.{i}.1" for i in range(1, 120)]  # about 2 KB
+        response.answer.append(dns.rrset.from_text(name, 60, "IN", "A", *rrs))
+        return response.to_wire()
     rdtype = dns.rdatatype.to_text(question.rdtype)
     if (name, rdtype) in ZONE:
         response.answer.append(dns.rrset.from_text(name, 60, "IN", rdtype, *ZONE[name, rdtype]))
@@ -65,6 +75,7 @@ def answer(wire: bytes) -> bytes | None:
 class DnsServer:
     def __init__(self, lab: Lab, port: int = 53) -> None:
         self.seen: list[str] = []  # client address of every query
+        self.transports: list[str] = []  # and how it came
         self._stop = threading.Event()
 
         def sockets() -> list[socket.socket]:
@@ -89,12 +100,21 @@ class DnsServer:
                 if s.type == socket.SOCK_DGRAM:
                     wire, peer = s.recvfrom(65535)
                     self.seen.append(peer[0])
-                    reply = answer(wire)
+                    self.transports.append("udp")
+                    if b"\x06lateid\x04test" in wire:  # another id first, the right one later
+                        wrong = bytearray(answer(wire) or b"")
+                        wrong[0] ^= 0xFF
+                        s.sendto(bytes(wrong), peer)
+                        later = threading.Timer(0.05, s.sendto, (answer(wire), peer))
+                        later.start()
+                        continue
+                    reply = answer(wire, udp=True)
                     if reply is not None:
                         s.sendto(reply, peer)
                 else:
                     conn, peer = s.accept()
                     self.seen.append(peer[0])
+                    self.transports.append("tcp")
                     with conn:
                         self._tcp(conn)
 
@@ -168,11 +188,28 @@ def test_misbehaving_server(lab: Lab, server: DnsServer, transport: Literal["udp
     target = Target(SERVER4, 53)
     garbage = down(check(lab, DnsCheck("garbage.test", transport=t), target))
     assert garbage.startswith("garbage reply: "), garbage
-    assert down(check(lab, DnsCheck("wrongid.test", transport=t), target)) == "reply id mismatch"
+    wrong_id = down(check(lab, DnsCheck("wrongid.test", transport=t), target))
+    if t == "udp":  # not an answer to this query: ignored, and the right one never came
+        assert wrong_id == "timeout after 1s (1 reply with another id ignored)"
+    else:
+        assert wrong_id == "reply id mismatch"
     assert down(check(lab, DnsCheck("wrongq.test", transport=t), target)) == "reply question mismatch"
     silent = check(lab, DnsCheck("silent.test", transport=t), target, timeout=0.5)
     assert down(silent) == "timeout after 0.5s"
     assert 0.5 <= silent.duration < 1.5
+
+
+def test_a_reply_with_another_id_is_ignored_until_the_right_one(lab: Lab, server: DnsServer) -> None:
+    result = check(lab, DnsCheck("lateid.test", rcode="NXDOMAIN"), Target(SERVER4, 53))
+    assert result.ok, result.reason
+    assert 0.05 <= result.duration < 0.5
+
+
+def test_a_truncated_reply_is_asked_again_over_tcp(lab: Lab, server: DnsServer) -> None:
+    opts = DnsCheck("big.test", answer=frozenset({"198.18.1.1", "198.18.119.1"}))
+    result = check(lab, opts, Target(SERVER4, 53))
+    assert result.ok, result.reason
+    assert server.transports == ["udp", "tcp"]
 
 
 def test_closed_port_udp_and_tcp(lab: Lab, server: DnsServer) -> None:

@@ -29,7 +29,7 @@ from healthchecks.checkers.grpc import STATUS_NAMES, decode_response, encode_req
 from tests.netns.lab import SERVER4, SERVER6, Lab, sh
 
 ROOT = Path(__file__).resolve().parents[2]
-HEALTH, RAW, TLS = 50051, 50052, 50053
+HEALTH, RAW, TLS, HTTP1 = 50051, 50052, 50053, 50054
 EXTRA_CLIENT4 = "198.18.200.3"
 
 SERVER = r"""
@@ -91,11 +91,22 @@ import asyncio, json, sys
 from healthchecks.checkers.grpc import GrpcCheck
 from healthchecks.result import Target
 
+def established(port):
+    # TCP connections of this namespace to `port`, established (/proc/net/tcp{,6})
+    n = 0
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(name).read().splitlines()[1:]:
+            fields = line.split()
+            if fields[2].endswith(":%04X" % port) and fields[3] == "01":
+                n += 1
+    return n
+
 async def main():
     out = []
     for case in json.loads(sys.argv[1]):
         r = await GrpcCheck(**case["check"]).check(Target(**case["target"]), case["timeout"])
-        out.append({"ok": r.ok, "reason": r.reason, "duration": r.duration})
+        out.append({"ok": r.ok, "reason": r.reason, "duration": r.duration,
+                    "connections": established(case["target"]["port"])})
     print(json.dumps(out))
 
 asyncio.run(main())
@@ -198,6 +209,35 @@ def test_serving_not_serving_and_unknown_service(lab: Lab, servers: Path) -> Non
 # A fresh lab's first IPv6 packet can wait a second or two for the link (neighbour
 # discovery on a link that has just come up): IPv6 cases get a roomier timeout.
 V6_TIMEOUT = 5.0
+
+
+def test_a_channel_is_kept_per_real(lab: Lab, servers: Path) -> None:
+    got = checks(lab, *[({"service": "up"}, v4(HEALTH), 2.0) for _ in range(5)])
+    assert reasons(got) == ["up"] * 5
+    assert [r["connections"] for r in got] == [1] * 5  # one connection, not one per check
+
+
+def test_an_http1_server_is_named(lab: Lab, servers: Path) -> None:
+    import http.server
+
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = lab.in_server(lambda: http.server.HTTPServer((SERVER4, HTTP1), Quiet))
+    lab.serve(httpd.serve_forever)
+    try:
+        (got,) = checks(lab, ({}, v4(HTTP1), 2.0))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    print(got)
+    assert got["reason"].startswith("grpc UNAVAILABLE: "), got
+    assert "http1" in got["reason"] or "HTTP/2" in got["reason"], got
 
 
 def test_ipv6(lab: Lab, servers: Path) -> None:

@@ -226,6 +226,10 @@ def endless(head: bytes, chunked: bool = False) -> Callable[[socket.socket, Serv
     return handler
 
 
+# a check that judges the body, so reads it: how a broken body fails
+READS_BODY = HttpCheck(body_sha256=BODY_SHA)
+
+
 def wait_for(cond: Callable[[], object], within: float = 3.0) -> None:
     deadline = time.monotonic() + within
     while not cond():
@@ -308,7 +312,7 @@ def test_headers_without_end_are_a_timeout(lab: Lab, serve: Callable[..., Server
 )
 def test_reset_mid_response(lab: Lab, serve: Callable[..., Server], partial: bytes) -> None:
     srv = serve(reset_after(partial))
-    result, took = check(lab, HttpCheck(), Target(SERVER4, srv.port))
+    result, took = check(lab, READS_BODY, Target(SERVER4, srv.port))
     assert (result.ok, result.reason) == (False, "connection reset")
     assert took < 0.5
 
@@ -324,7 +328,7 @@ def test_closed_before_or_during_a_response(lab: Lab, serve: Callable[..., Serve
     }
     for raw, reason in cases.items():
         srv = serve(respond(raw))
-        result, took = check(lab, HttpCheck(), Target(SERVER4, srv.port))
+        result, took = check(lab, READS_BODY, Target(SERVER4, srv.port))
         assert (result.ok, result.reason) == (False, reason), raw
         assert took < 0.5
 
@@ -408,7 +412,7 @@ def test_chunked_response(lab: Lab, serve: Callable[..., Server]) -> None:
 
 def test_bad_chunked_encoding(lab: Lab, serve: Callable[..., Server]) -> None:
     srv = serve(respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"))
-    result, _ = check(lab, HttpCheck(), Target(SERVER4, srv.port))
+    result, _ = check(lab, READS_BODY, Target(SERVER4, srv.port))
     assert result.reason == "bad chunked encoding"
 
 
@@ -432,7 +436,7 @@ def test_content_length_frames_the_body(lab: Lab, serve: Callable[..., Server]) 
 def test_bad_content_length(lab: Lab, serve: Callable[..., Server]) -> None:
     for value in (b"12, 13", b"-1", b"lots"):
         srv = serve(respond(b"HTTP/1.1 200 OK\r\nContent-Length: %s\r\n\r\nhello" % value))
-        result, _ = check(lab, HttpCheck(), Target(SERVER4, srv.port))
+        result, _ = check(lab, READS_BODY, Target(SERVER4, srv.port))
         assert result.reason == "bad content-length", value
 
 
@@ -465,23 +469,49 @@ def test_head_reads_no_body(lab: Lab, serve: Callable[..., Server]) -> None:
 )
 def test_oversized_body(lab: Lab, serve: Callable[..., Server], head: bytes, chunked: bool) -> None:
     srv = serve(endless(head, chunked))
-    for limit, regex in ((64 * 1024, None), (1000, "x")):
-        http = HttpCheck(max_body_bytes=limit, body_regex=regex)
-        result, took = check(lab, http, Target(SERVER4, srv.port))
-        assert (result.ok, result.reason) == (False, f"body larger than {limit} bytes")
+    target = Target(SERVER4, srv.port)
+    # a status-only check does not read the body at all; a regex searches its first bytes
+    for http in (HttpCheck(), HttpCheck(max_body_bytes=1000, body_regex="^x+$")):
+        result, took = check(lab, http, target)
+        assert result.ok, (http, result)
         assert took < 0.5
+    result, _ = check(lab, HttpCheck(max_body_bytes=1000, body_regex="y"), target)
+    assert result.reason == "body does not match /y/ in its first 1000 bytes"
+    # a digest needs the whole body, which does not fit
+    result, took = check(lab, HttpCheck(max_body_bytes=1000, body_sha256="0" * 64), target)
+    assert (result.ok, result.reason) == (False, "body larger than 1000 bytes")
+    assert took < 0.5
     # the check's RST stopped the server long before 1 GiB: what got out is what the socket
     # buffers held (about 1 MiB here), the rest was never sent, let alone read
-    wait_for(lambda: len(srv.sent) == 2)
+    wait_for(lambda: len(srv.sent) == 4)
     assert max(srv.sent) < 16 << 20, srv.sent
 
 
+def test_a_normal_page_larger_than_the_limit_passes(lab: Lab, serve: Callable[..., Server]) -> None:
+    page = b"<html>" + b"x" * 100_000 + b"</html>"  # 100 KB, over the 64 KiB default
+    srv = serve(respond(ok(page)))
+    target = Target(SERVER4, srv.port)
+    for http in (HttpCheck(), HttpCheck(body_regex="^<html>"), HttpCheck(expect_status=[200])):
+        result, _ = check(lab, http, target)
+        assert result.ok, (http, result)
+
+
+def test_an_encoded_body_is_named_in_the_reason(lab: Lab, serve: Callable[..., Server]) -> None:
+    import gzip
+
+    srv = serve(respond(ok(gzip.compress(b"ready=1"), extra=b"Content-Encoding: gzip\r\n")))
+    result, _ = check(lab, HttpCheck(body_regex="ready=1"), Target(SERVER4, srv.port))
+    assert result.reason == "body does not match /ready=1/ (the body is gzip-encoded)"
+
+
 def test_body_of_exactly_the_limit_passes(lab: Lab, serve: Callable[..., Server]) -> None:
-    for raw in (ok(b"y" * 1000), b"HTTP/1.1 200 OK\r\n\r\n" + b"y" * 1000):
+    body = b"y" * 1000
+    digest = hashlib.sha256(body).hexdigest()
+    for raw in (ok(body), b"HTTP/1.1 200 OK\r\n\r\n" + body):
         srv = serve(respond(raw))
-        result, _ = check(lab, HttpCheck(max_body_bytes=1000), Target(SERVER4, srv.port))
+        result, _ = check(lab, HttpCheck(max_body_bytes=1000, body_sha256=digest), Target(SERVER4, srv.port))
         assert result.ok, result
-        result, _ = check(lab, HttpCheck(max_body_bytes=999), Target(SERVER4, srv.port))
+        result, _ = check(lab, HttpCheck(max_body_bytes=999, body_sha256=digest), Target(SERVER4, srv.port))
         assert result.reason == "body larger than 999 bytes"
 
 

@@ -54,6 +54,20 @@ def ehlo_502(conn: socket.socket, log: list[bytes]) -> None:
         conn.sendall(b"221 bye\r\n" if line.startswith(b"QUIT") else b"502 not implemented\r\n")
 
 
+def helo_only(conn: socket.socket, log: list[bytes]) -> None:
+    """An RFC 821 server: EHLO is an unknown command, HELO is fine."""
+    conn.sendall(b"220 old.test SMTP\r\n")
+    for line in conn.makefile("rb"):
+        log.append(line)
+        if line.startswith(b"HELO"):
+            conn.sendall(b"250 old.test\r\n")
+        elif line.startswith(b"QUIT"):
+            conn.sendall(b"221 bye\r\n")
+            return
+        else:
+            conn.sendall(b"502 5.5.1 command not implemented\r\n")
+
+
 def garbage(conn: socket.socket, log: list[bytes]) -> None:
     conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
     log.extend(conn.makefile("rb"))
@@ -84,6 +98,7 @@ PORTS: dict[int, Handler] = {
     2529: hang,
     2530: close_at_once,
     2531: ignore_quit,
+    2532: helo_only,
 }
 
 
@@ -167,8 +182,14 @@ def test_helo_name_and_source_address(lab: Lab, servers: SmtpServers) -> None:
 def test_rejections_name_the_code(lab: Lab, servers: SmtpServers) -> None:
     assert down(check(lab, Target(SERVER4, 2526))) == "banner 554"
     assert check(lab, Target(SERVER4, 2526), opts=SmtpCheck(banner_code=554)).ok
-    assert down(check(lab, Target(SERVER4, 2527))) == "EHLO answered 502"
+    assert down(check(lab, Target(SERVER4, 2527))) == "EHLO answered 502, HELO 502"
     wait_for(lambda: servers.log.count(b"QUIT\r\n") == 3)  # a polite client says goodbye
+
+
+def test_a_server_that_only_speaks_helo_passes(lab: Lab, servers: SmtpServers) -> None:
+    assert check(lab, Target(SERVER4, 2532)).ok  # RFC 5321 4.1.4: fall back to HELO
+    wait_for(lambda: len(servers.log) == 3)
+    assert servers.log == [b"EHLO ipvsmgr\r\n", b"HELO ipvsmgr\r\n", b"QUIT\r\n"]
 
 
 def test_garbage(lab: Lab, servers: SmtpServers) -> None:

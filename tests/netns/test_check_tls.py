@@ -185,3 +185,29 @@ def test_der_not_after(ca: CA, year: int) -> None:
     assert der_not_after(der) == ssl.cert_time_to_seconds(when.strftime("%b %d %H:%M:%S %Y GMT"))
     with pytest.raises(ValueError):
         der_not_after(der[:60])
+
+
+def test_tls13_client_certificate_rejection_is_seen(
+    lab: Lab, tls_server: Callable[..., Server], ca: CA, tmp_path: Path
+) -> None:
+    # TLS 1.3: the server judges the client's certificate after the client's
+    # side of the handshake is done; its alert comes after (RFC 8446 4.4.2.4)
+    server = ca.issue(ips=(SERVER4,))
+    srv = Server(lab, handshake_then_wait, addr=SERVER4, tls=server.server_context(client_ca=ca.ca_file))
+    try:
+        target = Target(SERVER4, srv.port)
+        client = ca.issue(client=True)
+        good = TlsCheck(ca_file=ca.ca_file, cert_file=client.cert_file, key_file=client.key_file)
+        result, took = check(lab, good, target)
+        assert result.ok, result
+        assert took < 0.5
+        result, _ = check(lab, TlsCheck(ca_file=ca.ca_file), target)
+        assert result.reason == "client certificate rejected: tlsv13 alert certificate required", result
+        (tmp_path / "other").mkdir()
+        stranger = CA(tmp_path / "other", "another CA").issue(client=True)
+        foreign = TlsCheck(ca_file=ca.ca_file, cert_file=stranger.cert_file, key_file=stranger.key_file)
+        result, _ = check(lab, foreign, target)
+        assert result.reason.startswith("client certificate rejected: "), result
+        assert "alert" in result.reason, result
+    finally:
+        srv.close()

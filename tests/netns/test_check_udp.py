@@ -1,5 +1,7 @@
 """The udp checker against real UDP servers in the server namespace: an echo
-server (7), a server that always answers "nope" (8) and a closed port (9)."""
+server (7), a server that always answers "nope" (8), a closed port (9), and
+one that reads and never answers (10); the server namespace also routes
+198.18.201.0/24 to nowhere (`unreachable`), answering with ICMP errors."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ pytestmark = [
 ]
 
 TIMEOUT = 1.0
-ECHO, WRONG, CLOSED = 7, 8, 9
+ECHO, WRONG, CLOSED, SILENT = 7, 8, 9, 10
 
 
 class UdpServers:
@@ -33,7 +35,7 @@ class UdpServers:
         def sockets() -> list[socket.socket]:
             out = []
             for family, addr in ((socket.AF_INET, SERVER4), (socket.AF_INET6, SERVER6)):
-                for port in (ECHO, WRONG):
+                for port in (ECHO, WRONG, SILENT):
                     s = socket.socket(family, socket.SOCK_DGRAM)
                     s.bind((addr, port))
                     out.append(s)
@@ -48,7 +50,9 @@ class UdpServers:
             for s in ready:
                 data, peer = s.recvfrom(65535)
                 self.seen.append(peer[0])
-                s.sendto(data if s.getsockname()[1] == ECHO else b"nope", peer)
+                port = s.getsockname()[1]
+                if port != SILENT:
+                    s.sendto(data if port == ECHO else b"nope", peer)
 
     def close(self) -> None:
         self._stop.set()
@@ -101,11 +105,36 @@ def test_closed_port_is_port_unreachable(lab: Lab, servers: UdpServers) -> None:
         assert result.duration < TIMEOUT
 
 
-def test_no_reply_times_out(lab: Lab, servers: UdpServers) -> None:
+def test_silence_is_up_unless_a_reply_is_required(lab: Lab, servers: UdpServers) -> None:
+    # keepalived's UDP_CHECK: no reply and no ICMP error within the timeout passes ...
+    quiet = check(lab, UdpCheck(b"ping"), Target(SERVER4, SILENT), timeout=0.5)
+    assert quiet.ok and 0.4 <= quiet.duration < 0.5, quiet
+    # ... unless a reply is required, which a pattern to match implies
+    required = check(lab, UdpCheck(b"ping", require_reply=True), Target(SERVER4, SILENT), timeout=0.5)
+    assert down(required) == "timeout after 0.5s"
+    expected = check(lab, UdpCheck(b"ping", expect=b"pong"), Target(SERVER4, SILENT), timeout=0.5)
+    assert down(expected) == "timeout after 0.5s"
+    lenient = UdpCheck(b"ping", expect=b"pong", require_reply=False)
+    assert check(lab, lenient, Target(SERVER4, SILENT), timeout=0.5).ok
+    assert down(check(lab, lenient, Target(SERVER4, WRONG))) == "unexpected reply: b'nope'"
     # Nobody holds 198.18.200.77: ARP fails, nothing ever comes back.
-    result = check(lab, UdpCheck(b"ping"), Target("198.18.200.77", ECHO), timeout=0.5)
+    result = check(lab, UdpCheck(b"ping", require_reply=True), Target("198.18.200.77", ECHO), timeout=0.5)
     assert down(result) == "timeout after 0.5s"
     assert 0.5 <= result.duration < 1.5
+
+
+def test_icmp_errors_end_the_check_at_once(lab: Lab, servers: UdpServers) -> None:
+    # The server namespace routes 198.18.201.0/24 to nowhere and says so (ICMP
+    # host unreachable); 198.18.202.0/24 is prohibited (ICMP admin prohibited).
+    sh("ip", "-n", lab.server, "route", "add", "unreachable", "198.18.201.0/24")
+    sh("ip", "-n", lab.server, "route", "add", "prohibit", "198.18.202.0/24")
+    sh("ip", "netns", "exec", lab.server, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    for net in ("201", "202"):
+        sh("ip", "-n", lab.client, "route", "add", f"198.18.{net}.0/24", "via", SERVER4)
+    for address in ("198.18.201.5", "198.18.202.5"):
+        result = check(lab, UdpCheck(b"ping"), Target(address, ECHO))
+        assert down(result) == "host unreachable", (address, result)
+        assert result.duration < 0.2, result
 
 
 def test_source_address_is_bound(lab: Lab, servers: UdpServers) -> None:

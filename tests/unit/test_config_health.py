@@ -84,10 +84,29 @@ virtual_servers:
         "www.test", answer=frozenset({"198.18.0.9"})
     )
     udp = reals[1].health.checker  # type: ignore[union-attr]
-    assert (udp.payload, udp.expect) == (b"\x00\xff", b"pong")
+    assert (udp.payload, udp.expect, udp.reply_required) == (b"\x00\xff", b"pong", True)
+
     script = reals[6].health
     assert script is not None and script.start_up and script.on_failure == "remove"
     assert script.checker == ScriptCheck(argv=("/usr/lib/ipvsmgr/check-db", "--fast"), user="nobody")
+
+
+UDP_SILENCE = [("{payload: hi}", False), ("{expect: pong}", True), ("{require_reply: true}", True),
+               ("{expect_regex: po, require_reply: false}", False)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("options", "required"), UDP_SILENCE)
+def test_udp_silence_follows_keepalived_unless_a_reply_is_required(options: str, required: bool) -> None:
+    text = f"""\
+virtual_servers:
+  - address: 198.18.0.10
+    port: 53
+    protocol: udp
+    reals:
+      - {{address: 198.18.1.2, health_check: {{type: udp, udp: {options}}}}}
+"""
+    health = load_text(text, F).virtual_servers[0].reals[0].health
+    assert health is not None and health.checker.reply_required is required  # type: ignore[attr-defined]
 
 
 def test_problems_point_at_the_setting_that_made_them() -> None:
@@ -191,3 +210,20 @@ def test_a_missing_optional_package_is_a_config_problem_not_a_traceback(
     [(line, col, message)] = problems(text)
     assert (line, col) == (5, 26)
     assert message == "the dns health check needs dnspython (Debian package python3-dnspython)"
+
+
+def test_icmp_size_below_what_the_checker_takes_is_refused_by_check() -> None:
+    from ipvsmgr.config import ConfigError
+
+    text = """\
+virtual_servers:
+  - address: 198.18.0.10
+    port: 80
+    reals:
+      - {address: 198.18.1.3, health_check: {type: icmp, icmp: {size: 4}}}
+"""
+    with pytest.raises(ConfigError) as e:
+        load_text(text, F)
+    [p] = e.value.problems
+    assert (p.line, p.col) == (5, text.splitlines()[4].index("4}") + 1)
+    assert "8" in p.message, p.message

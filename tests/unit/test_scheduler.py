@@ -611,3 +611,134 @@ def test_an_answer_within_a_tick_does_not_delay_the_other_checks() -> None:
     checkers, stats = vrun(body)
     assert all(19 <= len(c.starts) <= 21 for c in checkers)
     assert stats.lag_max <= 0.005 + 1e-9
+
+
+@dataclass(eq=False)
+class DiesAt:
+    """Up until `at`, then silent: each attempt waits out its whole timeout."""
+
+    at: float
+    timeouts: list[float] = field(default_factory=list)
+
+    async def check(self, target: Target, timeout: float) -> Result:
+        if now() < self.at:
+            return Result.up()
+        self.timeouts.append(timeout)
+        await asyncio.sleep(timeout)
+        return Result.down(f"timeout after {timeout:g}s")
+
+
+@pytest.mark.parametrize("timeout", [0.5, 1.0, 1.9, 2.0])
+def test_time_to_mark_down_is_bounded_by_fall_intervals_plus_the_timeout(timeout: float) -> None:
+    interval, fall, jitter = 2.0, 3, 0.1  # timeout >= 2 x jitter x interval: the bound holds
+
+    async def body() -> tuple[list[float], int]:
+        rng = random.Random(11)
+        took = []
+        skipped = 0
+        for _ in range(40):
+            s = Scheduler(coalesce=0.0, rng=rng)
+            events = recorder(s)
+            dies = now() + 20.0 + rng.random() * interval
+            c = DiesAt(dies)
+            s.update([spec("r", c, interval=interval, timeout=timeout, fall=fall, rise=1, jitter=jitter,
+                           initially_up=True)])  # fmt: skip
+            while not any(not t.up for _, t, _ in events):
+                await asyncio.sleep(0.05)
+            took.append(now() - dies)
+            skipped += s.snapshot().skipped
+            await s.close()
+        return took, skipped
+
+    took, skipped = vrun(body)
+    assert skipped == 0
+    assert max(took) <= fall * interval + timeout + 0.05, (max(took), timeout)  # 0.05: the polling
+    assert min(took) >= (fall - 1) * interval  # three runs did fail
+
+
+class Silent:
+    """Holds its socket for the whole timeout, then fails (a blackholed real)."""
+
+    async def check(self, target: Target, timeout: float) -> Result:
+        await asyncio.sleep(timeout)
+        return Result.down(f"timeout after {timeout:g}s")
+
+
+class NoDescriptor:
+    async def check(self, target: Target, timeout: float) -> Result:
+        raise OSError(24, "Too many open files")
+
+
+def test_a_file_descriptor_budget_keeps_other_types_running() -> None:
+    async def body() -> tuple[list[Event], Any, list[float]]:
+        s = Scheduler(coalesce=0.0, rng=random.Random(5), budget=40)
+        events = recorder(s)
+        healthy = Flip()
+        dead = [spec(("dead", i), Silent(), interval=2.0, timeout=1.9, fall=1) for i in range(300)]
+        alive = [spec(("alive", i), healthy, interval=2.0, timeout=1.0, fall=1, initially_up=True)
+                 for i in range(5)]  # fmt: skip
+        s.update(dead + alive)
+        await asyncio.sleep(100.0)
+        stats = s.snapshot()
+        await s.close()
+        return events, stats, healthy.starts
+
+    events, stats, starts = vrun(body)
+    # the healthy type kept its share: every one of its runs ran, none went down
+    assert not any(key[0] == "alive" for key, _, _ in events)
+    assert len(starts) >= 5 * 49
+    by = {(kind, reason): n for kind, reason, n in stats.not_run_by}
+    assert by.get(("Flip", "no file descriptor in its budget"), 0) == 0
+    assert by[("Silent", "no file descriptor in its budget")] > 0  # the dead ones were rationed
+    assert stats.in_flight_max <= 40
+
+
+def test_a_check_without_a_file_descriptor_is_neither_up_nor_down() -> None:
+    async def body() -> tuple[list[Event], Any, Any]:
+        s = Scheduler(coalesce=0.0, rng=random.Random(6))
+        events = recorder(s)
+        s.update([spec("emfile", NoDescriptor(), interval=1.0, timeout=0.5, fall=1, initially_up=True)])
+        await asyncio.sleep(10.0)
+        state, stats = s.state("emfile"), s.snapshot()
+        await s.close()
+        return events, state, stats
+
+    events, state, stats = vrun(body)
+    assert events == [] and state is not None and state.up  # the verdict stands
+    assert stats.not_run >= 9 and stats.failures == 0 and stats.runs == 0
+    assert stats.not_run_by == (("NoDescriptor", "not run: too many open files", stats.not_run),)
+
+
+@dataclass(eq=False)
+class SomeDead:
+    """One checker type for all: port 80 answers at once, any other port is silent."""
+
+    served: Counter[str] = field(default_factory=Counter)
+
+    async def check(self, target: Target, timeout: float) -> Result:
+        if target.port == 80:
+            self.served[target.address] += 1
+            return Result.up()
+        await asyncio.sleep(timeout)
+        return Result.down(f"timeout after {timeout:g}s")
+
+
+def test_within_a_type_the_reals_that_are_up_keep_a_share() -> None:
+    async def body() -> tuple[list[Event], Counter[str], Any]:
+        s = Scheduler(coalesce=0.0, rng=random.Random(8), budget=40)
+        events = recorder(s)
+        c = SomeDead()
+        dead = [ScheduledCheck(("dead", i), c, Target("192.0.2.1", 81 + i), interval=2.0, timeout=1.9)
+                for i in range(300)]  # fmt: skip
+        alive = [ScheduledCheck(("alive", i), c, Target(f"198.51.100.{i}", 80), interval=2.0, timeout=1.0,
+                                initially_up=True) for i in range(5)]  # fmt: skip
+        s.update(dead + alive)
+        await asyncio.sleep(100.0)
+        stats = s.snapshot()
+        await s.close()
+        return events, c.served, stats
+
+    events, served, stats = vrun(body)
+    assert not any(key[0] == "alive" for key, _, _ in events)
+    assert len(served) == 5 and min(served.values()) >= 49  # every healthy real checked every interval
+    assert stats.not_run > 0 and stats.in_flight_max <= 40
