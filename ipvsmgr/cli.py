@@ -239,6 +239,13 @@ def _round(config_path: str, state_dir: str, apply: bool = False, force: bool = 
     desired, drain_timeout = desired_state(cfg), cfg.drain_timeout
     empty, share = cfg.empty, cfg.max_removed_reals
     del cfg  # the typed config is not needed past this point: free it before the dump
+    if apply:
+        from ipvsmgr import statefile
+
+        try:
+            statefile.check_directory(state_dir)
+        except statefile.StateFileError as e:
+            _fail(f"cannot apply: {e}")
     store = StateStore(state_dir)
     client = _client()
     try:
@@ -425,6 +432,12 @@ def run(
         if port is None:
             _fail("--metrics needs ADDRESS:PORT (or off)", EXIT_USAGE)
         listen = (host, port)
+    from ipvsmgr import statefile
+
+    try:  # before anything reads or writes there
+        statefile.check_directory(state_dir)
+    except statefile.StateFileError as e:
+        _fail(f"cannot start: {e}")
     notifier = Notifier.from_env()
     daemon = Daemon(
         path, state_dir, every, control_socket=socket_path or None,

@@ -22,6 +22,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from ipvsmgr import statefile
 from ipvsmgr.bgp import exabgp
 from ipvsmgr.bgp.routes import Route, commands
 from ipvsmgr.config.model import BgpConfig
@@ -150,8 +151,8 @@ class Speaker:
         os.mkfifo(evt, 0o600)
         _write(script, exabgp.api_script(cmd, evt, pidfile), 0o700)
         _write(conf, exabgp.configuration(self.config, script), 0o600)  # may hold MD5 keys
-        self._cmd_fd = os.open(cmd, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        self._evt_fd = os.open(evt, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._cmd_fd = os.open(cmd, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+        self._evt_fd = os.open(evt, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
         loop = asyncio.get_running_loop()
         loop.add_reader(self._evt_fd, self._on_messages)
         self._reader = exabgp.MessageReader()
@@ -310,9 +311,4 @@ class Speaker:
 
 
 def _write(path: str, text: str, mode: int) -> None:
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    statefile.write_text(path, text, mode)  # a fresh O_EXCL name, never a prepared one

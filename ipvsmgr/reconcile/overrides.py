@@ -10,13 +10,16 @@ dropped by `prune()`.
 
 from __future__ import annotations
 
-import json
+import logging
 import os
-import sys
 from dataclasses import dataclass, field
+from typing import Any
 
+from ipvsmgr import statefile
 from ipvsmgr.ipvs.model import DestKey, ServiceKey
-from ipvsmgr.reconcile.state import real_from_json, skey_from_json, skey_to_json, write_json_atomically
+from ipvsmgr.reconcile.state import listed, real_from_json, skey_from_json, skey_to_json
+
+log = logging.getLogger("ipvsmgr.state")
 
 OVERRIDES_FILE = "overrides.json"
 
@@ -52,23 +55,19 @@ class OverrideStore:
         self.path = os.path.join(self.directory, OVERRIDES_FILE)
 
     def load(self) -> Overrides:
+        """The file's overrides; none when it is missing, and none (with one
+        logged line, the file set aside as overrides.json.bad) when it is
+        unusable: a start never fails or hangs on it."""
         try:
-            with open(self.path, encoding="utf-8") as f:
-                raw = json.load(f)
-            return Overrides(
-                drained=frozenset(real_from_json(d) for d in raw.get("drained", [])),
-                disabled=frozenset(skey_from_json(d) for d in raw.get("disabled", [])),
-                released=frozenset(str(n) for n in raw.get("vrrp_released", [])),
-                node_drained=bool(raw.get("node_drained", False)),
-                xdp_allow=frozenset(str(p) for p in raw.get("xdp_allow", [])),
-                xdp_block=tuple(
-                    sorted((str(b["prefix"]), str(b["action"])) for b in raw.get("xdp_block", []))
-                ),
+            raw = statefile.read_json(self.path)
+            return Overrides() if raw is None else _overrides(raw)
+        except (statefile.StateFileError, ValueError, KeyError, TypeError) as e:
+            bad = statefile.set_aside(self.path)
+            log.warning(
+                "ignoring the overrides file: %s; starting without run-time drains, releases and lists%s",
+                e if isinstance(e, statefile.StateFileError) else f"{self.path}: {_why(e)}",
+                f" (kept as {bad})" if bad else "",
             )
-        except FileNotFoundError:
-            return Overrides()
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            print(f"ipvsmgr: warning: ignoring unreadable overrides file {self.path}: {e}", file=sys.stderr)
             return Overrides()
 
     def save(self, o: Overrides) -> None:
@@ -85,4 +84,46 @@ class OverrideStore:
             "xdp_allow": sorted(o.xdp_allow),
             "xdp_block": [{"prefix": p, "action": a} for p, a in o.xdp_block],
         }
-        write_json_atomically(self.path, raw)
+        statefile.write_json(self.path, raw)
+
+
+def _why(e: Exception) -> str:
+    if isinstance(e, KeyError):
+        return f"an entry lacks {e}"
+    return str(e)
+
+
+def _bool(raw: dict[str, Any], key: str) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise TypeError(f"{key} is {value!r}, not true or false")
+    return value
+
+
+def _strings(raw: dict[str, Any], key: str) -> list[str]:
+    values = listed(raw, key)
+    if not all(isinstance(v, str) for v in values):
+        raise TypeError(f"{key} holds something other than names")
+    return values
+
+
+def _overrides(raw: Any) -> Overrides:
+    if not isinstance(raw, dict):
+        raise TypeError(f"the file holds a {type(raw).__name__}, not an object")
+    blocks = []
+    for b in listed(raw, "xdp_block"):
+        if (
+            not isinstance(b, dict)
+            or not isinstance(b.get("prefix"), str)
+            or b.get("action") not in ("drop", "tarpit")
+        ):
+            raise TypeError(f"xdp_block holds {b!r}, not {{prefix, action: drop|tarpit}}")
+        blocks.append((b["prefix"], b["action"]))
+    return Overrides(
+        drained=frozenset(real_from_json(d) for d in listed(raw, "drained")),
+        disabled=frozenset(skey_from_json(d) for d in listed(raw, "disabled")),
+        released=frozenset(_strings(raw, "vrrp_released")),
+        node_drained=_bool(raw, "node_drained"),
+        xdp_allow=frozenset(_strings(raw, "xdp_allow")),
+        xdp_block=tuple(sorted(blocks)),
+    )

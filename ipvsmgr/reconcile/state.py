@@ -10,15 +10,17 @@ so a drain's deadline survives restarts.
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ipvsmgr import statefile
 from ipvsmgr.ipvs.model import DestKey, ServiceKey
 from ipvsmgr.reconcile.diff import DrainKey
+
+log = logging.getLogger("ipvsmgr.state")
 
 DEFAULT_STATE_DIR = "/var/lib/ipvsmgr"
 STATE_FILE = "state.json"
@@ -30,13 +32,31 @@ class State:
     drain_started: dict[DrainKey, float] = field(default_factory=dict)
 
 
-def skey_from_json(d: dict[str, Any]) -> ServiceKey:
-    return ServiceKey(int(d["af"]), int(d["protocol"]), str(d["addr"]), int(d["port"]), int(d["fwmark"]))
+def _int(d: Any, key: str) -> int:
+    value = d[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{key} is {value!r}, not a whole number")
+    return int(value)
 
 
-def real_from_json(d: dict[str, Any]) -> DrainKey:
+def _str(d: Any, key: str) -> str:
+    value = d[key]
+    if not isinstance(value, str):
+        raise TypeError(f"{key} is {value!r}, not an address")
+    return value
+
+
+def skey_from_json(d: Any) -> ServiceKey:
+    if not isinstance(d, dict):
+        raise TypeError(f"a service is {d!r}, not an object")
+    return ServiceKey(_int(d, "af"), _int(d, "protocol"), _str(d, "addr"), _int(d, "port"), _int(d, "fwmark"))
+
+
+def real_from_json(d: Any) -> DrainKey:
     """{"service": {...}, "af", "addr", "port"}: how both state files name a real."""
-    return skey_from_json(d["service"]), DestKey(int(d["af"]), str(d["addr"]), int(d["port"]))
+    if not isinstance(d, dict):
+        raise TypeError(f"a real is {d!r}, not an object")
+    return skey_from_json(d["service"]), DestKey(_int(d, "af"), _str(d, "addr"), _int(d, "port"))
 
 
 def skey_to_json(k: ServiceKey) -> dict[str, Any]:
@@ -64,18 +84,21 @@ class StateStore:
 
     def load(self) -> State:
         try:
-            with open(self.path, encoding="utf-8") as f:
-                raw = json.load(f)
+            raw = statefile.read_json(self.path)
+            if raw is None:
+                return State()
+            if not isinstance(raw, dict):
+                raise TypeError(f"the file holds a {type(raw).__name__}, not an object")
             return State(
-                owned={skey_from_json(d) for d in raw.get("owned", [])},
-                drain_started={real_from_json(d): float(d["since"]) for d in raw.get("draining", [])},
+                owned={skey_from_json(d) for d in listed(raw, "owned")},
+                drain_started={real_from_json(d): _number(d, "since") for d in listed(raw, "draining")},
             )
-        except FileNotFoundError:
-            return State()
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        except (statefile.StateFileError, ValueError, KeyError, TypeError) as e:
             # Losing this file only means services removed from the config
             # while it was unreadable are left in place: say so, go on.
-            print(f"ipvsmgr: warning: ignoring unreadable state file {self.path}: {e}", file=sys.stderr)
+            bad = statefile.set_aside(self.path)
+            why = e if isinstance(e, statefile.StateFileError) else f"{self.path}: {e!r}"
+            log.warning("ignoring the state file: %s%s", why, f" (kept as {bad})" if bad else "")
             return State()
 
     def save(self, state: State) -> None:
@@ -88,20 +111,19 @@ class StateStore:
                 for (s, d), since in sorted(state.drain_started.items())
             ],
         }
-        write_json_atomically(self.path, raw)
+        statefile.write_json(self.path, raw)
 
 
-def write_json_atomically(path: str, raw: Any) -> None:
-    """Write, fsync, then rename over `path`: a crash leaves the old file or the new one."""
-    directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(raw, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def listed(raw: dict[str, Any], key: str) -> list[Any]:
+    """raw[key] when it is a list (missing: empty); anything else is a TypeError."""
+    value = raw.get(key, [])
+    if not isinstance(value, list):
+        raise TypeError(f"{key} is a {type(value).__name__}, not a list")
+    return value
+
+
+def _number(d: Any, key: str) -> float:
+    value = d[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{key} is {value!r}, not a number")
+    return float(value)

@@ -30,12 +30,14 @@ def test_round_trip(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("damage", ["", "{", "[]", '{"owned": [{"af": 2}]}', '{"draining": 5}', "\x00\x01"])
 def test_damaged_file_is_ignored_with_a_warning(
-    tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = StateStore(str(tmp_path))
     Path(store.path).write_text(damage)
     assert store.load() == State()
-    assert "ignoring unreadable state file" in capsys.readouterr().err
+    [line] = [r.getMessage() for r in caplog.records if r.name == "ipvsmgr.state"]
+    assert line.startswith("ignoring the state file: ") and "\n" not in line, line
+    assert Path(store.path + ".bad").read_text() == damage  # kept for the operator
 
 
 def test_lock_serialises_applies(tmp_path: Path) -> None:
