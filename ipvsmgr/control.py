@@ -29,11 +29,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ipvsmgr.conncap import ConnectionCap
+
 log = logging.getLogger("ipvsmgr.control")
 
 DEFAULT_SOCKET = "/run/ipvsmgr/control.sock"
 MAX_LINE = 64 * 1024  # bytes in one request
 IDLE_TIMEOUT = 30.0  # seconds a connection may sit without a complete request
+MAX_CONNECTIONS = 64  # open at once: more are closed at once and counted
+WRITE_TIMEOUT = 30.0  # seconds a client may take to read a reply
 
 # command -> its arguments (all strings; a trailing "?" marks an optional one)
 COMMANDS: Mapping[str, tuple[str, ...]] = {
@@ -127,6 +131,7 @@ class ControlServer:
         self.refused: Counter[str] = Counter()  # reason -> refused requests
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task[None]] = set()
+        self.cap = ConnectionCap("control socket", MAX_CONNECTIONS, self.refused)
 
     async def start(self) -> None:
         directory = os.path.dirname(self.path) or "."
@@ -168,6 +173,8 @@ class ControlServer:
                 os.unlink(self.path)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.cap.admit(writer):
+            return
         task = asyncio.current_task()
         assert task is not None
         self._conns.add(task)
@@ -186,13 +193,17 @@ class ControlServer:
                 if not line.strip():
                     continue
                 writer.write(await self._answer(line))
-                await writer.drain()
+                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+        except TimeoutError:
+            self.refused["slow_reader"] += 1
+            writer.transport.abort()
         except (ConnectionError, asyncio.CancelledError):
             pass
         except Exception:  # never silently: the client would see its connection just close
             log.exception("control connection failed")
             self.refused["internal_error"] += 1
         finally:
+            self.cap.release()
             self._conns.discard(task)
             writer.close()
             with contextlib.suppress(Exception):

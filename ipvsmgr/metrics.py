@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ipvsmgr import exposition
+from ipvsmgr.conncap import ConnectionCap
 from ipvsmgr.exposition import CONTENT_TYPE, Family
 from ipvsmgr.fresh import Fresh
 from ipvsmgr.ipvs.model import DestKey, ServiceKey, Table
@@ -29,6 +30,8 @@ from ipvsmgr.ipvs.model import DestKey, ServiceKey, Table
 log = logging.getLogger("ipvsmgr.metrics")
 
 MAX_HEAD = 8192
+MAX_CONNECTIONS = 128  # open at once: more are closed at once and counted
+WRITE_TIMEOUT = 10.0  # seconds a client may take to read a response
 READ_TIMEOUT = 10.0
 FRESH = 1.0  # seconds a rendered scrape is served again (a burst of scrapes shares one render)
 VRRP_STATES = ("init", "backup", "master", "fault")
@@ -290,6 +293,7 @@ class MetricsServer:
         self.dump = dump
         self.refused: Counter[str] = Counter()
         self.scrapes = 0
+        self.cap = ConnectionCap("metrics", MAX_CONNECTIONS, self.refused)
         self._server: asyncio.AbstractServer | None = None
         self._thread_lock = threading.Lock()
         # A burst of scrapes shares one render (ipvsmgr/fresh.py); Prometheus scrapes
@@ -308,6 +312,8 @@ class MetricsServer:
             self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.cap.admit(writer):
+            return
         try:
             status, body, ctype = await self._handle(reader)
             head = (
@@ -316,13 +322,17 @@ class MetricsServer:
             )
             writer.write(head.encode())
             writer.write(body)  # not joined: the body may be megabytes, shared by a burst of scrapes
-            await writer.drain()
-        except (ConnectionError, TimeoutError):
+            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)  # a client that never reads
+        except TimeoutError:
+            self.refused["slow_reader"] += 1
+            writer.transport.abort()
+        except ConnectionError:
             pass
         finally:
+            self.cap.release()
             writer.close()
             with contextlib.suppress(Exception):
-                await writer.wait_closed()
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
 
     async def _handle(self, reader: asyncio.StreamReader) -> tuple[str, bytes, str]:
         try:

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from ipvsmgr import commands
+from ipvsmgr import commands, conncap
 from ipvsmgr.config import Config, ConfigError, load
 from ipvsmgr.config.worker import load_isolated
 from ipvsmgr.control import Request
@@ -233,6 +233,7 @@ class Daemon:
         trim()  # a load here (no config handed in) leaves its parse as garbage
         self._prune_overrides()
         loop = asyncio.get_running_loop()
+        conncap.quiet_loop_errors(loop)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._request_reload)
