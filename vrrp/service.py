@@ -14,6 +14,7 @@ sends can raise out of the receive path.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
 import ipaddress
@@ -45,6 +46,16 @@ BASE_SYSCTLS = {"arp_ignore": "1", "arp_announce": "2"}  # raised (never lowered
 _DROP_ALL_PROG = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # BPF: ret #0
 _DROP_ALL = struct.pack("HL", 1, ctypes.addressof(_DROP_ALL_PROG))  # struct sock_fprog
 NOTIFY_TIMEOUT = 10.0
+# A notify command's stderr: this much is read (and its first line logged, cut
+# to NOTIFY_LINE); then the pipe is closed, so more output ends the command
+# (EPIPE) instead of filling memory, the log and the VRRP loop.
+NOTIFY_OUTPUT = 4096
+NOTIFY_LINE = 200
+NOTIFY_CONCURRENCY = 4  # notify commands running at once, over all instances
+# Transitions waiting for an instance's notify command (one runs at a time, in
+# order); beyond this the oldest waiting ones are skipped, so a flapping
+# instance with a slow command neither piles up processes nor reorders states.
+NOTIFY_QUEUE = 4
 HANDOVER_LINGER = 0.02  # seconds the VIPs stay after the successor's first advert (its GARPs travel)
 TIMER_EARLY = 0.001  # seconds a protocol timer may fire early (the loop's wait resolution)
 FILE_POLL = 1.0  # seconds between reads of tracked files
@@ -191,6 +202,7 @@ class VrrpService:
         self.announcer = Announcer()
         self.drops: Counter[str] = Counter()  # dropped before an instance was known, by reason
         self.instance_drops: Counter[tuple[str, str]] = Counter()  # (instance, reason)
+        self.notify_skipped: Counter[str] = Counter()  # instance -> transitions its notify never saw
         self.listeners: list[StateListener] = []
         self._instances: dict[str, _Instance] = {}
         self._channels: dict[tuple[int, int], _Channel] = {}
@@ -199,6 +211,9 @@ class VrrpService:
         self._events: LinkEvents | None = None
         self._relink_pending = False
         self._notify_tasks: set[asyncio.Task[None]] = set()
+        self._notify_queues: dict[str, collections.deque[list[str]]] = {}
+        self._notify_workers: dict[str, asyncio.Task[None]] = {}
+        self._notify_slots = asyncio.Semaphore(NOTIFY_CONCURRENCY)
         self._vs_up: dict[str, bool] = {}
         self._scripts: Scheduler | None = None
         self._released = set(released)  # instances to start released (the operator's, kept on disk)
@@ -532,6 +547,7 @@ class VrrpService:
                     "faults": dict(inst.faults),
                     "sync_group": inst.group,
                     "released": inst.released,
+                    "notify_skipped": self.notify_skipped[inst.cfg.name],
                     "virtual_mac": inst.cfg.virtual_mac_address.hex(":") if inst.vmac else None,
                     "virtual_mac_interface": inst.vmac.name if inst.vmac else None,
                 }
@@ -760,9 +776,26 @@ class VrrpService:
                 log.exception("VRRP state listener failed")
         if inst.cfg.notify:
             argv = [*inst.cfg.notify, inst.cfg.name, b.new.value, str(inst.machine.priority)]
-            task = asyncio.get_running_loop().create_task(_notify(argv))
-            self._notify_tasks.add(task)
-            task.add_done_callback(self._notify_tasks.discard)
+            queue = self._notify_queues.setdefault(inst.cfg.name, collections.deque())
+            queue.append(argv)
+            while len(queue) > NOTIFY_QUEUE:
+                queue.popleft()
+                self.notify_skipped[inst.cfg.name] += 1
+            if inst.cfg.name not in self._notify_workers:
+                task = asyncio.get_running_loop().create_task(self._notify_worker(inst.cfg.name, queue))
+                self._notify_workers[inst.cfg.name] = task
+                self._notify_tasks.add(task)
+                task.add_done_callback(self._notify_tasks.discard)
+
+    async def _notify_worker(self, name: str, queue: collections.deque[list[str]]) -> None:
+        """Run an instance's notify commands one after another, in the order of its transitions."""
+        try:
+            while queue:
+                argv = queue.popleft()
+                async with self._notify_slots:
+                    await _notify(argv)
+        finally:
+            self._notify_workers.pop(name, None)
 
     # ------------------------------------------------------------ sync groups
 
@@ -954,9 +987,17 @@ async def _notify(argv: list[str]) -> None:
     except OSError as e:
         log.error("VRRP notify %s: %s", argv[0], e)
         return
+    assert proc.stderr is not None
+    err = b""
     try:
         async with asyncio.timeout(NOTIFY_TIMEOUT):
-            _, err = await proc.communicate()
+            while len(err) < NOTIFY_OUTPUT and (chunk := await proc.stderr.read(NOTIFY_OUTPUT - len(err))):
+                err += chunk
+            transport = getattr(proc, "_transport", None)
+            pipe = transport.get_pipe_transport(2) if transport is not None else None
+            if pipe is not None:
+                pipe.close()  # what it writes from now on fails, instead of piling up here
+            await proc.wait()
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
@@ -965,7 +1006,10 @@ async def _notify(argv: list[str]) -> None:
         return
     if proc.returncode:
         first = err.decode(errors="replace").strip().splitlines()[:1]
-        log.warning("VRRP notify %s exited %s: %s", argv[0], proc.returncode, first[0] if first else "")
+        line = first[0] if first else ""
+        if len(line) > NOTIFY_LINE:
+            line = line[:NOTIFY_LINE] + "..."
+        log.warning("VRRP notify %s exited %s: %s", argv[0], proc.returncode, line)
 
 
 def _why_dropped(reason: str, advert: Advert, cfg: InstanceConfig) -> str:
