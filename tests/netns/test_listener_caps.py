@@ -51,11 +51,16 @@ def fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
 def test_a_connection_flood_on_the_metrics_port_is_capped(vrrp_lab: VrrpLab) -> None:
     lab = vrrp_lab
     im = ipvsmgr_master(lab, peer=False)
     time.sleep(1.0)
-    before = fds(im.pid)
+    before, rss_before = fds(im.pid), rss_kib(im.pid)
     log_before = len(lab.log("im").encode())
     lab.sniff()
     time.sleep(0.3)
@@ -73,12 +78,13 @@ def test_a_connection_flood_on_the_metrics_port_is_capped(vrrp_lab: VrrpLab) -> 
     end = time.monotonic()
     opened, kept = (int(x) for x in out.split())
     time.sleep(1.0)
-    after = fds(im.pid)
+    after, rss_after = fds(im.pid), rss_kib(im.pid)
     logged = lab.log("im").encode()[log_before:]
     print(
         f"flood: {opened} connections opened, {kept} kept by the daemon after 4 s; daemon fds {before} -> "
-        f"{during} during -> {after} after; {len(logged)} bytes logged"
+        f"{during} during -> {after} after; RSS {rss_before} -> {rss_after} KiB; {len(logged)} bytes logged"
     )
+    assert rss_after <= rss_before + 4096, (rss_before, rss_after)
     assert during <= before + MAX_CONNECTIONS + 8, (before, during)
     assert after <= before + 2, (before, after)
     assert 0 < kept <= MAX_CONNECTIONS, kept
