@@ -412,11 +412,10 @@ static __always_inline void verify_source(struct flow *f, struct guard_config *c
 }
 
 /* Ages (in generations of 0.268 s) at which a copy is a retransmission:
- * an RTO of 1 s (3 or 4 generations), 2 s (a 1 s stack's second copy
- * when its first was lost or its entry evicted: 7, 8) or 3 s (older
- * stacks, and a 1 s stack's second retransmission: 11, 12).  A copy
- * within 2 generations (0.8 s) is no timer: a replay, or a duplicate. */
-#define RETX_MATCH ((1u << 3) | (1u << 4) | (1u << 7) | (1u << 8) | (1u << 11) | (1u << 12))
+ * from 3 to 12, about 0.8 s to 3.5 s after the copy before it.  That holds
+ * an RTO of 1 s (RFC 6298) with room for a late timer or a slow path, a
+ * second retransmission (2 s), and RFC 2988's 3 s.  A copy within 2
+ * generations (0.8 s) is no timer: a replay, or a duplicate. */
 #define RETX_EARLY_AGE 2
 #define RETX_LAST_MATCH 12
 #define RETX_GEN_MASK 0xfff /* 12 bits: an entry's generation wraps after 18 minutes */
@@ -443,7 +442,7 @@ __attribute__((noinline)) int retx_lookup(__u32 block, __u32 fp, __u32 gen)
 			b->w[i] = entry; /* ages count from the latest copy */
 			if (age <= RETX_EARLY_AGE)
 				return RETX_EARLY_COPY;
-			return (age < 32 && ((RETX_MATCH >> age) & 1)) ? RETX_PASSED : RETX_WAIT;
+			return age <= RETX_LAST_MATCH ? RETX_PASSED : RETX_WAIT;
 		}
 		if (slot == GUARD_RETX_WORDS && (!e || age > RETX_LAST_MATCH))
 			slot = i;

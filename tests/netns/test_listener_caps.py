@@ -67,7 +67,7 @@ def test_a_connection_flood_on_the_metrics_port_is_capped(vrrp_lab: VrrpLab) -> 
     start = time.monotonic()
     holder = subprocess.Popen(
         ["nsenter", f"--net=/run/netns/{lab.ns('a')}", "setpriv", "--reuid=65534", "--regid=65534",
-         "--clear-groups", "prlimit", "--nofile=4096:4096", sys.executable, "-c", HOLDER, "1100", "4"],
+         "--clear-groups", "prlimit", "--nofile=4096:4096", "/usr/bin/python3", "-c", HOLDER, "1100", "4"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     time.sleep(2.0)
