@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -98,26 +97,7 @@ def run(runs: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="ipvsmgr-hcpu-"))
     closers: list[Any] = []
     try:
-
-        def listen() -> socket.socket:
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((SERVER4, 80))
-            s.listen(256)
-            return s
-
-        tcp = lab.in_server(listen)
-        closers.append(tcp)
-
-        def accept() -> None:
-            while True:
-                try:
-                    conn, _ = tcp.accept()
-                except OSError:
-                    return
-                conn.close()
-
-        lab.serve(accept)
+        closers.append(lab.closing_listener(SERVER4, 80))
         ca = CA(work)
         http = Server(lab, respond(ok(b"ready=1\n")))
         https = Server(lab, respond(ok(b"ready=1\n")), tls=ca.issue(ips=(SERVER4,)).server_context())

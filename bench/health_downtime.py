@@ -18,10 +18,8 @@ import argparse
 import asyncio
 import json
 import random
-import socket
 import statistics
 import subprocess
-import threading
 import time
 from typing import Any
 
@@ -73,25 +71,7 @@ def run(count: int) -> dict[str, Any]:
 
     lab = make_lab()
     try:
-
-        def listen() -> socket.socket:
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((SERVER4, 80))
-            s.listen(64)
-            return s
-
-        lsock = lab.in_server(listen)
-
-        def accept() -> None:
-            while True:
-                try:
-                    conn, _ = lsock.accept()
-                except OSError:
-                    return
-                conn.close()
-
-        threading.Thread(target=accept, daemon=True).start()
+        lsock = lab.closing_listener(SERVER4, 80, 64)
         out: dict[str, Any] = {
             "interval_s": INTERVAL,
             "fall": FALL,

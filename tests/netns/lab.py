@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -56,6 +58,35 @@ class Lab:
         t.start()
         self._threads.append(t)
         return t
+
+    def closing_listener(
+        self, address: str, port: int, backlog: int = 256, served: Counter[str] | None = None
+    ) -> socket.socket:
+        """A TCP listener in the server namespace that accepts and closes at once
+        (what a health check or a flood needs of a server), counting connections
+        per local address in `served`; closing the socket ends it."""
+
+        def listen() -> socket.socket:
+            s = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((address, port))
+            s.listen(backlog)
+            return s
+
+        lsock = self.in_server(listen)
+
+        def accept() -> None:
+            while True:
+                try:
+                    conn, _ = lsock.accept()
+                except OSError:
+                    return
+                if served is not None:
+                    served[conn.getsockname()[0]] += 1
+                conn.close()
+
+        threading.Thread(target=accept, daemon=True).start()
+        return lsock
 
     def spawn(self, argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
         """Start a process in the server namespace (nsenter keeps /sys as it is)."""

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 from collections import Counter
 from pathlib import Path
 
@@ -87,25 +85,7 @@ def test_silent_reals_cannot_take_the_healthy_checks_file_descriptors(lab: Lab) 
         sh("ip", "-n", lab.server, "addr", "add", f"{a}/24", "dev", "veth0")
     served: Counter[str] = Counter()
 
-    def listen() -> socket.socket:
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", 80))
-        s.listen(4096)
-        return s
-
-    lsock = lab.in_server(listen)
-
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = lsock.accept()
-            except OSError:
-                return
-            served[conn.getsockname()[0]] += 1
-            conn.close()
-
-    threading.Thread(target=accept, daemon=True).start()
+    lsock = lab.closing_listener("0.0.0.0", 80, 4096, served)
     try:
         got = run_harness(lab)
     finally:
