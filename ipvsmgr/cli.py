@@ -696,6 +696,84 @@ def undrain_node(socket_path: str = SOCKET_OPTION) -> None:
     )
 
 
+import_app = typer.Typer(
+    help="Convert another load balancer's configuration to ipvsmgr's YAML.", no_args_is_help=True
+)
+app.add_typer(import_app, name="import")
+IMPORT_OUT = typer.Option(
+    None, "--output", "-o", metavar="OUT", help="Write the YAML here [default: stdout]."
+)
+
+
+@import_app.command("keepalived")
+def import_keepalived(
+    file: str = typer.Argument("/etc/keepalived/keepalived.conf", metavar="[FILE]"),
+    out: Optional[str] = IMPORT_OUT,  # noqa: UP007
+    config_id: Optional[str] = typer.Option(  # noqa: UP007
+        None, "--config-id", "-i", help="keepalived's -i: which @ID lines apply [default: the host name]."
+    ),
+) -> None:
+    """Convert a keepalived.conf (and what it includes) to ipvsmgr YAML.
+
+    Every setting with no ipvsmgr equivalent is listed with its FILE:LINE and
+    the reason, on stderr and in the YAML's header. Exit status 0: complete;
+    1: written, but something has no equivalent; 2: refused (a file keepalived
+    -t refuses, or a result `ipvsmgr check` refuses), nothing written.
+
+    Examples:
+
+      ipvsmgr import keepalived -o /etc/ipvsmgr/ipvsmgr.yaml
+
+      ipvsmgr import keepalived /etc/keepalived/keepalived.conf --config-id lb2
+    """
+    from ipvsmgr.migrate import command
+
+    outcome = command.import_keepalived(file, config_id)
+    raise typer.Exit(command.emit(outcome, out, typer.echo, lambda t: typer.echo(t, err=True)))
+
+
+@import_app.command("ipvsadm")
+def import_ipvsadm(
+    file: Optional[str] = typer.Argument(None, metavar="[FILE]", help="ipvsadm -Sn output; - for stdin."),  # noqa: UP007
+    out: Optional[str] = IMPORT_OUT,  # noqa: UP007
+    live: bool = typer.Option(False, "--live", help="Read the kernel's IPVS table instead of a file."),
+) -> None:
+    """Convert `ipvsadm -Sn` output, or the live IPVS table, to ipvsmgr YAML.
+
+    Exit status as for `import keepalived`.
+
+    Examples:
+
+      ipvsadm -Sn | ipvsmgr import ipvsadm - -o ipvsmgr.yaml
+
+      ipvsmgr import ipvsadm --live
+    """
+    from ipvsmgr.migrate import command
+
+    if live == (file is not None):
+        _fail("give FILE (- for stdin) or --live", EXIT_USAGE)
+    if live:
+        from ipvsmgr.ipvs.client import IPVSClient
+        from ipvsmgr.migrate.ipvsadm import save_lines
+
+        try:
+            with IPVSClient() as client:
+                text = save_lines(client.table())
+        except OSError as e:
+            _fail(f"cannot read the IPVS table: {e}", EXIT_ERROR)
+        what = "the live IPVS table"
+    elif file == "-":
+        text, what = sys.stdin.read(), "<stdin>"
+    else:
+        try:
+            with open(str(file)) as f:
+                text, what = f.read(), str(file)
+        except OSError as e:
+            _fail(f"cannot read {file}: {e.strerror}", EXIT_ERROR)
+    outcome = command.import_ipvsadm(text, what)
+    raise typer.Exit(command.emit(outcome, out, typer.echo, lambda t: typer.echo(t, err=True)))
+
+
 realserver_app = typer.Typer(
     help="Prepare a real server for direct routing or tunnel forwarding (run on the real).",
     no_args_is_help=True,

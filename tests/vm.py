@@ -79,6 +79,7 @@ def run_pytest_in_vm(args: list[str], timeout: float = 1800) -> tuple[dict[str, 
             f"{SLOW_ENV}={shlex.quote(os.environ.get(SLOW_ENV, ''))}",
             f"PYTHONPATH={shlex.quote(str(ROOT))}",
             shlex.quote(sys.executable), "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA",
+            "--durations=30",
             *map(shlex.quote, args),
             f"> {shlex.quote(os.path.join(out, 'console.txt'))} 2>&1",
         ]

@@ -15,7 +15,8 @@ Options (`HttpCheck`):
   decoded with the response's charset (default UTF-8, undecodable bytes
   replaced); a longer body is not a failure, only what lies beyond the limit
   is not searched. `body_sha256`: hex SHA-256 of the whole body (after
-  de-chunking), which must fit in `max_body_bytes`. Not both.
+  de-chunking), which must fit in `max_body_bytes`; `body_md5` the same with
+  MD5 (keepalived's HTTP_GET digest). One of the three at most.
 - `max_body_bytes` (default 64 KiB, up to 2 GiB): how much body is read. A
   digest of a longer body fails `body larger than N bytes` (a declared
   Content-Length or chunk size beyond N fails before reading it); at most
@@ -251,6 +252,7 @@ class HttpCheck:
     expect_status: Sequence[int | str] = ("200-299",)
     body_regex: str | None = None
     body_sha256: str | None = None
+    body_md5: str | None = None  # keepalived's HTTP_GET digest
     max_body_bytes: int = 64 * 1024
     sni: str | None = None
     verify: bool = True
@@ -276,8 +278,8 @@ class HttpCheck:
             raise ValueError("expect_status is empty")
         object.__setattr__(self, "expect_status", tuple(self.expect_status))
         object.__setattr__(self, "_ranges", ranges)
-        if self.body_regex is not None and self.body_sha256 is not None:
-            raise ValueError("body_regex and body_sha256 are exclusive")
+        if sum(x is not None for x in (self.body_regex, self.body_sha256, self.body_md5)) > 1:
+            raise ValueError("body_regex, body_sha256 and body_md5 are exclusive")
         try:
             regex = None if self.body_regex is None else re.compile(self.body_regex)
         except re.error as e:
@@ -287,6 +289,10 @@ class HttpCheck:
             if not re.fullmatch(r"[0-9A-Fa-f]{64}", self.body_sha256):
                 raise ValueError("body_sha256 is 64 hex digits")
             object.__setattr__(self, "body_sha256", self.body_sha256.lower())
+        if self.body_md5 is not None:
+            if not re.fullmatch(r"[0-9A-Fa-f]{32}", self.body_md5):
+                raise ValueError("body_md5 is 32 hex digits")
+            object.__setattr__(self, "body_md5", self.body_md5.lower())
         if self.max_body_bytes < 0:
             raise ValueError("max_body_bytes must be >= 0")
         if not self.tls and (self.sni or self.ca_file or self.cert_file or self.key_file):
@@ -350,9 +356,9 @@ class HttpCheck:
             return Result.down(f"status {status}")
         if self.method == "HEAD" or status in (204, 304):
             return Result.up()
-        if self._regex is None and self.body_sha256 is None:
+        whole = self.body_sha256 is not None or self.body_md5 is not None
+        if self._regex is None and not whole:
             return Result.up()  # status only: the body is not ours to judge
-        whole = self.body_sha256 is not None
         body, complete = await _read_body(s, headers, self.max_body_bytes, whole)
         coding = b",".join(headers.get(b"content-encoding", [])).strip().lower()
         encoded = (
@@ -366,4 +372,9 @@ class HttpCheck:
             return Result.down(f"body does not match /{pattern}/{where}{encoded}")
         if self.body_sha256 is not None and hashlib.sha256(body).hexdigest() != self.body_sha256:
             return Result.down(f"body digest mismatch{encoded}")
+        if (
+            self.body_md5 is not None
+            and hashlib.md5(body, usedforsecurity=False).hexdigest() != self.body_md5
+        ):
+            return Result.down(f"body MD5 mismatch{encoded}")
         return Result.up()

@@ -31,6 +31,13 @@ def _outside_results(config: pytest.Config, items: list[pytest.Item]) -> dict[st
             _prepare_host(ids)
             data, console, took = vm.run_pytest_in_vm(ids)
             print(f"\n[VM suite: {took:.0f}s]\n{console[-6000:]}")
+            running = data.pop("__running__", None)
+            if running:
+                # killed at the time limit: what finished keeps its outcome
+                data["__unfinished__"] = {
+                    "outcome": "failed",
+                    "text": f"the VM suite was killed after {took:.0f}s while running {running['text']}",
+                }
             cache = data or {"__error__": {"outcome": "failed", "text": console[-8000:]}}
         config._ipvsmgr_vm = cache  # type: ignore[attr-defined]
     return cache  # type: ignore[no-any-return]
@@ -64,7 +71,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         pytest.fail("the VM suite produced no results:\n" + results["__error__"]["text"], pytrace=False)
     report = results.get(pyfuncitem.nodeid)
     if report is None:
-        pytest.fail("this test did not run inside the VM", pytrace=False)
+        why = results.get("__unfinished__", {}).get("text", "")
+        pytest.fail("this test did not run inside the VM" + (f": {why}" if why else ""), pytrace=False)
     if report["outcome"] == "skipped":
         pytest.skip(report["text"])
     if report["outcome"] != "passed":
@@ -89,20 +97,44 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if not IN_VM:
         return
     prev = _reports.get(report.nodeid)
-    if report.when == "call" or report.outcome != "passed" or prev is None:
-        if prev and prev["outcome"] == "failed":
-            return
+    keep_failure = prev is not None and prev["outcome"] == "failed"
+    if (report.when == "call" or report.outcome != "passed" or prev is None) and not keep_failure:
         text = str(report.longrepr) if report.longrepr else ""
         if report.skipped and isinstance(report.longrepr, tuple):
             text = str(report.longrepr[2])
-        _reports[report.nodeid] = {"outcome": report.outcome, "text": text[-8000:], "when": report.when}
+        _reports[report.nodeid] = {
+            "outcome": report.outcome,
+            "text": text[-8000:],
+            "when": report.when or "",
+            "took": f"{report.duration:.1f}",
+        }
+    if report.when == "teardown":
+        _reports.pop("__running__", None)
+    _save_reports()
+
+
+def pytest_runtest_logstart(nodeid: str, location: Any) -> None:
+    # Results go out after every test, not at the end: a suite killed at its
+    # time limit still reports everything that finished, and names the test
+    # that was running.
+    if IN_VM:
+        _reports["__running__"] = {"outcome": "running", "text": nodeid, "when": "", "took": ""}
+        _save_reports()
+
+
+def _save_reports() -> None:
+    path = os.environ.get(vm.RESULTS_ENV)
+    if not path:
+        return
+    with open(path + ".tmp", "w") as f:
+        json.dump(_reports, f)
+    os.replace(path + ".tmp", path)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: Any) -> None:
-    path = os.environ.get(vm.RESULTS_ENV)
-    if IN_VM and path:
-        with open(path, "w") as f:
-            json.dump(_reports, f)
+    if IN_VM:
+        _reports.pop("__running__", None)
+        _save_reports()
 
 
 # --------------------------------------------------------------- NAT lab

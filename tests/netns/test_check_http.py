@@ -247,6 +247,7 @@ def test_up_with_status_regex_and_digest(lab: Lab, serve: Callable[..., Server])
         HttpCheck(),
         HttpCheck(body_regex=r"ready=\d"),
         HttpCheck(body_sha256=BODY_SHA.upper()),
+        HttpCheck(body_md5=hashlib.md5(BODY).hexdigest()),  # keepalived's HTTP_GET digest
         HttpCheck(expect_status=[200]),
     ):
         result, took = check(lab, http, target)
@@ -381,6 +382,8 @@ def test_wrong_body(lab: Lab, serve: Callable[..., Server]) -> None:
     assert (result.ok, result.reason) == (False, "body does not match /ready=0/")
     result, _ = check(lab, HttpCheck(body_sha256=hashlib.sha256(b"other").hexdigest()), target)
     assert (result.ok, result.reason) == (False, "body digest mismatch")
+    result, _ = check(lab, HttpCheck(body_md5=hashlib.md5(b"other").hexdigest()), target)
+    assert (result.ok, result.reason) == (False, "body MD5 mismatch")
 
 
 def test_body_is_decoded_with_the_response_charset(lab: Lab, serve: Callable[..., Server]) -> None:
