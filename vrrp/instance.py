@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from vrrp.machine import OWNER, Params
-from vrrp.packet import AUTH_NONE, VIP, Advert, Drop, IPAddress
+from vrrp.packet import AUTH_NONE, AUTH_PASS, V2_AUTH_LEN, VIP, Advert, Drop, IPAddress
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +61,15 @@ class InstanceConfig:
     track_virtual_servers: tuple[TrackVirtualServer, ...] = ()
     notify: tuple[str, ...] = ()  # argv; instance name, state and priority are appended
     virtual_mac: str | None = None  # name of the macvlan carrying the RFC virtual MAC, or None
+    password: bytes | None = None  # v2 PASS authentication (1-8 bytes), for keepalived peers using it
+
+    @property
+    def auth_type(self) -> int:
+        return AUTH_PASS if self.password else AUTH_NONE
+
+    @property
+    def auth_data(self) -> bytes:
+        return (self.password or b"").ljust(V2_AUTH_LEN, b"\0")
 
     @property
     def virtual_mac_address(self) -> bytes:
@@ -82,8 +91,10 @@ def check_for_instance(advert: Advert, cfg: InstanceConfig) -> Drop | None:
     if advert.version != p.version:
         return Drop.VERSION
     if p.version == 2:
-        if advert.auth_type != AUTH_NONE:
+        if advert.auth_type != cfg.auth_type:
             return Drop.AUTH
+        if advert.auth_type == AUTH_PASS and advert.auth_data != cfg.auth_data:
+            return Drop.AUTH_FAIL
         if advert.interval_cs != p.interval_cs:
             return Drop.INTERVAL
     # RFC 5798 7.1 / RFC 3768 7.1: a mismatched address list is dropped unless the

@@ -25,6 +25,7 @@ GROUP6 = ipaddress.IPv6Address("ff02::12")
 TTL = 255  # sent with, and required on receipt (RFC 5798 5.1.1.3, 7.1)
 TOS = 0xC0  # network control, as keepalived sends
 AUTH_NONE = 0
+AUTH_PASS = 1  # RFC 2338's simple text password: sent in clear, for keepalived peers that use it
 V2_AUTH_LEN = 8
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -45,7 +46,8 @@ class Drop(enum.Enum):
     VRID = "unknown_vrid"
     ADDRESSES = "address_list_mismatch"
     INTERVAL = "interval_mismatch"  # v2 only: v3 learns the master's interval
-    AUTH = "auth_type"  # v2: anything but type 0
+    AUTH = "auth_type"  # v2: a type other than the instance's
+    AUTH_FAIL = "auth_failure"  # v2 PASS: another password
     OWN = "own_advert"
     ZERO_INTERVAL = "zero_interval"
 
@@ -58,6 +60,7 @@ class Advert:
     interval_cs: int  # centiseconds (v2's whole seconds are converted)
     addresses: tuple[IPAddress, ...]
     auth_type: int = AUTH_NONE  # v2 only
+    auth_data: bytes = bytes(V2_AUTH_LEN)  # v2 only: the password, NUL-padded to 8 bytes
 
     @property
     def interval(self) -> float:
@@ -93,7 +96,7 @@ def encode(advert: Advert, src: IPAddress, dst: IPAddress) -> bytes:
         head = struct.pack(
             "!BBBBBBH", 0x21, advert.vrid, advert.priority, count, advert.auth_type, seconds, 0
         )
-        body = head + addrs + bytes(V2_AUTH_LEN)
+        body = head + addrs + advert.auth_data[:V2_AUTH_LEN].ljust(V2_AUTH_LEN, b"\0")
         csum = checksum(body)
     else:
         raise ValueError(f"VRRP version {advert.version}")
@@ -123,14 +126,15 @@ def decode(data: bytes, src: IPAddress, dst: IPAddress, ttl: int) -> Advert | Dr
         if checksum(_pseudo(src, dst, len(data)) + data) != 0:
             return Drop.CHECKSUM
         interval_cs = struct.unpack_from("!H", data, 4)[0] & 0x0FFF
-        auth = AUTH_NONE
+        auth, auth_data = AUTH_NONE, bytes(V2_AUTH_LEN)
     else:
         if checksum(data) != 0:
             return Drop.CHECKSUM
         auth, seconds = data[4], data[5]
+        auth_data = data[need - V2_AUTH_LEN : need]
         interval_cs = seconds * 100
     if interval_cs == 0:
         return Drop.ZERO_INTERVAL
     cls = ipaddress.IPv4Address if size == 4 else ipaddress.IPv6Address
     addresses = tuple(cls(data[8 + i * size : 8 + (i + 1) * size]) for i in range(count))
-    return Advert(version, vrid, priority, interval_cs, addresses, auth)
+    return Advert(version, vrid, priority, interval_cs, addresses, auth, auth_data)

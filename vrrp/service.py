@@ -684,7 +684,15 @@ class VrrpService:
         if chan is None:
             return
         p = inst.cfg.params
-        advert = Advert(p.version, p.vrid, priority, p.interval_cs, inst.cfg.addresses)
+        advert = Advert(
+            p.version,
+            p.vrid,
+            priority,
+            p.interval_cs,
+            inst.cfg.addresses,
+            inst.cfg.auth_type,
+            inst.cfg.auth_data,
+        )
         try:
             src = inst.source
         except OSError as e:
@@ -1022,7 +1030,10 @@ def _why_dropped(reason: str, advert: Advert, cfg: InstanceConfig) -> str:
     if reason == Drop.INTERVAL.value:
         return f"advert interval {advert.interval:g}s, ours {cfg.params.interval_cs / 100:g}s (v2 must agree)"
     if reason == Drop.AUTH.value:
-        return f"authentication type {advert.auth_type} (only 0, none, is supported: RFC 3768 deprecates it)"
+        ours = "1 (pass)" if cfg.password else "0 (none)"
+        return f"authentication type {advert.auth_type}, this instance's is {ours}"
+    if reason == Drop.AUTH_FAIL.value:
+        return "another authentication password"  # never the password itself: it is on the wire, not in logs
     if reason == UNKNOWN_PEER:
         return "not one of this instance's unicast peers"
     return reason

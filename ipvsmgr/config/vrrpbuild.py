@@ -264,6 +264,14 @@ def _instance(
             ("source_address",),
             "IPv6 VRRP adverts to the multicast group must come from a link-local address",
         )
+    auth = d.get("authentication")
+    password = None
+    if isinstance(auth, dict) and known("authentication"):
+        password = str(auth.get("password", "")).encode()
+        if version != 2:
+            bad(("authentication",), "authentication is VRRPv2's (RFC 5798 removed it): set version: 2")
+        elif len(password) > 8:
+            bad(("authentication", "password"), "the password is at most 8 bytes (RFC 2338), as UTF-8")
     vmac: str | None = None
     if d.get("virtual_mac"):
         vmac = d.get("virtual_mac_interface") or f"vrrp{family}.{d.get('vrid')}"
@@ -342,4 +350,5 @@ def _instance(
         track_virtual_servers=tuple(tracked_vs),
         notify=tuple(d.get("notify") or ()),
         virtual_mac=vmac,
+        password=password,
     )  # fmt: skip

@@ -1016,9 +1016,26 @@ class Converter:
             kind = t.args[0] if t is not None and t.args else ""
             if kind not in ("PASS", "AH"):
                 self.error(auth, f"unknown auth_type '{kind}'")
+            elif ver == 3:
+                self.error(auth, f"({name}) VRRP version 3 does not support authentication")
+            elif kind == "AH":
+                kind_ah = True
+                self.report(auth, "unmapped", f"authentication AH: {UNMAPPED['authentication']}")
             else:
-                kind_ah = kind == "AH"
-                self.report(auth, "unmapped", f"authentication {kind}: {UNMAPPED['authentication']}")
+                pw = auth.find("auth_pass")
+                password = " ".join(pw.args) if pw is not None else ""
+                if pw is None or not password:
+                    self.error(auth, f"({name}) auth_type PASS needs an auth_pass")
+                elif len(password.encode()) > 8:
+                    self.error(pw, "Truncating auth_pass to 8 characters (keepalived -t refuses this)")
+                else:
+                    out["authentication"] = {"type": "pass", "password": password}
+                    self.report(
+                        auth,
+                        "note",
+                        "authentication PASS: carried over for keepalived peers; the "
+                        "password is in clear in every advert and protects nothing",
+                    )
         base, track = self._tracking(n, priority, ver)
         out["priority"] = base
         if track:
@@ -1049,7 +1066,7 @@ class Converter:
             self.error(state, f"({name}) Initial state master is incompatible with AH authentication")
         order = ["#", "name", "interface", "vrid", "priority", "version", "advert_interval", "preempt",
                  "preempt_delay", "virtual_addresses", "unicast_peers", "source_address", "virtual_mac",
-                 "virtual_mac_interface", "garp", "track", "notify"]  # fmt: skip
+                 "virtual_mac_interface", "authentication", "garp", "track", "notify"]  # fmt: skip
         return {k: out[k] for k in order if k in out}
 
     def _vips(self, n: Node, iface: str | None) -> list[str]:
@@ -1329,7 +1346,7 @@ UNMAPPED = {
     "quorum_down": "ipvsmgr runs no command when the quorum changes (watch ipvsmgr_quorum_up)",
     "persistence_engine": "ipvsmgr sets no IPVS persistence engine",
     "notify_up": "ipvsmgr runs no command when a real changes state (watch ipvsmgr_real_up)",
-    "authentication": "ipvsmgr's VRRP sends and accepts no authentication data (RFC 5798 removed it)",
+    "authentication": "ipvsmgr speaks no IPsec AH (RFC 3768 removed it); VRRPv2 PASS is supported",
     "notify_master": "ipvsmgr runs one notify command for every state (notify: gets NAME STATE PRIORITY)",
     "FILE_CHECK": "ipvsmgr reads no weights from files for reals",
     "track_file_0": "ipvsmgr adds value x weight to the priority",

@@ -163,6 +163,30 @@ def test_vrrpv2_with_keepalived(vlab: VrrpLab, ipvsmgr_master: bool) -> None:
     assert not [c for c in vlab.captured if c.vrrp[0] == 0x31]  # and no v3
 
 
+KA_PASS = (
+    "    authentication {\n        auth_type PASS\n        auth_pass k@l!ve1\n    }\n"  # keepalived reads k@l
+)
+
+
+@pytest.mark.parametrize("ipvsmgr_master", [True, False])
+def test_vrrpv2_pass_authentication_with_keepalived(vlab: VrrpLab, ipvsmgr_master: bool) -> None:
+    high, low = (150, 100) if ipvsmgr_master else (100, 150)
+    auth = "      authentication: {type: pass, password: k@l}\n"
+    ka = vlab.keepalived("b", keepalived_conf(low, interval="1", version=2, extra=KA_PASS), "ka")
+    im = vlab.ipvsmgr("a", ipvsmgr_conf(high, interval="1s", version=2, extra=auth), "im")
+    master, backup = ("a", "b") if ipvsmgr_master else ("b", "a")
+    settle(vlab, master, backup)  # each accepts the other's adverts: one master
+    sent = [c.vrrp for c in vlab.captured if c.vrrp[0] == 0x21 and c.vrrp[2] == 150]  # the master's
+    assert sent and all(v[4] == 1 and v[-8:] == b"k@l\0\0\0\0\0" for v in sent), sent[:1]
+    # the control: with another password each drops the other's adverts, and both are masters
+    vlab.stop(im)
+    vlab.stop(ka)
+    vlab.keepalived("b", keepalived_conf(100, interval="1", version=2, extra=KA_PASS), "ka2")
+    vlab.ipvsmgr("a", ipvsmgr_conf(150, interval="1s", version=2, extra=auth.replace("k@l", "k@l2")), "im2")
+    vlab.wait_for(lambda: vlab.has_address("a", VIP4) and vlab.has_address("b", VIP4), 15, "two masters")
+    vlab.wait_for(lambda: "another authentication password" in vlab.log("im2"), 5, "the drop's reason logged")
+
+
 OTHER_LIST = (f"{VIP4}/24", "198.18.10.101/24")
 
 

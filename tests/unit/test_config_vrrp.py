@@ -153,14 +153,21 @@ def test_schema_errors() -> None:
     assert missing == [(3, 7, "'virtual_addresses' is required here"), (3, 7, "'vrid' is required here")]
 
 
-def test_authentication_other_than_none_is_refused_clearly() -> None:
+def test_authentication_is_none_or_a_v2_password() -> None:
     got = problems(
         inst("      version: 2\n      authentication: pass\n      virtual_addresses: [198.18.0.1]\n")
     )
     assert len(got) == 1 and got[0][:2] == (7, 23)
-    assert got[0][2].startswith("VRRP authentication is not supported")
+    assert got[0][2].startswith("none, or {type: pass, password: 1-8 characters}")
     ok = load_text(inst("      authentication: none\n      virtual_addresses: [198.18.0.1]\n"), F)
-    assert ok.vrrp.instances[0].params.version == 3
+    assert ok.vrrp.instances[0].params.version == 3 and ok.vrrp.instances[0].password is None
+    pw = "      authentication: {type: pass, password: k@l}\n      virtual_addresses: [198.18.0.1]\n"
+    ok = load_text(inst("      version: 2\n" + pw), F)
+    assert ok.vrrp.instances[0].password == b"k@l" and ok.vrrp.instances[0].auth_data == b"k@l\0\0\0\0\0"
+    got = problems(inst(pw))  # version 3 by default
+    assert got == [(6, 23, "authentication is VRRPv2's (RFC 5798 removed it): set version: 2")]
+    got = problems(inst("      version: 2\n" + pw.replace("k@l", "123456789")))
+    assert len(got) == 1 and got[0][:2] == (7, 23) and "1-8 characters" in got[0][2]
 
 
 def test_accept_false_is_refused_rather_than_ignored() -> None:

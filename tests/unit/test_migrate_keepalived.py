@@ -244,6 +244,10 @@ def test_auth_pass_is_cut_at_the_bang_like_keepalived() -> None:
     inst = next(n for n in parsed.root.children or [] if n.name == "vrrp_instance")
     auth = inst.find("authentication")
     assert auth is not None and auth.find("auth_pass").args == ["k@l"]  # type: ignore[union-attr]
+    doc, findings = keepalived.convert(parsed)
+    assert doc["vrrp"]["instances"][0]["authentication"] == {"type": "pass", "password": "k@l"}
+    _, findings = convert(text.replace("advert_int 1", "advert_int 1\n    version 3"))
+    assert any("VRRP version 3 does not support authentication" in e for e in kinds(findings, "error"))
 
 
 # ------------------------------------------------------------------ nothing dropped silently

@@ -123,3 +123,26 @@ def test_instance_rules() -> None:
     assert check_for_instance(Advert(2, 51, 200, 100, vip), v2) is None
     assert check_for_instance(Advert(2, 51, 200, 200, vip), v2) is Drop.INTERVAL
     assert check_for_instance(Advert(2, 51, 200, 100, vip, auth_type=1), v2) is Drop.AUTH
+
+
+def test_v2_pass_authentication_on_the_wire_and_on_receipt() -> None:
+    import dataclasses
+
+    from vrrp.instance import InstanceConfig, check_for_instance, parse_vip
+    from vrrp.machine import Params
+
+    plain = InstanceConfig("vi", "eth0", Params(51, 100, 100, 2), (parse_vip("198.18.0.100/24"),))
+    secret = dataclasses.replace(plain, password=b"k@l")
+    vip = (V4("198.18.0.100"),)
+    src = V4("198.18.5.1")
+    # RFC 2338 5.3.6/5.3.10: type 1 and the password NUL-padded in the last 8 bytes
+    data = encode(Advert(2, 51, 150, 100, vip, secret.auth_type, secret.auth_data), src, GROUP4)
+    assert data[4] == 1 and data[-8:] == b"k@l\0\0\0\0\0" and checksum(data) == 0
+    got = decode(data, src, GROUP4, 255)
+    assert isinstance(got, Advert) and (got.auth_type, got.auth_data) == (1, b"k@l\0\0\0\0\0")
+    assert check_for_instance(got, secret) is None
+    assert check_for_instance(got, plain) is Drop.AUTH  # a type other than the instance's
+    other = dataclasses.replace(secret, password=b"k@l!")
+    assert check_for_instance(got, other) is Drop.AUTH_FAIL
+    unauthenticated = decode(encode(Advert(2, 51, 150, 100, vip), src, GROUP4), src, GROUP4, 255)
+    assert isinstance(unauthenticated, Advert) and check_for_instance(unauthenticated, secret) is Drop.AUTH
