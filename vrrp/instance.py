@@ -60,6 +60,10 @@ class InstanceConfig:
     track_scripts: tuple[TrackScript, ...] = ()
     track_virtual_servers: tuple[TrackVirtualServer, ...] = ()
     notify: tuple[str, ...] = ()  # argv; instance name, state and priority are appended
+    # keepalived's: notify_keepalived gets INSTANCE NAME STATE PRIORITY (MASTER/BACKUP/FAULT/STOP);
+    # the per-state commands (notify_master, ...) run as written on entering their state
+    notify_keepalived: tuple[str, ...] = ()
+    notify_on: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (master|backup|fault|stop, argv)
     virtual_mac: str | None = None  # name of the macvlan carrying the RFC virtual MAC, or None
     password: bytes | None = None  # v2 PASS authentication (1-8 bytes), for keepalived peers using it
 

@@ -211,7 +211,7 @@ class VrrpService:
         self._events: LinkEvents | None = None
         self._relink_pending = False
         self._notify_tasks: set[asyncio.Task[None]] = set()
-        self._notify_queues: dict[str, collections.deque[list[str]]] = {}
+        self._notify_queues: dict[str, collections.deque[list[list[str]]]] = {}
         self._notify_workers: dict[str, asyncio.Task[None]] = {}
         self._notify_slots = asyncio.Semaphore(NOTIFY_CONCURRENCY)
         self._vs_up: dict[str, bool] = {}
@@ -782,10 +782,10 @@ class VrrpService:
                 fn(inst.cfg.name, b.old, b.new, b.reason)
             except Exception:
                 log.exception("VRRP state listener failed")
-        if inst.cfg.notify:
-            argv = [*inst.cfg.notify, inst.cfg.name, b.new.value, str(inst.machine.priority)]
+        commands = notify_commands(inst.cfg, b.new, inst.machine.priority)
+        if commands:
             queue = self._notify_queues.setdefault(inst.cfg.name, collections.deque())
-            queue.append(argv)
+            queue.append(commands)
             while len(queue) > NOTIFY_QUEUE:
                 queue.popleft()
                 self.notify_skipped[inst.cfg.name] += 1
@@ -795,13 +795,14 @@ class VrrpService:
                 self._notify_tasks.add(task)
                 task.add_done_callback(self._notify_tasks.discard)
 
-    async def _notify_worker(self, name: str, queue: collections.deque[list[str]]) -> None:
+    async def _notify_worker(self, name: str, queue: collections.deque[list[list[str]]]) -> None:
         """Run an instance's notify commands one after another, in the order of its transitions."""
         try:
             while queue:
-                argv = queue.popleft()
+                commands = queue.popleft()
                 async with self._notify_slots:
-                    await _notify(argv)
+                    for argv in commands:
+                        await _notify(argv)
         finally:
             self._notify_workers.pop(name, None)
 
@@ -984,6 +985,17 @@ def _soft_change(old: InstanceConfig, new: InstanceConfig) -> bool:
         new.interface, new.vips, new.unicast_peers, new.source, new.virtual_mac,
     )  # fmt: skip
     return same_router and owner and same_place
+
+
+def notify_commands(cfg: InstanceConfig, state: State, priority: int) -> list[list[str]]:
+    """What runs on entering `state`, in keepalived's order: the state's own command, then notify."""
+    name = "stop" if state is State.INIT else state.value
+    out = [list(argv) for when, argv in cfg.notify_on if when == name]
+    if cfg.notify:
+        out.append([*cfg.notify, cfg.name, state.value, str(priority)])
+    if cfg.notify_keepalived:
+        out.append([*cfg.notify_keepalived, "INSTANCE", cfg.name, name.upper(), str(priority)])
+    return out
 
 
 async def _notify(argv: list[str]) -> None:

@@ -349,6 +349,12 @@ def _instance(
         track_scripts=tuple(scripts),
         track_virtual_servers=tuple(tracked_vs),
         notify=tuple(d.get("notify") or ()),
+        notify_keepalived=tuple(d.get("notify_keepalived") or ()),
+        notify_on=tuple(
+            (when, tuple(d[f"notify_{when}"]))
+            for when in ("master", "backup", "fault", "stop")
+            if d.get(f"notify_{when}")
+        ),
         virtual_mac=vmac,
         password=password,
     )  # fmt: skip

@@ -1040,19 +1040,18 @@ class Converter:
         out["priority"] = base
         if track:
             out["track"] = track
-        notify = self.text(n, "notify")
-        if notify is not None:
-            out["notify"] = shlex.split(notify)
-            self.report(
-                n.find("notify") or n,
-                "note",
-                "notify: ipvsmgr runs it with NAME STATE PRIORITY "
-                "(keepalived: INSTANCE NAME STATE PRIORITY)",
-            )
-        for kind_name in ("notify_master", "notify_backup", "notify_fault", "notify_stop"):
-            for x in n.all(kind_name):
-                x.used = True
-                self.report(x, "unmapped", f"{kind_name}: {UNMAPPED['notify_master']}")
+        for kind_name in ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop"):
+            node = self.take(n, kind_name)
+            if node is None or not node.args:
+                continue
+            try:
+                argv = shlex.split(" ".join(node.args))
+            except ValueError as e:
+                self.error(node, f"{kind_name}: {e}")
+                continue
+            out["notify_keepalived" if kind_name == "notify" else kind_name] = argv
+            if self.defaults.get("script_user", "root") != "root":
+                self.report(node, "note", f"{kind_name}: ipvsmgr runs notify commands as its own user")
         if self.take(n, "accept") is not None:
             pass  # ipvsmgr always accepts
         for x in n.all("lvs_sync_daemon_interface"):
@@ -1066,7 +1065,8 @@ class Converter:
             self.error(state, f"({name}) Initial state master is incompatible with AH authentication")
         order = ["#", "name", "interface", "vrid", "priority", "version", "advert_interval", "preempt",
                  "preempt_delay", "virtual_addresses", "unicast_peers", "source_address", "virtual_mac",
-                 "virtual_mac_interface", "authentication", "garp", "track", "notify"]  # fmt: skip
+                 "virtual_mac_interface", "authentication", "garp", "track", "notify_keepalived",
+                 "notify_master", "notify_backup", "notify_fault", "notify_stop"]  # fmt: skip
         return {k: out[k] for k in order if k in out}
 
     def _vips(self, n: Node, iface: str | None) -> list[str]:
@@ -1347,7 +1347,6 @@ UNMAPPED = {
     "persistence_engine": "ipvsmgr sets no IPVS persistence engine",
     "notify_up": "ipvsmgr runs no command when a real changes state (watch ipvsmgr_real_up)",
     "authentication": "ipvsmgr speaks no IPsec AH (RFC 3768 removed it); VRRPv2 PASS is supported",
-    "notify_master": "ipvsmgr runs one notify command for every state (notify: gets NAME STATE PRIORITY)",
     "FILE_CHECK": "ipvsmgr reads no weights from files for reals",
     "track_file_0": "ipvsmgr adds value x weight to the priority",
     "virtual_ipaddress_excluded": "ipvsmgr adds only advertised VIPs: list them in virtual_addresses",

@@ -84,3 +84,31 @@ def test_a_slow_notify_on_a_flapping_instance_stays_ordered_and_bounded(vrrp_lab
     it = iter(transitions)
     assert all(state in it for state in seen), (seen, transitions)
     assert skipped > 0 and len(seen) + skipped >= len(transitions) - 1, (len(seen), skipped, len(transitions))
+
+
+def test_keepalived_style_notify_commands_run_in_keepalived_order(vrrp_lab: VrrpLab) -> None:
+    # notify_master runs as written on becoming MASTER, then notify_keepalived with
+    # INSTANCE NAME STATE PRIORITY, states in capitals; notify_stop and STOP on the way out.
+    lab = vrrp_lab
+    log = lab.work / "calls"
+    script = lab.work / "record.py"
+    script.write_text(f"import sys\nopen({str(log)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n")
+    cmd = (sys.executable, str(script))
+    inst = instance(
+        priority=120,
+        notify_keepalived=(*cmd, "all"),
+        notify_on=(("master", (*cmd, "to-master")), ("stop", (*cmd, "stopped"))),
+    )
+    r = Running(lab.ns("a"), [inst])
+    try:
+        wait(lambda: r.state() is State.MASTER, 5, "master")
+        wait(
+            lambda: log.exists() and len(log.read_text().splitlines()) >= 3, 5, "backup, then two for master"
+        )
+    finally:
+        r.stop()
+    wait(lambda: len(log.read_text().splitlines()) >= 5, 5, "the two stop commands")
+    assert log.read_text().splitlines() == [
+        "all INSTANCE vi BACKUP 120", "to-master", "all INSTANCE vi MASTER 120",
+        "stopped", "all INSTANCE vi STOP 120",
+    ]  # fmt: skip

@@ -288,3 +288,14 @@ def test_the_exit_status_says_whether_the_result_is_complete(text: str, status: 
         assert yaml.safe_load(outcome.text)["virtual_servers"][0]["scheduler"] == "wrr"
     else:
         assert outcome.text == ""
+
+
+def test_notify_scripts_keep_keepalived_arguments() -> None:
+    extra = 'advert_int 1\n    notify "/etc/keepalived/n.sh --x"\n    notify_master "/bin/m.sh a"\n'
+    extra += "    notify_stop /bin/s"
+    doc, findings = convert(VRRP.replace("advert_int 1", extra))
+    inst = doc["vrrp"]["instances"][0]
+    # notify_keepalived: INSTANCE NAME STATE PRIORITY appended, as keepalived's notify
+    assert inst["notify_keepalived"] == ["/etc/keepalived/n.sh", "--x"]
+    assert (inst["notify_master"], inst["notify_stop"]) == (["/bin/m.sh", "a"], ["/bin/s"])
+    assert not [u for u in kinds(findings, "unmapped") if "notify" in u]
