@@ -256,7 +256,10 @@ class _Builder:
                         pp + ("prefix",),
                         f"prefix {prefix} is longer than an {FAMILY_TEXT[family]} address ({limit})",
                     )
-            persistence = Persistence(timeout, prefix)
+            engine = str(p.get("engine", ""))
+            if engine and d.get("protocol", "tcp") != "udp":
+                self.error(pp + ("engine",), "the sip engine reads SIP over UDP: set protocol: udp", key=True)
+            persistence = Persistence(timeout, prefix, engine)
         if not fwmark and port == 0 and persistence is None and self.clean(path + ("persistence",)):
             self.error(path + ("port",), "port 0 (all ports) needs `persistence:`, as in ipvsadm -p")
         one_packet = bool(d.get("one_packet", False))

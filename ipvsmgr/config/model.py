@@ -61,6 +61,7 @@ class RealServer:
 class Persistence:
     timeout: int  # seconds
     prefix: int  # client netmask as prefix length
+    engine: str = ""  # IPVS persistence engine: "sip" (Call-ID), or "" for the client address
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,7 +154,9 @@ class _Parser:
                 svc["one_packet"] = True
                 i += 1
             elif a == "--pe" and nxt:
-                self.note(no, "unmapped", f"--pe {nxt}: ipvsmgr sets no IPVS persistence engine")
+                if nxt != "sip":
+                    self.error(no, f"unknown persistence engine '{nxt}' (IPVS has sip)")
+                svc["_engine"] = nxt
                 i += 2
             elif a == "-6" or a == "--ipv6":
                 svc["family"] = "ipv6"
@@ -229,6 +231,12 @@ def _finish(p: _Parser) -> dict[str, Any]:
     for key, svc in p.services.items():
         line = svc.pop("_line")
         mask = svc.pop("_netmask", None)
+        engine = svc.pop("_engine", None)
+        if engine is not None:
+            if "persistence" not in svc:
+                p.note(line, "note", f"--pe {engine} without -p: no persistence, engine ignored")
+            else:
+                svc["persistence"]["engine"] = engine
         if mask is not None:
             if "persistence" not in svc:
                 p.note(line, "note", f"-M {mask} without -p: no persistence, netmask ignored")

@@ -461,7 +461,7 @@ class Converter:
         reals = [r for r in (self._real(r, real_defaults) for r in vs.all("real_server")) if r]
         self._sorry(vs, common)
         self._quorum(vs, common)
-        for name in ("alpha", "omega", "quorum_up", "quorum_down", "persistence_engine"):
+        for name in ("alpha", "omega", "quorum_up", "quorum_down"):
             for n in vs.all(name):
                 if not n.used:
                     n.used = True
@@ -610,9 +610,15 @@ class Converter:
     def _persistence(self, vs: Node, out: dict[str, Any]) -> None:
         timeout = self.setting(vs, "persistence_timeout", 1, 0xFFFFFFFF)
         gran = self.take(vs, "persistence_granularity")
-        if timeout is None and gran is None:
+        engine = self.take(vs, "persistence_engine")
+        if timeout is None and gran is None and engine is None:
             return
         p: dict[str, Any] = {"timeout": format_duration(timeout if timeout is not None else 360)}
+        if engine is not None:
+            if engine.args[:1] != ["sip"]:
+                self.error(engine, f"unknown persistence_engine '{' '.join(engine.args)}' (IPVS has sip)")
+            else:
+                p["engine"] = "sip"
         if gran is not None and gran.args:
             mask = gran.args[0]
             if mask.isdigit():
@@ -1344,7 +1350,6 @@ UNMAPPED = {
     "omega": "ipvsmgr runs no command when a virtual server is removed",
     "quorum_up": "ipvsmgr runs no command when the quorum changes (watch ipvsmgr_quorum_up)",
     "quorum_down": "ipvsmgr runs no command when the quorum changes (watch ipvsmgr_quorum_up)",
-    "persistence_engine": "ipvsmgr sets no IPVS persistence engine",
     "notify_up": "ipvsmgr runs no command when a real changes state (watch ipvsmgr_real_up)",
     "authentication": "ipvsmgr speaks no IPsec AH (RFC 3768 removed it); VRRPv2 PASS is supported",
     "FILE_CHECK": "ipvsmgr reads no weights from files for reals",

@@ -57,11 +57,11 @@ def service(vs: VirtualServer) -> Service:
     if vs.one_packet:
         flags |= c.IP_VS_SVC_F_ONEPACKET
     host = 32 if vs.family == c.AF_INET else 128
-    timeout, prefix = 0, host
+    timeout, prefix, engine = 0, host, ""
     if vs.persistence is not None:
         flags |= c.IP_VS_SVC_F_PERSISTENT
-        timeout, prefix = vs.persistence.timeout, vs.persistence.prefix
-    return Service(service_key(vs), vs.scheduler, flags, timeout, prefix)
+        timeout, prefix, engine = vs.persistence.timeout, vs.persistence.prefix, vs.persistence.engine
+    return Service(service_key(vs), vs.scheduler, flags, timeout, prefix, engine)
 
 
 def destination(r: RealServer) -> Destination:

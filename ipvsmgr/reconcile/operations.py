@@ -39,6 +39,8 @@ def service_fields(svc: Service) -> dict[str, Any]:
     out: dict[str, Any] = {"scheduler": svc.scheduler, "flags": describe_flags(svc)}
     if svc.flags & c.IP_VS_SVC_F_PERSISTENT:
         out["persistence"] = {"timeout": svc.timeout, "prefix": svc.prefix}
+        if svc.pe_name:
+            out["persistence"]["engine"] = svc.pe_name
     return out
 
 
@@ -49,6 +51,8 @@ def service_text(svc: Service) -> str:
         text += " flags " + ",".join(f["flags"])
     if "persistence" in f:
         text += f" persistent {svc.timeout}s/{svc.prefix}"
+        if svc.pe_name:
+            text += f" engine {svc.pe_name}"
     return text
 
 

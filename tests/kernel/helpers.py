@@ -41,13 +41,18 @@ class Lab:
     state_dir: str
     work: Path
 
+    def cli_argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "ipvsmgr", *args]
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, IPVSMGR_STATE_DIR=self.state_dir, PYTHONPATH=str(ROOT))
+
     def cli(self, *args: str, config: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run the real `ipvsmgr` in a fresh process (as an operator would)."""
-        argv = [sys.executable, "-m", "ipvsmgr", *args]
+        argv = self.cli_argv(*args)
         if config:
             argv += ["-c", config]
-        env = dict(os.environ, IPVSMGR_STATE_DIR=self.state_dir, PYTHONPATH=str(ROOT))
-        return subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        return subprocess.run(argv, capture_output=True, text=True, env=self.env(), check=False)
 
     @property
     def socket(self) -> str:

@@ -273,7 +273,7 @@ def test_every_statement_without_an_equivalent_is_listed_with_its_line() -> None
     ("text", "status"),
     [
         (WEB, 0),
-        (WEB.replace("protocol TCP", "protocol TCP\n    persistence_engine sip"), 1),
+        (WEB.replace("protocol TCP", "protocol TCP\n    omega"), 1),
         (WEB.replace("lb_algo wrr", "lb_algo fastest"), 2),
     ],
 )
