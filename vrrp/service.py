@@ -268,7 +268,7 @@ class VrrpService:
                 keys = _tracked_keys(inst.cfg)  # forget objects no longer tracked
                 inst.deltas = {k: v for k, v in inst.deltas.items() if k in keys}
                 inst.faults = {k: v for k, v in inst.faults.items() if k in keys}
-                self._track_files(inst)
+                self._track_files(inst, now)
                 for t in inst.cfg.track_virtual_servers:
                     self._apply_vs(inst, t.name, self._vs_up.get(t.name, True), now)
                 if inst.machine.state is not State.INIT:
@@ -385,7 +385,7 @@ class VrrpService:
 
     def _begin(self, inst: _Instance, now: float) -> None:
         self._track_links(inst, now)
-        self._track_files(inst)
+        self._track_files(inst, now)
         for t in inst.cfg.track_virtual_servers:
             self._apply_vs(inst, t.name, self._vs_up.get(t.name, True), now)
         if inst.faults:
@@ -915,14 +915,20 @@ class VrrpService:
             down = other is None or not other.up
             self._tracked(inst, f"interface {t.name}", t.weight, down, f"{t.name} down", now)
 
-    def _track_files(self, inst: _Instance) -> None:
+    def _track_files(self, inst: _Instance, now: float) -> None:
+        """keepalived's track_file: value x weight is added to the priority; with weight 0 a
+        non-zero value is a FAULT, and so is a result below -253."""
         for t in inst.cfg.track_files:
             try:
                 with open(t.path, encoding="ascii") as f:
                     value = int(f.read().strip() or 0)
             except (OSError, ValueError):
                 value = 0
-            inst.deltas[f"file {t.path}"] = t.weight * value
+            key = f"file {t.path}"
+            result = t.weight * value
+            bad = value != 0 if t.weight == 0 else result < -253
+            self._tracked(inst, key, 0, bad, f"{t.path} holds {value}", now)
+            inst.deltas[key] = result
 
     def _links_changed(self) -> None:
         """A link or address changed: re-check the links once, after draining the burst."""
@@ -959,7 +965,7 @@ class VrrpService:
             for inst in self._instances.values():
                 if inst.cfg.track_files and inst.leaving is None:
                     before = self._priority(inst)
-                    self._track_files(inst)
+                    self._track_files(inst, now)
                     if self._priority(inst) != before and inst.machine.state is not State.INIT:
                         self._run(inst, inst.machine.set_priority(self._priority(inst), now))
 

@@ -1238,14 +1238,7 @@ class Converter:
                     if path is None:
                         self.error(f, "track_file needs a file")
                     continue
-                if w == 0:
-                    self.report(
-                        line,
-                        "unmapped",
-                        "track_file with weight 0 (FAULT on a non-zero value): " + UNMAPPED["track_file_0"],
-                    )
-                    continue
-                items.append({"path": path, "weight": w})
+                items.append({"path": path, "weight": w})  # value x weight added in both; 0: FAULT
             if items:
                 track["files"] = items
         if raise_by:
@@ -1353,7 +1346,6 @@ UNMAPPED = {
     "notify_up": "ipvsmgr runs no command when a real changes state (watch ipvsmgr_real_up)",
     "authentication": "ipvsmgr speaks no IPsec AH (RFC 3768 removed it); VRRPv2 PASS is supported",
     "FILE_CHECK": "ipvsmgr reads no weights from files for reals",
-    "track_file_0": "ipvsmgr adds value x weight to the priority",
     "virtual_ipaddress_excluded": "ipvsmgr adds only advertised VIPs: list them in virtual_addresses",
     "virtual_routes": "ipvsmgr adds no routes with the VIPs",
     "virtual_rules": "ipvsmgr adds no policy rules with the VIPs",

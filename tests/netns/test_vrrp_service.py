@@ -243,6 +243,28 @@ def test_priority_tracking_hands_over_to_a_keepalived_peer(vlab: VrrpLab) -> Non
         r.stop()
 
 
+def test_track_file_weight_0_and_below_253_fault_as_in_keepalived(vrrp_lab: VrrpLab) -> None:
+    lab = vrrp_lab
+    flag, weight = lab.work / "flag", lab.work / "weight"
+    flag.write_text("0\n")
+    weight.write_text("0\n")
+    cfg = instance(priority=150, track_files=(TrackFile(str(flag), 0), TrackFile(str(weight), -1)))
+    r = Running(lab.ns("a"), [cfg])
+    try:
+        wait(lambda: r.state() is State.MASTER, 5, "master")
+        flag.write_text("1\n")  # weight 0: any non-zero value is a FAULT
+        wait(lambda: r.state() is State.FAULT, 3, "FAULT on the flag file")
+        flag.write_text("0\n")
+        wait(lambda: r.state() is State.MASTER, 5, "master again")
+        weight.write_text("200\n")  # -200: priority 1 at worst, still master alone
+        time.sleep(1.0)
+        assert r.state() is State.MASTER
+        weight.write_text("254\n")  # -254 is below -253: a FAULT
+        wait(lambda: r.state() is State.FAULT, 3, "FAULT below -253")
+    finally:
+        r.stop()
+
+
 KA_TWO = """\
 global_defs {
     router_id ka
