@@ -68,7 +68,7 @@ def run_in_vm(
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
-def run_pytest_in_vm(args: list[str], timeout: float = 1800) -> tuple[dict[str, dict[str, str]], str, float]:
+def run_pytest_in_vm(args: list[str], timeout: float = 2400) -> tuple[dict[str, dict[str, str]], str, float]:
     """Run pytest on `args` inside the VM; return ({nodeid: report}, console text, seconds)."""
     out = tempfile.mkdtemp(prefix="ipvsmgr-vm-")
     results = os.path.join(out, "results.json")

@@ -324,5 +324,11 @@ def save_lines(table: Table) -> str:
                 real += f" --tun-type {tun.get(d.tun_type, 'ipip')}"
                 if d.tun_port:
                     real += f" --tun-port {d.tun_port}"
+                if d.tun_flags & c.IP_VS_TUNNEL_ENCAP_FLAG_REMCSUM:
+                    real += " --tun-remcsum"
+                elif d.tun_flags & c.IP_VS_TUNNEL_ENCAP_FLAG_CSUM:
+                    real += " --tun-csum"
+                else:
+                    real += " --tun-nocsum"
             lines.append(real)
     return "\n".join(lines) + "\n"
