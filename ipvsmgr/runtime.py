@@ -36,6 +36,7 @@ from ipvsmgr.parts.ipvs import IpvsPart
 from ipvsmgr.parts.listeners import ControlPart, MetricsPart
 from ipvsmgr.parts.vrrp import VrrpPart
 from ipvsmgr.parts.xdp import XdpPart
+from ipvsmgr.quorumcmd import QuorumCommands
 from ipvsmgr.reconcile import guard
 from ipvsmgr.reconcile.desired import destination, service_key
 from ipvsmgr.reconcile.health import healthy_state
@@ -81,6 +82,7 @@ class Daemon:
         self.resync = resync
         self.last_reload: dict[str, Any] | None = None
         self.quorum: dict[ServiceKey, bool] = {}
+        self.quorum_commands = QuorumCommands()
         self.stopping = asyncio.Event()
         self.reload_requested = False
         self._reload_lock = asyncio.Lock()
@@ -152,6 +154,9 @@ class Daemon:
                 reason = f"{q.reals_up} reals up, weight {q.weight_up}"
                 name = desired.names.get(key, str(key))
                 self.hub.events.emit(QuorumChanged(key, name, q.up, q.reals_up, reason))
+                vs = next((v for v in self.config.virtual_servers if service_key(v) == key), None)
+                if vs is not None:
+                    self.quorum_commands.changed(vs, q.up)
         self.quorum = {k: q.up for k, q in quorums.items()}
         self.vrrp.set_quorums({desired.names.get(k, str(k)): q.up for k, q in quorums.items()})
         self.bgp.update(self.checks.health, quorums)
@@ -256,6 +261,13 @@ class Daemon:
             self.hub.notifier.stopping()
             if watchdog is not None:
                 watchdog.cancel()
+            try:
+                names = {service_key(v): v.name for v in self.config.virtual_servers} if self.config else {}
+                await self.quorum_commands.stop(
+                    self.config, {names.get(k, ""): up for k, up in self.quorum.items()}
+                )
+            except Exception:
+                log.exception("quorum commands at stop failed")
             for part in self.stop_order:
                 if part in started:
                     try:

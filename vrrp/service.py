@@ -802,7 +802,7 @@ class VrrpService:
                 commands = queue.popleft()
                 async with self._notify_slots:
                     for argv in commands:
-                        await _notify(argv)
+                        await run_command(argv)
         finally:
             self._notify_workers.pop(name, None)
 
@@ -1004,7 +1004,9 @@ def notify_commands(cfg: InstanceConfig, state: State, priority: int) -> list[li
     return out
 
 
-async def _notify(argv: list[str]) -> None:
+async def run_command(argv: list[str]) -> None:
+    """Run a notify-style command: stdin closed, stderr read up to NOTIFY_OUTPUT, killed after
+    NOTIFY_TIMEOUT with its process group; a failure logged as one short line."""
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,

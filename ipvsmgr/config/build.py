@@ -366,7 +366,14 @@ class _Builder:
         quorum = None
         if "quorum" in d or sorry is not None:
             q = d.get("quorum") or {}
-            quorum = Quorum(int(q.get("min_up", 1)), int(q.get("min_weight", 0)), int(q.get("hysteresis", 0)))
+            quorum = Quorum(
+                int(q.get("min_up", 1)),
+                int(q.get("min_weight", 0)),
+                int(q.get("hysteresis", 0)),
+                tuple(q.get("up_command") or ()),
+                tuple(q.get("down_command") or ()),
+                bool(q.get("down_on_stop", False)),
+            )
             if "quorum" in d and self.clean(path + ("quorum",)) and self.clean(path + ("reals",)):
                 weights_known = all_built and self.clean(path + ("weight",))
                 self.reachable(

@@ -42,6 +42,9 @@ class Quorum:
     min_up: int = 1
     min_weight: int = 0
     hysteresis: int = 0
+    up_command: tuple[str, ...] = ()  # run as written when the quorum returns (keepalived's quorum_up)
+    down_command: tuple[str, ...] = ()  # ... and when it is lost (quorum_down)
+    down_on_stop: bool = False  # run down_command as the daemon stops with the quorum up (keepalived's omega)
 
 
 @dataclass(frozen=True, slots=True)

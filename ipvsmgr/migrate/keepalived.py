@@ -461,7 +461,7 @@ class Converter:
         reals = [r for r in (self._real(r, real_defaults) for r in vs.all("real_server")) if r]
         self._sorry(vs, common)
         self._quorum(vs, common)
-        for name in ("alpha", "omega", "quorum_up", "quorum_down"):
+        for name in ("alpha",):
             for n in vs.all(name):
                 if not n.used:
                     n.used = True
@@ -658,12 +658,28 @@ class Converter:
     def _quorum(self, vs: Node, out: dict[str, Any]) -> None:
         q = self.setting(vs, "quorum", 1, 0xFFFFFFFF)
         h = self.setting(vs, "hysteresis", 0, 0xFFFFFFFF)
+        commands: dict[str, Any] = {}
+        for kind, key in (("quorum_up", "up_command"), ("quorum_down", "down_command")):
+            node = self.take(vs, kind)
+            if node is not None and node.args:
+                try:
+                    commands[key] = shlex.split(" ".join(node.args))
+                except ValueError as e:
+                    self.error(node, f"{kind}: {e}")
+        omega = self.take(vs, "omega")
+        if omega is not None:
+            if "down_command" in commands:
+                commands["down_on_stop"] = True
+            else:
+                self.report(omega, "note", "omega without quorum_down changes nothing")
+        if commands:
+            out["_quorum_used"] = True
         if q is None and not out.pop("_quorum_used", False):
             if h is not None:
                 self.report(vs, "note", "hysteresis without quorum or a sorry server changes nothing")
             return
         quorum = int(q) if q is not None else 1
-        entry: dict[str, Any] = {"min_up": 1, "min_weight": quorum}
+        entry: dict[str, Any] = {"min_up": 1, "min_weight": quorum, **commands}
         if h:
             self.report(
                 vs.find("hysteresis") or vs,
@@ -1340,9 +1356,6 @@ CHECKERS = {
 
 UNMAPPED = {
     "alpha": "not yet carried over",
-    "omega": "ipvsmgr runs no command when a virtual server is removed",
-    "quorum_up": "ipvsmgr runs no command when the quorum changes (watch ipvsmgr_quorum_up)",
-    "quorum_down": "ipvsmgr runs no command when the quorum changes (watch ipvsmgr_quorum_up)",
     "notify_up": "ipvsmgr runs no command when a real changes state (watch ipvsmgr_real_up)",
     "authentication": "ipvsmgr speaks no IPsec AH (RFC 3768 removed it); VRRPv2 PASS is supported",
     "FILE_CHECK": "ipvsmgr reads no weights from files for reals",

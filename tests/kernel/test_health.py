@@ -83,7 +83,12 @@ def wait_for(what: Callable[[], bool], limit: float, step: float = 0.05) -> floa
 
 
 def test_health_drives_weights_quorum_sorry_and_reload(ipvs: Lab, nat_lab: None) -> None:
-    cfg = ipvs.write("lb.yaml", CONFIG)
+    # keepalived's quorum_up / quorum_down / omega: each appends its word to a file
+    marks = ipvs.work / "quorum-events"
+    say = f"[/bin/sh, -c, 'echo $0 >> {marks}'"
+    commands = f", up_command: {say}, up], down_command: {say}, down], down_on_stop: true}}"
+    text = CONFIG.replace("quorum: {min_up: 2}", "quorum: {min_up: 2" + commands)
+    cfg = ipvs.write("lb.yaml", text)
     log = Path(ipvs.work / "daemon.log")
     servers = {a: Server(a, 8080) for a in ("198.18.2.2", "198.18.2.3")}
     for s in servers.values():
@@ -107,14 +112,16 @@ def test_health_drives_weights_quorum_sorry_and_reload(ipvs: Lab, nat_lab: None)
         events = log.read_text()
         assert f"real {a} of tcp 198.18.0.10:80 DOWN: connect refused" in events, events
         assert "virtual server web (tcp 198.18.0.10:80) quorum LOST: 1 reals up, weight 5" in events
+        wait_for(lambda: marks.exists() and marks.read_text() == "down\n", 5)
 
         # it comes back after `rise` passes, and the sorry server leaves
         servers["198.18.2.2"].start()
         took = wait_for(lambda: weights().get(a) == 5 and sorry not in weights(), RISE * INTERVAL + 3.0)
         print(f"recovery applied in {took:.2f}s")
+        wait_for(lambda: marks.read_text() == "down\nup\n", 5)
 
         # reload with the reals unchanged (scheduler edited): no real leaves rotation
-        Path(cfg).write_text(CONFIG.replace("scheduler: wrr", "scheduler: rr"))
+        Path(cfg).write_text(text.replace("scheduler: wrr", "scheduler: rr"))
         mark = log.stat().st_size
         daemon.send_signal(signal.SIGHUP)
         wait_for(lambda: "reloaded" in log.read_text()[mark:], 60)
@@ -127,7 +134,7 @@ def test_health_drives_weights_quorum_sorry_and_reload(ipvs: Lab, nat_lab: None)
         assert "reloaded" in after and "DOWN" not in after, after
 
         # an invalid file is refused with positions, the running configuration stays
-        Path(cfg).write_text(CONFIG.replace("port: 80\n", "port: eighty\n"))
+        Path(cfg).write_text(text.replace("port: 80\n", "port: eighty\n"))
         daemon.send_signal(signal.SIGHUP)
         wait_for(lambda: "reload refused" in log.read_text(), 60)
         line = CONFIG.splitlines().index("    port: 80") + 1
@@ -140,3 +147,4 @@ def test_health_drives_weights_quorum_sorry_and_reload(ipvs: Lab, nat_lab: None)
             s.stop()
     assert code == 0, log.read_text()[-3000:]
     assert "198.18.0.10:80" in ipvsadm("-Ln")  # left in place for a hitless restart
+    assert marks.read_text() == "down\nup\ndown\n"  # and down_on_stop (omega) as it stopped

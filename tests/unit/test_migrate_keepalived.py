@@ -185,6 +185,16 @@ def test_scheduler_flags_take_the_schedulers_names() -> None:
     assert doc["virtual_servers"][0]["scheduler_flags"] == ["mh-fallback", "mh-port"]
 
 
+def test_quorum_commands_and_omega() -> None:
+    extra = 'protocol TCP\n    quorum_up "/bin/up.sh web"\n    quorum_down /bin/down.sh\n    omega'
+    doc, findings = convert(WEB.replace("protocol TCP", extra))
+    assert doc["virtual_servers"][0]["quorum"] == {
+        "min_up": 1, "min_weight": 1, "up_command": ["/bin/up.sh", "web"], "down_command": ["/bin/down.sh"],
+        "down_on_stop": True,
+    }  # fmt: skip
+    assert not kinds(findings, "unmapped")
+
+
 def test_quorum_is_a_weight_and_the_sorry_server_comes_along() -> None:
     doc, _ = convert(
         WEB.replace("protocol TCP", "protocol TCP\n    quorum 3\n    sorry_server 198.18.9.9 8080")
@@ -273,7 +283,7 @@ def test_every_statement_without_an_equivalent_is_listed_with_its_line() -> None
     ("text", "status"),
     [
         (WEB, 0),
-        (WEB.replace("protocol TCP", "protocol TCP\n    omega"), 1),
+        (WEB.replace("protocol TCP", "protocol TCP\n    quorum 1\n    hysteresis 1"), 1),
         (WEB.replace("lb_algo wrr", "lb_algo fastest"), 2),
     ],
 )
