@@ -501,8 +501,8 @@ class Converter:
             self.report(
                 vs,
                 "note",
-                f"virtual_server group {group}: written as {len(out)} virtual servers, "
-                "each checking its reals itself",
+                f"virtual_server group {group}: written as {len(out)} virtual servers; each real's "
+                "identical checks run once for all of them",
             )
         return out
 

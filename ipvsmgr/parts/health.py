@@ -1,4 +1,8 @@
-"""The health part: one scheduled check per checked real, and each real's verdict.
+"""The health part: one scheduled check per distinct check, and each real's verdict.
+
+Reals that share a check (the same checker, target and timing: a real in
+several virtual servers, as a keepalived virtual_server_group imports) share
+one scheduled check and its verdict, as keepalived checks a group's real once.
 
 A verdict change is an event (RealChanged) and wakes the reconcile loop. A
 reload keeps the state of every check whose settings did not change. A real
@@ -15,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from healthchecks.hysteresis import Transition
 from healthchecks.result import Result, Target
-from healthchecks.scheduler import CheckState, ScheduledCheck, Scheduler
+from healthchecks.scheduler import RECONFIGURED, CheckState, ScheduledCheck, Scheduler
 from ipvsmgr import fdlimit
 from ipvsmgr.events import RealChanged
 from ipvsmgr.parts.base import Hub
@@ -47,6 +51,29 @@ def checked_reals(config: Config) -> Iterator[tuple[RealId, ScheduledCheck]]:
             yield key, spec
 
 
+CheckId = tuple[Any, ...]
+
+
+def check_id(spec: ScheduledCheck) -> CheckId:
+    """What makes two reals' checks the same check (repr: checker options need not be hashable)."""
+    return (
+        type(spec.checker).__name__, repr(spec.checker), spec.target, spec.interval, spec.timeout,
+        spec.rise, spec.fall, spec.jitter, spec.retries, spec.retry_delay,
+    )  # fmt: skip
+
+
+def shared_checks(config: Config) -> dict[CheckId, tuple[ScheduledCheck, list[RealId]]]:
+    """Each distinct check once, with every real it decides for."""
+    out: dict[CheckId, tuple[ScheduledCheck, list[RealId]]] = {}
+    for rid, spec in checked_reals(config):
+        cid = check_id(spec)
+        if cid in out:
+            out[cid][1].append(rid)
+        else:
+            out[cid] = (spec, [rid])
+    return out
+
+
 class HealthPart:
     name = "health"
 
@@ -55,6 +82,8 @@ class HealthPart:
         self._adopted = adopted  # what the kernel served at start (IpvsPart.adopted)
         self.health: dict[RealId, RealHealth] = {}
         self.initially_up: dict[RealId, bool] = {}
+        self.members: dict[CheckId, list[RealId]] = {}  # the reals each scheduled check decides for
+        self.check_of: dict[RealId, CheckId] = {}
         self.scheduler = Scheduler()
         self.scheduler.subscribe(self._on_transition)
         self.fd_limit: fdlimit.FdLimit | None = None
@@ -62,30 +91,50 @@ class HealthPart:
         self._sampler: asyncio.TimerHandle | None = None
 
     def _on_transition(self, key: object, t: Transition, result: Result) -> None:
-        rid: RealId = key  # type: ignore[assignment]
         reason = t.reason or result.reason
-        self.health[rid] = RealHealth(t.up, t.weight, reason)
-        self.hub.events.emit(RealChanged(rid[0], rid[1], t.up, reason, t.weight))
+        for rid in self.members.get(cast(CheckId, key), ()):
+            self.health[rid] = RealHealth(t.up, t.weight, reason)
+            self.hub.events.emit(RealChanged(rid[0], rid[1], t.up, reason, t.weight))
         self.hub.changed()
 
     def _schedule(self, config: Config, kernel_up: set[RealId]) -> None:
         specs = []
-        for key, spec in checked_reals(config):
-            if key not in self.initially_up:  # decided once per real, so reloads keep the spec equal
-                self.initially_up[key] = spec.initially_up or key in kernel_up
-            up = self.initially_up[key]
-            if up != spec.initially_up:
-                spec = dataclasses.replace(spec, initially_up=up)
-            specs.append(spec)
+        shared = shared_checks(config)
+        members: dict[CheckId, list[RealId]] = {}
+        for cid, (spec, rids) in shared.items():
+            for rid in rids:
+                if rid not in self.initially_up:  # decided once per real, so reloads keep the spec equal
+                    self.initially_up[rid] = spec.initially_up or rid in kernel_up
+            up = any(self.initially_up[rid] for rid in rids)
+            specs.append(dataclasses.replace(spec, key=cid, initially_up=up))
+            members[cid] = rids
         summary = self.scheduler.update(specs)
-        for gone in summary.removed:
-            rid = cast(RealId, gone)
+        wanted = {rid for rids in members.values() for rid in rids}
+        for rid in [r for r in self.check_of if r not in wanted]:
             self.health.pop(rid, None)
             self.initially_up.pop(rid, None)
-        for new in summary.added:
-            rid = cast(RealId, new)
-            if self.initially_up.get(rid):
-                self.health[rid] = RealHealth(True, None, "in the kernel at start")
+        before = self.check_of
+        self.members = members
+        self.check_of = {rid: cid for cid, rids in members.items() for rid in rids}
+        added = set(summary.added)
+        for cid, rids in members.items():
+            state = self.scheduler.state(cid)
+            for rid in rids:
+                old_cid = before.get(rid)
+                if old_cid == cid or state is None:
+                    continue  # the same check as before: its state goes on
+                if old_cid is None and cid in added:  # a new real with a new check
+                    if self.initially_up.get(rid):
+                        self.health[rid] = RealHealth(True, None, "in the kernel at start")
+                    continue
+                # its check's settings changed (a new check), or it joined another real's running
+                # check: it takes that check's verdict from now on
+                why = RECONFIGURED if cid in added else "shares a running check"
+                new = RealHealth(state.up, state.weight, "" if state.up else why)
+                old = self.health.get(rid)
+                self.health[rid] = new
+                if old is None or old.up != new.up:
+                    self.hub.events.emit(RealChanged(rid[0], rid[1], new.up, why, new.weight))
 
     def _limit_fds(self, config: Config) -> None:
         checks = [spec for _, spec in checked_reals(config)]
@@ -116,7 +165,8 @@ class HealthPart:
         return len(self.scheduler.keys())
 
     def state(self, rid: RealId) -> CheckState | None:
-        return self.scheduler.state(rid)
+        cid = self.check_of.get(rid)
+        return None if cid is None else self.scheduler.state(cid)
 
     def status(self) -> dict[str, Any]:
         down = sum(1 for h in self.health.values() if not h.up)

@@ -3,12 +3,17 @@ import and `ipvsmgr apply`, as the same kernel table (ipvsadm -Sn is the reader)
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+import yaml
+
+from tests import vm
 from tests.kernel.helpers import Lab, ipvsadm, rules
 from tests.kernel.test_apply import EXPECTED
 
@@ -154,3 +159,70 @@ def test_keepalived_and_its_import_program_the_same_table(ipvs: Lab, nat_lab: No
     assert im_down == ka_down, (im_down, ka_down, out.read_text())
     for s in servers:
         s.stop()
+
+
+SLOW = pytest.mark.skipif(os.environ.get(vm.SLOW_ENV) != "1", reason="the whole corpus: IPVSMGR_SLOW=1")
+DATA = Path(__file__).resolve().parents[1] / "data" / "keepalived"
+SAMPLES = Path("/usr/share/doc/keepalived/samples")
+# Every corpus file with virtual servers that imports; a few in every run, all with IPVSMGR_SLOW=1
+START_CORPUS = [
+    DATA / "01-web-nat.conf", DATA / "04-groups.conf", DATA / "07-quorum-sorry.conf",
+    DATA / "11-include.conf",
+    SAMPLES / "keepalived.conf.virtual_server_group", SAMPLES / "keepalived.conf.inhibit",
+    SAMPLES / "keepalived.conf.quorum", SAMPLES / "keepalived.conf.IPv6",
+]  # fmt: skip
+SLOW_CORPUS = [
+    DATA / "02-dr-persistence.conf", DATA / "03-tunnel-maglev.conf", DATA / "05-udp-dns.conf",
+    DATA / "06-misc-smtp.conf", DATA / "13-ipv6.conf", DATA / "14-fwmark.conf",
+    *(SAMPLES / f"keepalived.conf.{n}" for n in ("HTTP_GET.port", "PING_CHECK", "SMTP_CHECK",
+                                                  "UDP_CHECK", "sample", "status_code", "virtualhost")),
+]  # fmt: skip
+
+
+def _first_table(services: int, limit: float = 20) -> list[str]:
+    """The table as soon as it holds every service and stays the same for 0.1 s: before any
+    check can have failed (a real is removed one retry, 1 s or more, after a failure)."""
+    start, last = time.monotonic(), None
+    while time.monotonic() - start < limit:
+        now = rules()
+        if sum(line.startswith("-A") for line in now) == services and now == last:
+            return now
+        last = now
+        time.sleep(0.1)
+    raise AssertionError(f"not {services} services within {limit}s: {rules()}")
+
+
+@pytest.mark.parametrize(
+    "conf",
+    [*START_CORPUS, *(pytest.param(p, marks=SLOW) for p in SLOW_CORPUS)],
+    ids=lambda p: p.name,
+)
+def test_keepalived_and_its_import_start_with_the_same_table(ipvs: Lab, tmp_path: Path, conf: Path) -> None:
+    imported = tmp_path / "ipvsmgr.yaml"
+    run = ipvs.cli("import", "keepalived", str(conf), "-o", str(imported), "--config-id", "lb1")
+    assert run.returncode in (0, 1), run.stderr
+    doc = yaml.safe_load(imported.read_text())
+    doc.pop("vrrp", None)  # the IPVS half: no interfaces to run VRRP on here
+    doc.get("ipvs", {}).pop("connection_sync", None)
+    services = len(doc["virtual_servers"])
+    imported.write_text(yaml.safe_dump(doc))
+    argv = ["keepalived", "--check", "--dont-fork", "--log-console", "-i", "lb1", "-f", str(conf),
+            "-p", str(tmp_path / "k.pid"), "-c", str(tmp_path / "c.pid")]  # fmt: skip
+    with (tmp_path / "keepalived.log").open("w") as out:
+        ka = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        theirs = _first_table(services)
+    finally:
+        ka.terminate()
+        ka.wait(15)
+    ipvsadm("-C")
+    daemon = ipvs.daemon(str(imported), tmp_path / "ipvsmgr.log")
+    try:
+        ours = _first_table(services)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(15)
+    ipvsadm("-C")
+    assert ours == theirs, (ours, theirs, imported.read_text())
+    if conf.name == "04-groups.conf":  # four group entries, one real: checked once, as keepalived does
+        assert ": 1 check" in (tmp_path / "ipvsmgr.log").read_text()

@@ -50,11 +50,38 @@ def test_health_part_turns_transitions_into_health_and_events(tmp_path: object) 
     seen: list[object] = []
     daemon.hub.events.subscribe(seen.append)
     checks = daemon.checks
-    checks._on_transition((SVC, REAL), Transition(False, "timeout after 1s"), Result.down("timeout after 1s"))
-    checks._on_transition((SVC, REAL), Transition(True, "", 7), Result.up(7))
+    cid = ("TcpCheck", "the check")
+    checks.members[cid] = [(SVC, REAL)]
+    checks._on_transition(cid, Transition(False, "timeout after 1s"), Result.down("timeout after 1s"))
+    checks._on_transition(cid, Transition(True, "", 7), Result.up(7))
     assert checks.health[(SVC, REAL)] == RealHealth(True, 7, "")
     assert seen == [
         RealChanged(SVC, REAL, False, "timeout after 1s"),
         RealChanged(SVC, REAL, True, "", 7),
     ]
     assert daemon.wake.is_set()
+
+
+def test_reals_with_the_same_check_share_one() -> None:
+    from ipvsmgr.config import load_text
+    from ipvsmgr.parts.health import shared_checks
+
+    text = """\
+virtual_servers:
+  - name: a
+    address: 198.18.0.10
+    port: 80
+    health_check: {type: tcp}
+    reals: [{address: 198.18.1.1}, {address: 198.18.1.2}]
+  - {name: b, address: 198.18.0.11, port: 80, health_check: {type: tcp}, reals: [{address: 198.18.1.1}]}
+  - name: c
+    address: 198.18.0.12
+    port: 80
+    health_check: {type: tcp, interval: 5s}
+    reals: [{address: 198.18.1.1}]
+"""
+    shared = shared_checks(load_text(text, "x.yaml"))
+    # 198.18.1.1:80 in a and b: one check; in c with another interval: its own; 198.18.1.2: its own
+    assert sorted(len(rids) for _, rids in shared.values()) == [1, 1, 2]
+    pair = next(rids for _, rids in shared.values() if len(rids) == 2)
+    assert {r[0].addr for r in pair} == {"198.18.0.10", "198.18.0.11"}
