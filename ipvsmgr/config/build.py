@@ -399,7 +399,7 @@ class _Builder:
                 "the quorum can never be reached",
             )
             return
-        if q.hysteresis and q.min_up + q.hysteresis > count:
+        if q.hysteresis and q.min_up and q.min_up + q.hysteresis > count:
             self.error(
                 path + ("hysteresis",),
                 f"min_up {q.min_up} + hysteresis {q.hysteresis} needs {q.min_up + q.hysteresis} reals up to "

@@ -681,13 +681,9 @@ class Converter:
         quorum = int(q) if q is not None else 1
         entry: dict[str, Any] = {"min_up": 1, "min_weight": quorum, **commands}
         if h:
-            self.report(
-                vs.find("hysteresis") or vs,
-                "unmapped",
-                f"hysteresis {int(h)}: keepalived loses the quorum below weight {quorum - int(h)} "
-                "and regains "
-                f"it at {quorum + int(h)}; ipvsmgr's hysteresis also counts reals: written without it",
-            )
+            # keepalived: lost below quorum - hysteresis, back at quorum + hysteresis, by weight alone
+            hyst = int(h)
+            entry.update(min_up=0, min_weight=max(quorum - hyst, 0), hysteresis=2 * hyst)
         out["quorum"] = entry
 
     # ------------------------------------------------------------- reals and checks

@@ -41,7 +41,8 @@ def real_id(vs: VirtualServer, dest: Destination) -> RealId:
 
 def _quorum_up(q: Quorum, count: int, weight: int, before: bool | None) -> bool:
     extra = q.hysteresis if before is False else 0  # regaining needs the margin
-    return count >= q.min_up + extra and weight >= q.min_weight + extra
+    # min_up 0: weight alone decides, hysteresis included (keepalived's quorum and hysteresis)
+    return (q.min_up == 0 or count >= q.min_up + extra) and weight >= q.min_weight + extra
 
 
 def healthy_state(

@@ -107,3 +107,13 @@ def test_a_disabled_virtual_server_has_every_real_at_zero_and_no_sorry_server() 
     assert w == {"198.18.1.1": 0, "198.18.1.2": 0, "198.18.1.3": 0, "198.18.1.4": 0}
     assert q[VS].up is False  # nothing counts: the quorum is lost, but no sorry server comes in
     assert VS in desired.services
+
+
+def test_min_up_0_lets_the_weight_alone_decide_with_its_hysteresis() -> None:
+    from ipvsmgr.config.model import Quorum
+    from ipvsmgr.reconcile.health import _quorum_up
+
+    q = Quorum(min_up=0, min_weight=2, hysteresis=2)  # keepalived's quorum 3 hysteresis 1
+    assert _quorum_up(q, 1, 2, True) and not _quorum_up(q, 1, 1, True)  # lost below 2
+    assert not _quorum_up(q, 1, 3, False) and _quorum_up(q, 1, 4, False)  # back at 4, one real is enough
+    assert not _quorum_up(Quorum(min_up=1, min_weight=2, hysteresis=2), 1, 4, False)  # min_up counts it too

@@ -185,6 +185,13 @@ def test_scheduler_flags_take_the_schedulers_names() -> None:
     assert doc["virtual_servers"][0]["scheduler_flags"] == ["mh-fallback", "mh-port"]
 
 
+def test_quorum_hysteresis_is_by_weight_alone() -> None:
+    doc, findings = convert(WEB.replace("protocol TCP", "protocol TCP\n    quorum 3\n    hysteresis 1"))
+    # keepalived: lost below 3 - 1, back at 3 + 1
+    assert doc["virtual_servers"][0]["quorum"] == {"min_up": 0, "min_weight": 2, "hysteresis": 2}
+    assert not kinds(findings, "unmapped")
+
+
 def test_quorum_commands_and_omega() -> None:
     extra = 'protocol TCP\n    quorum_up "/bin/up.sh web"\n    quorum_down /bin/down.sh\n    omega'
     doc, findings = convert(WEB.replace("protocol TCP", extra))
@@ -283,7 +290,12 @@ def test_every_statement_without_an_equivalent_is_listed_with_its_line() -> None
     ("text", "status"),
     [
         (WEB, 0),
-        (WEB.replace("protocol TCP", "protocol TCP\n    quorum 1\n    hysteresis 1"), 1),
+        (
+            WEB.replace(
+                "TCP_CHECK { connect_timeout 2 }", "TCP_CHECK { connect_timeout 2\n bind_port 5000 }"
+            ),
+            1,
+        ),
         (WEB.replace("lb_algo wrr", "lb_algo fastest"), 2),
     ],
 )
