@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -267,6 +268,17 @@ class Converter:
                 if sub != FREE_FORM and sub is not None:
                     self._check_keywords(child, sub)
 
+    def _default_script_user(self) -> bool:
+        """keepalived with enable_script_security and no script_user runs scripts as
+        keepalived_script, and -t refuses them when that user does not exist here."""
+        if not self.defaults.get("script_security"):
+            return True
+        try:
+            pwd.getpwnam(DEFAULT_SCRIPT_USER)
+        except KeyError:
+            return False
+        return True
+
     def _script_security(self, root: Node) -> None:
         """keepalived -t refuses scripts that exist on this machine unless enable_script_security."""
         if any(g.find("enable_script_security") for g in root.all("global_defs")):
@@ -355,6 +367,8 @@ class Converter:
                 value = self.number(node, 0, 86400, integer=False)
                 if value is not None:
                     self.defaults[key.removeprefix("vrrp_")] = value
+        if g.find("enable_script_security") is not None:
+            self.defaults["script_security"] = True
         rt = self.take(g, "vrrp_rt_priority")
         if rt is not None:
             value = self.number(rt, 1, 99)
@@ -837,6 +851,9 @@ class Converter:
             user = self.text(c, "user") or self.defaults.get("script_user")
             if user:
                 script["user"] = user.split()[0]
+            elif not self._default_script_user():
+                self.error(c, f"Unable to set default user {DEFAULT_SCRIPT_USER} for MISC_CHECK")
+                return None
             mt = self.setting(c, "misc_timeout", 0, 86400)
             if mt:
                 check["timeout"] = format_duration(mt)
@@ -1220,7 +1237,7 @@ class Converter:
                 converted = self.converted_scripts.get(line.name)
                 script = dict(converted) if converted is not None else None
                 if script is None:
-                    self.error(line, f"track script {line.name} not found (it has no script)")
+                    self.error(line, f"track script {line.name} not found (refused above)")
                     continue
                 w = weight_of(line, script.pop("_weight", 0))
                 if w is None:
@@ -1293,6 +1310,12 @@ class Converter:
         user = self.text(s, "user") or self.defaults.get("script_user")
         if user:
             out["user"] = user.split()[0]
+        elif not self._default_script_user():
+            self._mark_all(s)
+            self.error(
+                s.end or s, f"Unable to set default user {DEFAULT_SCRIPT_USER} for vrrp script {s.args[0]}"
+            )
+            return None
         w = self.take(s, "weight")
         if w is not None:
             if "reverse" in w.args:
@@ -1332,6 +1355,7 @@ class Converter:
         return {"name": name, "instances": members}
 
 
+DEFAULT_SCRIPT_USER = "keepalived_script"
 SCRIPT_KEYWORDS = {
     "script", "misc_path", "notify", "notify_master", "notify_backup", "notify_fault", "notify_stop",
     "notify_deleted", "notify_up", "notify_down", "quorum_up", "quorum_down", "notify_master_rx_lower_pri",

@@ -112,13 +112,14 @@ def test_health_drives_weights_quorum_sorry_and_reload(ipvs: Lab, nat_lab: None)
         events = log.read_text()
         assert f"real {a} of tcp 198.18.0.10:80 DOWN: connect refused" in events, events
         assert "virtual server web (tcp 198.18.0.10:80) quorum LOST: 1 reals up, weight 5" in events
-        wait_for(lambda: marks.exists() and marks.read_text() == "down\n", 5)
+        # up once both reals first passed (they start down), down now
+        wait_for(lambda: marks.exists() and marks.read_text() == "up\ndown\n", 5)
 
         # it comes back after `rise` passes, and the sorry server leaves
         servers["198.18.2.2"].start()
         took = wait_for(lambda: weights().get(a) == 5 and sorry not in weights(), RISE * INTERVAL + 3.0)
         print(f"recovery applied in {took:.2f}s")
-        wait_for(lambda: marks.read_text() == "down\nup\n", 5)
+        wait_for(lambda: marks.read_text() == "up\ndown\nup\n", 5)
 
         # reload with the reals unchanged (scheduler edited): no real leaves rotation
         Path(cfg).write_text(text.replace("scheduler: wrr", "scheduler: rr"))
@@ -147,4 +148,4 @@ def test_health_drives_weights_quorum_sorry_and_reload(ipvs: Lab, nat_lab: None)
             s.stop()
     assert code == 0, log.read_text()[-3000:]
     assert "198.18.0.10:80" in ipvsadm("-Ln")  # left in place for a hitless restart
-    assert marks.read_text() == "down\nup\ndown\n"  # and down_on_stop (omega) as it stopped
+    assert marks.read_text() == "up\ndown\nup\ndown\n"  # and down_on_stop (omega) as it stopped

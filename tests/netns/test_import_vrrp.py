@@ -48,7 +48,7 @@ def test_keepalived_and_its_import_send_the_same_adverts_and_hold_the_same_vips(
     lab = vrrp_lab
     lab.sniff()
     conf = lab.work / "keepalived.conf"
-    conf.write_text("global_defs {\n    enable_script_security\n}\n" + CONF)
+    conf.write_text("global_defs {\n    enable_script_security\n    script_user root\n}\n" + CONF)
     outcome = command.import_keepalived(str(conf), "lb1")
     assert outcome.status == 0, [str(f) for f in outcome.findings] + outcome.problems
 
