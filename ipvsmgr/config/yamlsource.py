@@ -128,6 +128,11 @@ def _short(name: str) -> str:
     return name if len(name) <= 80 else name[:77] + "..."
 
 
+def _plain_decimal(value: str) -> bool:
+    # ASCII only: str.isdigit() is also true of "²" and other digits int() refuses
+    return value.isascii() and value.isdigit() and (value[0] != "0" or value == "0")
+
+
 def _scalar(ev: yaml.ScalarEvent) -> Any:
     value: str = ev.value
     tag = ev.tag
@@ -139,7 +144,7 @@ def _scalar(ev: yaml.ScalarEvent) -> Any:
         # dotted quad (no implicit type has two dots).
         if value and value[0] not in _RESOLVER_FIRST:
             return value
-        if value.isdigit() and (value[0] != "0" or value == "0"):
+        if _plain_decimal(value):
             return int(value)
         if value.count(".") > 1:
             return value
@@ -148,7 +153,7 @@ def _scalar(ev: yaml.ScalarEvent) -> Any:
             raise _Yaml11(tag, value)
     if tag in (_STR, _MERGE):
         return value  # a merge key comes back as "<<" and is refused by the builder
-    if tag == _INT and value.isdigit() and (value[0] != "0" or value == "0"):
+    if tag == _INT and _plain_decimal(value):
         return int(value)
     if tag == "tag:yaml.org,2002:timestamp":
         return value  # a date is never meaningful here; keep the text

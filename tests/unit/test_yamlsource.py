@@ -111,6 +111,7 @@ CASES = [
     "[1, two, 3.0, null, true]",
     "plain string",
     "42",
+    "1²: a\nb: ١٢",  # digits int() refuses, or reads though YAML does not: text, as in safe_load
     "",
     "# just a comment\n",
     "---\na: 1\n",
