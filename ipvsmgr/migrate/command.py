@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ipvsmgr import statefile
 from ipvsmgr.migrate import yamlout
 from ipvsmgr.migrate.findings import Finding, exit_status
 
@@ -91,10 +91,7 @@ def emit(outcome: Outcome, out: str | None, echo: Callable[[str], None], err: Ca
         err("nothing written: fix the errors above first")
         return 2
     if out:
-        tmp = f"{out}.tmp.{os.getpid()}"
-        with open(tmp, "w") as fh:
-            fh.write(outcome.text)
-        os.replace(tmp, out)
+        statefile.write_text(out, outcome.text)  # a crash leaves the old file or the new one
     else:
         sys.stdout.write(outcome.text)
     kinds = [f.kind for f in outcome.findings]

@@ -3,6 +3,13 @@
 A keyword missing from its block's set is one keepalived rejects ("Unknown keyword");
 a block missing from this table holds free-form lines (address lists and the like)."""
 
+# every checker's keywords (keepalived's install_checker_common_keywords), and those of
+# checkers that connect somewhere (all but MISC_CHECK)
+COMMON = frozenset({"alpha", "delay_before_retry", "delay_loop", "log_all_failures", "retry", "warmup"})
+CONNECTION = frozenset(
+    {"bind_if", "bind_port", "bindto", "connect_ip", "connect_port", "connect_timeout", "fwmark"}
+)
+
 KEYWORDS: dict[str, frozenset[str]] = {
     "": frozenset(
         {
@@ -327,162 +334,18 @@ KEYWORDS: dict[str, frozenset[str]] = {
             "weight",
         }
     ),
-    "DNS_CHECK": frozenset(
-        {
-            "alpha",
-            "bind_if",
-            "bind_port",
-            "bindto",
-            "connect_ip",
-            "connect_port",
-            "connect_timeout",
-            "delay_before_retry",
-            "delay_loop",
-            "fwmark",
-            "log_all_failures",
-            "name",
-            "retry",
-            "type",
-            "warmup",
-        }
-    ),
-    "MISC_CHECK": frozenset(
-        {
-            "alpha",
-            "bind_if",
-            "bind_port",
-            "bindto",
-            "connect_ip",
-            "connect_port",
-            "connect_timeout",
-            "delay_before_retry",
-            "delay_loop",
-            "fwmark",
-            "log_all_failures",
-            "misc_dynamic",
-            "misc_path",
-            "misc_timeout",
-            "retry",
-            "user",
-            "warmup",
-        }
-    ),
-    "PING_CHECK": frozenset(
-        {
-            "alpha",
-            "bind_if",
-            "bind_port",
-            "bindto",
-            "connect_ip",
-            "connect_port",
-            "connect_timeout",
-            "delay_before_retry",
-            "delay_loop",
-            "fwmark",
-            "log_all_failures",
-            "retry",
-            "warmup",
-        }
-    ),
-    "TCP_CHECK": frozenset(
-        {
-            "alpha",
-            "bind_if",
-            "bind_port",
-            "bindto",
-            "connect_ip",
-            "connect_port",
-            "connect_timeout",
-            "delay_before_retry",
-            "delay_loop",
-            "fwmark",
-            "log_all_failures",
-            "retry",
-            "warmup",
-        }
-    ),
+    "DNS_CHECK": CONNECTION | COMMON | {"name", "type"},
+    "MISC_CHECK": COMMON | {"misc_dynamic", "misc_path", "misc_timeout", "user"},
+    "PING_CHECK": CONNECTION | COMMON,
+    "TCP_CHECK": CONNECTION | COMMON,
     "FILE_CHECK": frozenset({"track_file", "weight"}),
     "BFD_CHECK": frozenset({"alpha", "name"}),
-    "SMTP_CHECK": frozenset(
-        {
-            "alpha",
-            "bind_if",
-            "bind_port",
-            "bindto",
-            "connect_ip",
-            "connect_port",
-            "connect_timeout",
-            "delay_before_retry",
-            "delay_loop",
-            "fwmark",
-            "helo_name",
-            "host",
-            "log_all_failures",
-            "retry",
-            "warmup",
-        }
-    ),
-    "host": frozenset(
-        {
-            "alpha",
-            "bind_if",
-            "bind_port",
-            "bindto",
-            "connect_ip",
-            "connect_port",
-            "connect_timeout",
-            "delay_before_retry",
-            "delay_loop",
-            "fwmark",
-            "log_all_failures",
-            "retry",
-            "warmup",
-        }
-    ),
-    "UDP_CHECK": frozenset(
-        {
-            "alpha",
-            "bind_if",
-            "bind_port",
-            "bindto",
-            "connect_ip",
-            "connect_port",
-            "connect_timeout",
-            "delay_before_retry",
-            "delay_loop",
-            "fwmark",
-            "log_all_failures",
-            "max_reply_length",
-            "min_reply_length",
-            "payload",
-            "require_reply",
-            "retry",
-            "warmup",
-        }
-    ),
-    "HTTP_GET": frozenset(
-        {
-            "alpha",
-            "bind_if",
-            "bind_port",
-            "bindto",
-            "connect_ip",
-            "connect_port",
-            "connect_timeout",
-            "delay_before_retry",
-            "delay_loop",
-            "enable_sni",
-            "fast_recovery",
-            "fwmark",
-            "http_protocol",
-            "log_all_failures",
-            "nb_get_retry",
-            "retry",
-            "url",
-            "virtualhost",
-            "warmup",
-        }
-    ),
+    "SMTP_CHECK": CONNECTION | COMMON | {"helo_name", "host"},
+    "host": CONNECTION | COMMON,
+    "UDP_CHECK": CONNECTION | COMMON | {"max_reply_length", "min_reply_length", "payload", "require_reply"},
+    "HTTP_GET": CONNECTION
+    | COMMON
+    | {"enable_sni", "fast_recovery", "http_protocol", "nb_get_retry", "url", "virtualhost"},
     "url": frozenset(
         {
             "digest",
@@ -497,15 +360,6 @@ KEYWORDS: dict[str, frozenset[str]] = {
             "virtualhost",
         }
     ),
-}
-KEYWORDS["MISC_CHECK"] -= {
-    "connect_ip",
-    "connect_port",
-    "bindto",
-    "bind_port",
-    "bind_if",
-    "connect_timeout",
-    "fwmark",
 }
 KEYWORDS["SSL_GET"] = KEYWORDS["HTTP_GET"]
 KEYWORDS["vrrp_track_file"] = KEYWORDS["track_file"]

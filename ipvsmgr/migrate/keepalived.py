@@ -1071,7 +1071,7 @@ class Converter:
                         "authentication PASS: carried over for keepalived peers; the "
                         "password is in clear in every advert and protects nothing",
                     )
-        base, track = self._tracking(n, priority, ver)
+        base, track = self._tracking(n, priority)
         out["priority"] = base
         if track:
             out["track"] = track
@@ -1179,7 +1179,7 @@ class Converter:
                 self.report(x, "note", f"{name}: not carried over (one burst per transition and refresh)")
         return g
 
-    def _tracking(self, n: Node, priority: int, version: int) -> tuple[int, dict[str, Any]]:
+    def _tracking(self, n: Node, priority: int) -> tuple[int, dict[str, Any]]:
         """track_interface / track_script / track_file, with keepalived's weights made ipvsmgr's.
 
         keepalived adds a positive weight while the object is fine and a negative one
@@ -1239,7 +1239,10 @@ class Converter:
                 if script is None:
                     self.error(line, f"track script {line.name} not found (refused above)")
                     continue
-                w = weight_of(line, script.pop("_weight", 0))
+                default = script.pop("_weight", 0)
+                if default is None:
+                    continue  # a reverse weight: listed as unmapped with the script
+                w = weight_of(line, default)
                 if w is None:
                     continue
                 if w:
@@ -1318,12 +1321,13 @@ class Converter:
             return None
         w = self.take(s, "weight")
         if w is not None:
-            if "reverse" in w.args:
-                self.report(w, "unmapped", "reverse: ipvsmgr's weights apply while the script fails")
             try:
                 out["_weight"] = int(w.args[0])
             except (IndexError, ValueError):
                 self.error(w, "weight needs an integer")
+            if "reverse" in w.args:  # not carried over: the inverted sign would track the wrong way
+                self.report(w, "unmapped", "reverse: ipvsmgr's weights apply while the script fails")
+                out["_weight"] = None
         init = self.take(s, "init_fail")
         if init is not None:
             self.report(init, "note", "init_fail: ipvsmgr counts a script as failed until its first pass")

@@ -321,3 +321,10 @@ def test_notify_scripts_keep_keepalived_arguments() -> None:
     assert inst["notify_keepalived"] == ["/etc/keepalived/n.sh", "--x"]
     assert (inst["notify_master"], inst["notify_stop"]) == (["/bin/m.sh", "a"], ["/bin/s"])
     assert not [u for u in kinds(findings, "unmapped") if "notify" in u]
+
+
+def test_a_reverse_script_weight_is_listed_not_carried_inverted() -> None:
+    doc, findings = convert(VRRP.replace("    weight 10\n", "    weight 10 reverse\n"))
+    inst = doc["vrrp"]["instances"][0]
+    assert "scripts" not in inst["track"] and inst["priority"] == 100
+    assert any("reverse" in u for u in kinds(findings, "unmapped"))
