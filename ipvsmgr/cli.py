@@ -494,6 +494,7 @@ def show(
     except ConfigError as e:
         notes.append(f"{path}: not used for names ({len(e.problems)} problems: ipvsmgr check {path})")
     health: dict[tuple[str, str], str] | None = None
+    origins: dict[tuple[str, str], str] | None = None
     try:
         from ipvsmgr.control import ControlError, call
 
@@ -501,6 +502,10 @@ def show(
         health = {
             (vs["service"], r["address"]): r["health"] for vs in st["virtual_servers"] for r in vs["reals"]
         }
+        origins = {
+            (vs["service"], r["address"]): r.get("origin", "file")
+            for vs in st["virtual_servers"] for r in vs["reals"]
+        }  # fmt: skip
     except (ControlError, OSError, KeyError, TypeError):
         notes.append(f"no daemon on {socket_path}: health not shown")
     client = _client()
@@ -510,7 +515,7 @@ def show(
         _fail(f"reading the IPVS table failed: {e}")
     finally:
         client.close()
-    services = showview.rows(table, names, health)
+    services = showview.rows(table, names, health, origins)
     if as_json:
         typer.echo(json.dumps({"notes": notes, "services": services}, indent=2))
         return
@@ -878,6 +883,78 @@ def realserver_setup(
     if still:
         _fail("still missing after setup: " + "; ".join(i.what for i in still))
     typer.echo(f"real server ready for {forwarding}" + (f" ({tunnel})" if forwarding == "tunnel" else ""))
+
+
+real_app = typer.Typer(
+    help="Add, remove and weigh reals of a running daemon, without a reload.", no_args_is_help=True
+)
+app.add_typer(real_app, name="real")
+REAL_ARG = typer.Argument(..., help="The real as ADDRESS or ADDRESS:PORT ([v6]:PORT).")
+VS_ARG = typer.Argument(..., help="The virtual server's name.")
+WEIGHT_OPTION = typer.Option(
+    None, "--weight", "-w", min=0, max=65535, help="Its weight (default: the virtual server's)."
+)
+
+
+@real_app.command("add")
+def real_add(
+    virtual_server: str = VS_ARG,
+    real: str = REAL_ARG,
+    weight: Optional[int] = WEIGHT_OPTION,  # noqa: UP007
+    socket_path: str = SOCKET_OPTION,
+) -> None:
+    """Add a real now: health-checked like the file's reals, kept across reloads and restarts.
+
+    It takes the virtual server's forwarding, tunnel and health check. A
+    real the file lists later replaces it. Without a port it gets the
+    virtual port.
+
+    Example:
+
+      ipvsmgr real add web 198.18.1.14:8080 --weight 2
+    """
+    args = {"virtual_server": virtual_server, "real": real}
+    if weight is not None:
+        args["weight"] = str(weight)
+    r = _call(socket_path, "real_add", 30.0, **args)
+    what = "added" if r["added"] else "weight set" if r["changed"] else "already there"
+    checked = ", health-checked" if r["checked"] else ""
+    typer.echo(f"{r['real']} of {r['virtual_server']}: {what} (weight {r['weight']}{checked})")
+
+
+@real_app.command("remove")
+def real_remove(virtual_server: str = VS_ARG, real: str = REAL_ARG, socket_path: str = SOCKET_OPTION) -> None:
+    """Remove a real added with `real add`: drained first, as when the file drops one.
+
+    Its connections go on until they end or drain_timeout passes.
+
+    Example:
+
+      ipvsmgr real remove web 198.18.1.14:8080
+    """
+    r = _call(socket_path, "real_remove", virtual_server=virtual_server, real=real)
+    typer.echo(f"{r['real']} of {r['virtual_server']}: removed (draining)")
+
+
+@real_app.command("weight")
+def real_weight(
+    virtual_server: str = VS_ARG,
+    real: str = REAL_ARG,
+    weight: int = typer.Argument(..., min=0, max=65535, help="The new weight."),
+    socket_path: str = SOCKET_OPTION,
+) -> None:
+    """Set a real's weight now, for any real, file or `real add`.
+
+    On a real of the file it lasts across reloads and restarts until the
+    file changes that real's weight (the file wins, with a log line).
+
+    Example:
+
+      ipvsmgr real weight web 198.18.1.11:8080 5
+    """
+    r = _call(socket_path, "real_weight", virtual_server=virtual_server, real=real, weight=str(weight))
+    note = "" if r["changed"] else " (already)"
+    typer.echo(f"{r['real']} of {r['virtual_server']}: weight {r['was']} -> {r['weight']}{note}")
 
 
 vrrp_app = typer.Typer(help="VRRP instances: hand mastership over and take it back.", no_args_is_help=True)

@@ -15,7 +15,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from ipvsmgr import __version__, lookup
+from ipvsmgr import __version__, dynamic, lookup
 from ipvsmgr.control import CommandError, Request
 from ipvsmgr.controlled import Controlled
 from ipvsmgr.ipvs.model import Destination, DestKey, ServiceKey, Table
@@ -55,7 +55,13 @@ async def _run(d: Controlled, req: Request) -> Any:
             return xdp_status(d)
         if req.command in ("xdp_block", "xdp_allow"):
             return xdp_list(d, req.command[4:], a["prefix"], a["action"])
-    except lookup.NotFound as e:
+        if req.command == "real_add":
+            return await real_add(d, a["virtual_server"], a["real"], a.get("weight"))
+        if req.command == "real_remove":
+            return await real_remove(d, a["virtual_server"], a["real"])
+        if req.command == "real_weight":
+            return await real_weight(d, a["virtual_server"], a["real"], a["weight"])
+    except (lookup.NotFound, dynamic.Refused) as e:
         raise CommandError(str(e)) from None
     raise CommandError(f"command {req.command} is not handled")  # COMMANDS and this file disagree
 
@@ -70,6 +76,93 @@ def drain(d: Controlled, vs_name: str, real_text: str, on: bool) -> dict[str, An
     if changed:
         d.set_overrides(replace(d.overrides, drained=frozenset(drained)))
     return {"virtual_server": vs.name, "real": str(dkey), "drained": on, "changed": changed}
+
+
+def _weight(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not text.isascii() or not text.isdigit():
+        raise dynamic.Refused(f"weight {text!r} is not a whole number (0-{dynamic.MAX_WEIGHT})")
+    return dynamic.check_weight(int(text))
+
+
+def _file_line(d: Controlled, vs: Any, key: DestKey) -> str:
+    """' (FILE, reals[N] of VS)' of a real in the file, for errors that send the operator there."""
+    assert d.file_config is not None
+    for fvs in d.file_config.virtual_servers:
+        if fvs.name == vs.name:
+            for i, r in enumerate(fvs.reals):
+                if destination(r).key == key:
+                    return f" ({d.config_path}, reals[{i}] of {vs.name})"
+    return f" ({d.config_path})"
+
+
+async def real_add(d: Controlled, vs_name: str, real_text: str, weight_text: str | None) -> dict[str, Any]:
+    """Add a real to a virtual server now, kept across reloads and restarts (overrides.json)."""
+    assert d.config is not None
+    vs = lookup.virtual_server(d.config, vs_name)
+    address, port = dynamic.endpoint(vs, *lookup.parse_endpoint(real_text))
+    weight = _weight(weight_text)
+    key = service_key(vs)
+    new = dynamic.DynamicReal(key, address, port, weight)
+    real = dynamic.build(vs, new)  # refused here when the file would refuse it
+    dk = destination(real).key
+    present = next((r for r in vs.reals if destination(r).key == dk), None)
+    if present is not None and present.origin != dynamic.RUNTIME:
+        what = "the configuration file" + _file_line(d, vs, dk) if not present.origin else present.origin
+        raise CommandError(f"{dk} is already a real of {vs.name!r}, from {what}: change it there")
+    o = d.overrides
+    added = tuple(a for a in o.added if (a.service, a.key) != (key, dk)) + (new,)
+    changed = present is None or present.weight != real.weight
+    if changed:
+        await d.set_dynamic(replace(o, added=added))
+    return {"virtual_server": vs.name, "real": str(dk), "weight": real.weight, "added": present is None,
+            "changed": changed, "checked": real.health is not None}  # fmt: skip
+
+
+async def real_remove(d: Controlled, vs_name: str, real_text: str) -> dict[str, Any]:
+    """Remove a real added at run time: drained like a real the file drops, not cut."""
+    assert d.config is not None
+    vs = lookup.virtual_server(d.config, vs_name)
+    r, dk = lookup.real(vs, real_text)
+    if r.origin != dynamic.RUNTIME:
+        what = "the configuration file" + _file_line(d, vs, dk) if not r.origin else r.origin
+        raise CommandError(
+            f"{dk} of {vs.name!r} comes from {what}, not `real add`: remove it there "
+            f"(or `ipvsmgr drain {vs.name} {dk}`)"
+        )
+    key = service_key(vs)
+    o = d.overrides
+    await d.set_dynamic(replace(o, added=tuple(a for a in o.added if (a.service, a.key) != (key, dk))))
+    return {"virtual_server": vs.name, "real": str(dk), "removed": True}
+
+
+async def real_weight(d: Controlled, vs_name: str, real_text: str, weight_text: str) -> dict[str, Any]:
+    """Set a real's weight now: a run-time real's entry, or an override of a file real's weight
+    that lasts until the file changes that weight."""
+    assert d.config is not None and d.file_config is not None
+    vs = lookup.virtual_server(d.config, vs_name)
+    r, dk = lookup.real(vs, real_text)
+    weight = _weight(weight_text)
+    assert weight is not None
+    key = service_key(vs)
+    o = d.overrides
+    if r.origin == dynamic.RUNTIME:
+        added = tuple(replace(a, weight=weight) if (a.service, a.key) == (key, dk) else a for a in o.added)
+        new = replace(o, added=added)
+    elif not r.origin:
+        fvs = lookup.virtual_server(d.file_config, vs_name)
+        file_weight = next(f.weight for f in fvs.reals if destination(f).key == dk)
+        kept = tuple(w for w in o.weights if w.real != (key, dk))
+        if weight != file_weight:
+            kept += (dynamic.WeightSet((key, dk), weight, file_weight),)
+        new = replace(o, weights=kept)
+    else:
+        raise CommandError(f"{dk} of {vs.name!r} comes from {r.origin}: its weight is that source's")
+    changed = new != o
+    if changed:
+        await d.set_dynamic(new)
+    return {"virtual_server": vs.name, "real": str(dk), "weight": weight, "was": r.weight, "changed": changed}
 
 
 def disable(d: Controlled, vs_name: str, on: bool) -> dict[str, Any]:
@@ -186,6 +279,7 @@ async def status(d: Controlled) -> dict[str, Any]:
         "virtual_servers": [_vs_status(d, vs, table) for vs in d.config.virtual_servers],
         "health_checks": d.checks.status(),
         "vrrp": d.vrrp.status(),
+        "discovery": d.discovery.status(),
         "bgp": d.bgp.status(),
         "xdp": d.xdp.status(),
         "connection_sync": d.sync.status(),
@@ -204,9 +298,11 @@ def _vs_status(d: Controlled, vs: Any, table: Table | None) -> dict[str, Any]:
     kdests: dict[DestKey, Destination] = table.dests.get(key, {}) if table is not None else {}
     reals = []
     members = list(vs.reals) + ([vs.sorry] if vs.sorry is not None else [])
+    weights = {w.real: w.weight for w in d.overrides.weights}
     for r in members:
         dk = destination(r).key
         h = d.checks.health.get((key, dk))
+        cs = d.checks.state((key, dk)) if h is None and r.health is not None else None
         kd = kdests.get(dk)
         st = kd.stats if kd is not None else None
         reals.append(
@@ -215,9 +311,11 @@ def _vs_status(d: Controlled, vs: Any, table: Table | None) -> dict[str, Any]:
                 "sorry_server": r is vs.sorry,
                 "configured_weight": r.weight,
                 "weight": kd.weight if kd is not None else None,  # None: not in the kernel
-                "health": "unchecked" if r.health is None or r is vs.sorry else _health(h, r),
-                "reason": h.reason if h is not None else "",
+                "health": "unchecked" if r.health is None or r is vs.sorry else _health(h, r, cs),
+                "reason": h.reason if h is not None else cs.last.reason if cs and cs.last else "",
                 "drained": (key, dk) in d.overrides.drained,
+                "origin": "sorry_server" if r is vs.sorry else r.origin or "file",  # runtime: `real add`
+                "weight_set": weights.get((key, dk)),  # a weight set at run time on a file real
                 "active_connections": kd.active_conns if kd is not None else 0,
                 "inactive_connections": kd.inact_conns if kd is not None else 0,
                 "connections_total": st.conns if st is not None else 0,
@@ -240,7 +338,9 @@ def _vs_status(d: Controlled, vs: Any, table: Table | None) -> dict[str, Any]:
     }
 
 
-def _health(h: Any, r: Any) -> str:
-    if h is None:
+def _health(h: Any, r: Any, st: Any) -> str:
+    if h is None:  # no transition yet: the checks' own state once one has run (a real that starts down)
+        if st is not None and st.last is not None:
+            return "up" if st.up else "down"
         return "up" if r.health.start_up else "pending"
     return "up" if h.up else "down"

@@ -54,6 +54,9 @@ COMMANDS: Mapping[str, tuple[str, ...]] = {
     "xdp_status": (),
     "xdp_block": ("prefix", "action"),  # action: drop | tarpit | remove
     "xdp_allow": ("prefix", "action"),  # action: add | remove
+    "real_add": ("virtual_server", "real", "weight?"),
+    "real_remove": ("virtual_server", "real"),
+    "real_weight": ("virtual_server", "real", "weight"),
 }
 
 

@@ -19,6 +19,7 @@ from ipvsmgr.reconcile.overrides import Overrides
 if TYPE_CHECKING:  # only for their types: none is imported at run time here
     from ipvsmgr.parts.bgp import BgpPart
     from ipvsmgr.parts.connsync import SyncPart
+    from ipvsmgr.parts.discovery import DiscoveryPart
     from ipvsmgr.parts.health import HealthPart
     from ipvsmgr.parts.ipvs import IpvsPart
     from ipvsmgr.parts.listeners import ControlPart, MetricsPart
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # only for their types: none is imported at run time here
 
 class Controlled(Protocol):
     config: Config | None
+    file_config: Config | None
     config_path: str
     started: float
     quorum: dict[ServiceKey, bool]
@@ -39,6 +41,7 @@ class Controlled(Protocol):
     bgp: BgpPart
     xdp: XdpPart
     sync: SyncPart
+    discovery: DiscoveryPart
     control: ControlPart | None
     metrics: MetricsPart | None
 
@@ -49,5 +52,7 @@ class Controlled(Protocol):
     def counters(self) -> Counter[str]: ...
 
     def set_overrides(self, new: Overrides) -> None: ...
+
+    async def set_dynamic(self, new: Overrides) -> None: ...
 
     async def reload(self, force: bool = False) -> dict[str, Any]: ...

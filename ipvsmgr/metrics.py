@@ -46,6 +46,7 @@ class RealView:
     configured_weight: int
     health: str  # up, down, pending, unchecked
     check_duration: float | None
+    origin: str = "file"  # file | runtime (`ipvsmgr real add`) | a discovery source
 
 
 @dataclass(slots=True)
@@ -66,6 +67,7 @@ class Snapshot:
     checks: dict[str, float] = field(default_factory=dict)
     checks_not_run: tuple[tuple[str, str, int], ...] = ()  # (checker type, reason, runs)
     bgp: dict[str, Any] | None = None  # BgpPart.status(): peers, prefixes, counters
+    discovery: list[dict[str, Any]] = field(default_factory=list)  # DiscoveryPart.status()
     xdp: dict[str, Any] | None = None  # XdpShield.status(): attachment, counters, attack state
 
 
@@ -105,6 +107,8 @@ def families(s: Snapshot, table: Table | None, kernel_ok: bool) -> Iterator[Fami
     rcfg = _G("ipvsmgr_real_configured_weight", "Weight in the configuration.", labels=r_l)
     rup = _G("ipvsmgr_real_up", "1 up, 0 down; absent for reals without a health check.", labels=r_l)
     rdur = _G("ipvsmgr_real_check_duration_seconds", "How long the last health check took.", labels=r_l)
+    rorig = _G("ipvsmgr_real_origin", "1 per real, labelled with where it came from: file, runtime "
+               "(ipvsmgr real add) or a discovery source.", labels=[*r_l, "origin"])  # fmt: skip
     for r in s.reals:
         lr = [r.virtual_server, str(r.key)]
         d = table.dests.get(r.service, {}).get(r.key) if table is not None else None
@@ -123,7 +127,8 @@ def families(s: Snapshot, table: Table | None, kernel_ok: bool) -> Iterator[Fami
             rup.add_metric(lr, 1.0 if r.health == "up" else 0.0)
         if r.check_duration is not None:
             rdur.add_metric(lr, r.check_duration)
-    yield from (rconn, rpkt, rbyte, ract, rinact, rweight, rcfg, rup, rdur)
+        rorig.add_metric([*lr, r.origin], 1.0)
+    yield from (rconn, rpkt, rbyte, ract, rinact, rweight, rcfg, rup, rdur, rorig)
 
     ch = s.checks
     if ch:
@@ -179,6 +184,8 @@ def families(s: Snapshot, table: Table | None, kernel_ok: bool) -> Iterator[Fami
         vdrop.add_metric([instance, reason], n)
     yield from (vstate, vprio, vtrans, vsent, vrecv, vdrop)
 
+    if s.discovery:
+        yield from _discovery(s.discovery)
     if s.bgp is not None:
         yield from _bgp(s.bgp)
     if s.xdp is not None:
@@ -370,3 +377,29 @@ class MetricsServer:
             except OSError as e:
                 log.warning("metrics: reading IPVS failed: %s", e)
         return render(snap, table, table is not None)
+
+
+def _discovery(sources: list[dict[str, Any]]) -> Iterator[Any]:
+    labels = ["virtual_server", "source"]
+    stale = _G("ipvsmgr_discovery_stale", "1 while a discovery source fails and its last good list is kept.",
+               labels=labels)  # fmt: skip
+    reals = _G("ipvsmgr_discovery_reals", "Reals the source's list gives the virtual server.", labels=labels)
+    held = _G("ipvsmgr_discovery_removals_held", "Removals the churn limit holds back now.", labels=labels)
+    age = _G("ipvsmgr_discovery_last_answer_age_seconds", "Seconds since the source last answered.",
+             labels=labels)  # fmt: skip
+    answers = _C("ipvsmgr_discovery_answers", "Good answers from the source.", labels=labels)
+    failures = _C(
+        "ipvsmgr_discovery_failures", "Failed asks (timeouts, NXDOMAIN, empty answers).", labels=labels
+    )
+    changes = _C("ipvsmgr_discovery_changes", "New lists taken from the source.", labels=labels)
+    for d in sources:
+        lv = [d["virtual_server"], d["source"]]
+        stale.add_metric(lv, 1.0 if d["stale"] else 0.0)
+        reals.add_metric(lv, d["reals"])
+        held.add_metric(lv, d["removals_held"])
+        if d["last_answer_s_ago"] is not None:
+            age.add_metric(lv, d["last_answer_s_ago"])
+        answers.add_metric(lv, d["answers"])
+        failures.add_metric(lv, d["failures"])
+        changes.add_metric(lv, d["changes"])
+    yield from (stale, reals, held, age, answers, failures, changes)

@@ -18,9 +18,10 @@ import logging
 import signal
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from ipvsmgr import commands, conncap
+from ipvsmgr import commands, conncap, dynamic
 from ipvsmgr.config import Config, ConfigError, load
 from ipvsmgr.config.worker import load_isolated
 from ipvsmgr.control import Request
@@ -31,6 +32,7 @@ from ipvsmgr.malloc import trim
 from ipvsmgr.parts.base import Hub, Part, StartupError
 from ipvsmgr.parts.bgp import BgpPart
 from ipvsmgr.parts.connsync import SyncPart
+from ipvsmgr.parts.discovery import DiscoveryPart
 from ipvsmgr.parts.health import HealthPart
 from ipvsmgr.parts.ipvs import IpvsPart
 from ipvsmgr.parts.listeners import ControlPart, MetricsPart
@@ -42,6 +44,7 @@ from ipvsmgr.reconcile.desired import destination, service_key
 from ipvsmgr.reconcile.health import healthy_state
 from ipvsmgr.reconcile.overrides import Overrides, OverrideStore
 from ipvsmgr.sdnotify import Notifier
+from ipvsmgr.sources.gate import Endpoint
 
 if TYPE_CHECKING:
     from ipvsmgr import metrics
@@ -83,19 +86,23 @@ class Daemon:
         self.last_reload: dict[str, Any] | None = None
         self.quorum: dict[ServiceKey, bool] = {}
         self.quorum_commands = QuorumCommands()
+        self.next_step: float | None = None  # when a ramping weight (slow_start) next changes
         self.stopping = asyncio.Event()
         self.reload_requested = False
         self._reload_lock = asyncio.Lock()
         self.status_cache: Fresh[dict[str, Any]] = Fresh(STATUS_FRESH)  # a burst of `status` shares one
         self._status_text = ""
         self._preloaded = config  # what `run` already loaded and checked: not parsed twice at start
-        self.config: Config | None = None
+        self.file_config: Config | None = None  # what the file says
+        self.config: Config | None = None  # what runs: the file's, with the reals added at run time
 
         self.xdp = XdpPart(self.hub)
         self.ipvs = IpvsPart(self.hub, force=force, remove_on_stop=remove_on_stop)
         self.checks = HealthPart(self.hub, lambda: self.ipvs.adopted)
         self.vrrp = VrrpPart(self.hub, log_level, log_format)
         self.sync = SyncPart(self.hub, self.ipvs, self.vrrp.state)
+        self.discovery = DiscoveryPart(self.hub, self._discovered)
+        self.discovered: dict[ServiceKey, tuple[str, tuple[Endpoint, ...]]] = {}
         self.bgp = BgpPart(self.hub, self.vrrp.states)
         self.control = ControlPart(control_socket, self._command, control_group) if control_socket else None
         self.metrics: MetricsPart | None = None
@@ -105,10 +112,10 @@ class Daemon:
             self.metrics = MetricsPart(MetricsServer(metrics[0], metrics[1], self._snapshot, self.dump))
         listeners: list[Part] = [p for p in (self.control, self.metrics) if p is not None]
         self.parts: list[Part] = [
-            self.ipvs, self.xdp, self.checks, self.sync, self.vrrp, self.bgp, *listeners,
+            self.ipvs, self.xdp, self.checks, self.discovery, self.sync, self.vrrp, self.bgp, *listeners,
         ]  # fmt: skip
         self.stop_order: list[Part] = [
-            self.bgp, self.xdp, *listeners, self.vrrp, self.sync, self.checks, self.ipvs,
+            self.bgp, self.xdp, *listeners, self.discovery, self.vrrp, self.sync, self.checks, self.ipvs,
         ]  # fmt: skip
 
         self.hub.events.subscribe(self._on_event)
@@ -131,6 +138,82 @@ class Daemon:
         self.hub.overrides = new
         self.override_store.save(new)
         self.hub.changed()
+
+    def _found(self, file: Config) -> list[dynamic.DynamicReal]:
+        """The reals the discovery sources found, for the services whose source they came from."""
+        out = []
+        for vs in file.virtual_servers:
+            key = service_key(vs)
+            entry = self.discovered.get(key)
+            if vs.discovery is None or entry is None or entry[0] != vs.discovery.name:
+                continue
+            for e in entry[1]:
+                try:
+                    address, port = dynamic.endpoint(vs, e.address, e.port)
+                except dynamic.Refused:
+                    continue  # said once, when the list was taken (_discovered)
+                out.append(dynamic.DynamicReal(key, address, port, e.weight, entry[0]))
+        return out
+
+    def _effective(self, file: Config) -> Config:
+        """The file's configuration with the run-time reals and weights, and the discovered reals,
+        merged in. Run-time entries the file now overrides, or that lost their virtual server, are
+        dropped, each with a log line."""
+        o = self.overrides
+        m = dynamic.merge(file, (*o.added, *self._found(file)), o.weights)
+        mine = [d for d in m.shadowed if d.origin == dynamic.RUNTIME]  # a source may list a file real
+        for d in mine:
+            log.info("real %s of %s is now in the configuration file: the file's entry wins over the one "
+                     "added at run time", d.key, _service_name(file, d.service))  # fmt: skip
+        for d in m.orphaned:
+            if d.origin == dynamic.RUNTIME:
+                log.info("real %s added at run time is dropped: its virtual server %s left the "
+                         "configuration", d.key, d.service)  # fmt: skip
+        refused = [(d, why) for d, why in m.refused if d.origin == dynamic.RUNTIME]
+        for d, why in refused:
+            log.warning("real %s added at run time is dropped: %s", d.key, why)
+        for w in m.stale_weights:
+            log.info("weight %d set at run time on real %s is dropped: the configuration file changed its "
+                     "weight from %d", w.weight, w.real[1], w.file_weight)  # fmt: skip
+        gone = {id(d) for d in (*mine, *m.orphaned, *(d for d, _ in refused))}
+        stale = {id(w) for w in m.stale_weights}
+        if gone or stale:
+            added = tuple(d for d in o.added if id(d) not in gone)
+            weights = tuple(w for w in o.weights if id(w) not in stale)
+            self.set_overrides(replace(o, added=added, weights=weights))
+        return m.config
+
+    async def _rebuild(self) -> None:
+        """Reals changed (run time or discovery): the parts that care take the new effective
+        configuration at once (the checks start on a new real, IPVS gets it this round)."""
+        assert self.file_config is not None and self.config is not None
+        old, self.config = self.config, self._effective(self.file_config)
+        for part in (self.ipvs, self.checks, self.bgp):  # only reals changed: VIPs, VRRP and XDP did not
+            await part.reload(self.config, old)
+        self.status_cache.invalidate()
+        self.hub.changed()
+
+    async def set_dynamic(self, new: Overrides) -> None:
+        """Run-time reals or weights changed (`ipvsmgr real ...`): kept, then applied."""
+        self.set_overrides(new)
+        await self._rebuild()
+
+    async def _discovered(self, key: ServiceKey, origin: str, endpoints: tuple[Endpoint, ...]) -> None:
+        """A source's gate took a new list."""
+        self.discovered[key] = (origin, endpoints)
+        if self.file_config is None or self.config is None:
+            return
+        vs = next((v for v in self.file_config.virtual_servers if service_key(v) == key), None)
+        if vs is not None:
+            for e in endpoints:
+                try:
+                    dynamic.build(
+                        vs, dynamic.DynamicReal(key, *dynamic.endpoint(vs, e.address, e.port), e.weight)
+                    )
+                except dynamic.Refused as err:
+                    self.counters["discovery_refused"] += 1
+                    log.warning("%s: %s gives %s, which it cannot take: %s", vs.name, origin, e.address, err)
+        await self._rebuild()
 
     def _prune_overrides(self) -> None:
         """Forget overrides whose real, virtual server or instance left the configuration."""
@@ -160,6 +243,7 @@ class Daemon:
         self.quorum = {k: q.up for k, q in quorums.items()}
         self.vrrp.set_quorums({desired.names.get(k, str(k)): q.up for k, q in quorums.items()})
         self.bgp.update(self.checks.health, quorums)
+        self.next_step = desired.next_step  # a slow start under way: reconcile again then
         await self.ipvs.apply(desired)
         self._update_status()
 
@@ -209,18 +293,20 @@ class Daemon:
             return self._refuse_reload(shown, guarded=False, total=e.total)
         if config.empty:
             return self._refuse_reload([f"{self.config_path}: {guard.EMPTY_FILE}"], guarded=True)
-        old = self.config
-        assert old is not None
-        if not force:
+        old, old_file = self.config, self.file_config
+        assert old is not None and old_file is not None
+        if not force:  # file against file: reals added at run time are not the file's to remove
             removed = guard.removal(
-                guard.config_reals(old), guard.config_reals(config),
-                guard.config_vips(old), guard.config_vips(config),
+                guard.config_reals(old_file), guard.config_reals(config),
+                guard.config_vips(old_file), guard.config_vips(config),
             )  # fmt: skip
             why = guard.refusal(removed, config.max_removed_reals)
             if why is not None:
                 return self._refuse_reload([f"{self.config_path}: reload refused: {why}"], guarded=True)
-        self.config = config
+        self.file_config = config
+        self.config = self._effective(config)
         self._prune_overrides()
+        config = self.config
         for part in self.parts:
             await part.reload(config, old)
         log.info("reloaded %s", self.config_path)
@@ -233,8 +319,10 @@ class Daemon:
     # ------------------------------------------------------------ main
 
     async def run(self) -> None:
-        self.config = self._preloaded or load(self.config_path)  # a ConfigError here ends the start
+        self.file_config = self._preloaded or load(self.config_path)  # a ConfigError here ends the start
         self._preloaded = None
+        self.discovered = self.discovery.load()  # the last run's lists: a restart does not drain them
+        self.config = self._effective(self.file_config)
         trim()  # a load here (no config handed in) leaves its parse as garbage
         self._prune_overrides()
         loop = asyncio.get_running_loop()
@@ -284,6 +372,8 @@ class Daemon:
         while not self.stopping.is_set():
             await self._reconcile()
             deadline = time.monotonic() + self.resync
+            if self.next_step is not None:
+                deadline = min(deadline, self.next_step)
             while not self.wake.is_set() and not self.stopping.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -330,12 +420,13 @@ class Daemon:
                 last = st.last if st is not None else None
                 if r.health is None:
                     health = "unchecked"
-                elif h is None:
-                    health = "pending"
+                elif h is None:  # no transition yet: a real that starts down and fails is down
+                    health = "pending" if st is None or last is None else "up" if st.up else "down"
                 else:
                     health = "up" if h.up else "down"
                 duration = last.duration if last is not None else None
-                snap.reals.append(metrics.RealView(vs.name, key, dk, r.weight, health, duration))
+                origin = r.origin or "file"
+                snap.reals.append(metrics.RealView(vs.name, key, dk, r.weight, health, duration, origin))
         snap.quorum = dict(self.quorum)
         snap.counters = dict(self.counters)
         snap.reloads = {r: self.counters[f"reloads_{r}"] for r in ("ok", "refused", "guarded")}
@@ -360,6 +451,9 @@ class Daemon:
         lost = sum(1 for up in self.quorum.values() if not up)
         if lost:
             parts.append(f"{lost} without quorum")
+        stale = sum(1 for w in self.discovery.watches.values() if w.gate.stale)
+        if stale:
+            parts.append(f"{stale} discovery source{'' if stale == 1 else 's'} stale")
         if self.xdp.configured:
             parts.append(f"XDP {self.xdp.state}")
         if self.vrrp.running:
@@ -371,3 +465,7 @@ class Daemon:
         if text != self._status_text:
             self._status_text = text
             self.hub.notifier.status(text)
+
+
+def _service_name(config: Config, key: ServiceKey) -> str:
+    return next((vs.name for vs in config.virtual_servers if service_key(vs) == key), str(key))

@@ -14,9 +14,12 @@ from ipvsmgr.ipvs.model import FWD_NAMES, TUN_NAMES, DestKey, ServiceKey, Table
 from ipvsmgr.statusview import _rate, _table
 
 Health = Mapping[tuple[str, str], str]  # (service, real) as text -> up / down / ...
+Origins = Mapping[tuple[str, str], str]  # (service, real) as text -> file / runtime / a source
 
 
-def rows(table: Table, names: Mapping[ServiceKey, str], health: Health | None) -> list[dict[str, Any]]:
+def rows(
+    table: Table, names: Mapping[ServiceKey, str], health: Health | None, origins: Origins | None = None
+) -> list[dict[str, Any]]:
     """One dict per kernel service (ours first, in the file's order), reals inside."""
     order = {k: i for i, k in enumerate(names)}
     out = []
@@ -42,6 +45,7 @@ def rows(table: Table, names: Mapping[ServiceKey, str], health: Health | None) -
                     "in_bytes_per_s": ds.inbps if ds else 0,
                     "out_bytes_per_s": ds.outbps if ds else 0,
                     "health": None if health is None else health.get((str(key), str(dkey)), "-"),
+                    "origin": None if origins is None else origins.get((str(key), str(dkey))),
                 }
             )
         out.append(
@@ -96,7 +100,9 @@ def render(services: list[dict[str, Any]], notes: list[str]) -> str:
                 str(r["out_packets_per_s"]), _rate(r["in_bytes_per_s"]), _rate(r["out_bytes_per_s"]),
             ]  # fmt: skip
             if with_health:
-                row.append(r["health"] or "-")
+                origin = r.get("origin")
+                tag = "" if origin in (None, "file", "sorry_server") else f" ({origin})"  # runtime: real add
+                row.append((r["health"] or "-") + tag)
             table.append(row)
         lines.extend(_table(table))
     return "\n".join(lines)

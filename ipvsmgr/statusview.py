@@ -92,6 +92,11 @@ def render(st: dict[str, Any]) -> str:
                 note.append("sorry server")
             if r["drained"]:
                 note.append("drained")
+            origin = r.get("origin", "file")
+            if origin not in ("file", "sorry_server"):
+                note.append("added at run time" if origin == "runtime" else f"from {origin}")
+            if r.get("weight_set") is not None:
+                note.append("weight set at run time")
             if r["reason"] and r["health"] != "up":
                 note.append(r["reason"])
             rows.append(
@@ -107,6 +112,17 @@ def render(st: dict[str, Any]) -> str:
                     "; ".join(note),
                 ]  # fmt: skip
             )
+        lines.extend(_table(rows))
+    if st.get("discovery"):
+        lines.append("")
+        lines.append("DISCOVERY")
+        rows = [["VIRTUAL SERVER", "SOURCE", "REALS", "STATE", "NOTE"]]
+        for src in st["discovery"]:
+            state = f"STALE {src['stale_for_s']}s" if src["stale"] else "ok"
+            note = [src["error"]] if src["stale"] else []
+            if src["removals_held"]:
+                note.append(f"churn limit holds {src['removals_held']} removal(s)")
+            rows.append([src["virtual_server"], src["source"], str(src["reals"]), state, "; ".join(note)])
         lines.extend(_table(rows))
     if st["vrrp"]:
         lines.append("")

@@ -18,6 +18,7 @@ from ipvsmgr.config.health import BLOCKS, build_check, merge
 from ipvsmgr.config.model import (
     Config,
     ConnectionSync,
+    Discovery,
     HealthCheck,
     Persistence,
     Quorum,
@@ -29,6 +30,7 @@ from ipvsmgr.config.schema import Checked, Names
 from ipvsmgr.config.vrrpbuild import build_vrrp
 from ipvsmgr.config.xdpbuild import build_xdp
 from ipvsmgr.ipvs.model import Timeouts
+from ipvsmgr.sources.dns import DnsSpec
 from vrrp.packet import IPAddress
 
 DEFAULT_SCHEDULER = "wlc"
@@ -341,6 +343,18 @@ class _Builder:
                 continue
             seen[rk] = rp
             reals.append(real)
+        discovery = (
+            self.discovery(d["discovery"], path + ("discovery",), family, vs_forwarding)
+            if "discovery" in d
+            else None
+        )
+        slow_start = parse_duration(d.get("slow_start", 0))
+        if slow_start and scheduler in ("mh", "sh") and scheduler_known:
+            self.error(
+                path + ("slow_start",),
+                f"slow_start cannot ramp a real of the {scheduler} scheduler: its weight sizes the real's "
+                "share of the hash table, so each step would move connections between reals",
+            )
         fallback = f"{scheduler}-fallback"
         inhibited = any(r.health is not None and r.health.on_failure == "inhibit" for r in reals)
         if (
@@ -374,17 +388,71 @@ class _Builder:
                 tuple(q.get("down_command") or ()),
                 bool(q.get("down_on_stop", False)),
             )
-            if "quorum" in d and self.clean(path + ("quorum",)) and self.clean(path + ("reals",)):
+            found_later = "discovery" in d  # a quorum of reals a source finds cannot be judged from the list
+            if (
+                "quorum" in d
+                and not found_later
+                and self.clean(path + ("quorum",))
+                and self.clean(path + ("reals",))
+            ):
                 weights_known = all_built and self.clean(path + ("weight",))
                 self.reachable(
                     quorum, path + ("quorum",), q, len(raw_reals), reals if weights_known else None
                 )
+        template = RealServer(
+            address="", port=0 if fwmark else port, weight=int(d.get("weight", 1)), forwarding=vs_forwarding,
+            tunnel=vs_tunnel if vs_forwarding == "tunnel" else None, family=family, health=default_check,
+        )  # fmt: skip
         return VirtualServer(
             name=v.name, family=v.family, protocol=v.protocol, address=v.address, port=v.port,
             fwmark=v.fwmark, scheduler=v.scheduler, scheduler_flags=v.scheduler_flags,
             persistence=v.persistence, one_packet=v.one_packet, reals=tuple(reals), path=path,
-            quorum=quorum, sorry=sorry,
+            quorum=quorum, sorry=sorry, template=template, discovery=discovery, slow_start=slow_start,
         )  # fmt: skip
+
+    def discovery(self, raw: dict[str, Any], path: Path, family: int, forwarding: str) -> Discovery | None:
+        dns = raw.get("dns")
+        if not isinstance(dns, dict) or "name" not in dns:
+            return None  # the schema said why
+        import importlib.util
+
+        if importlib.util.find_spec("dns") is None:
+            missing = "DNS discovery needs dnspython (Debian package python3-dnspython)"
+            self.error(path + ("dns",), missing, key=True)
+        rtype = dns.get("type", "AAAA" if family == socket.AF_INET6 else "A")
+        gives = socket.AF_INET6 if rtype == "AAAA" else socket.AF_INET if rtype == "A" else family
+        dp = path + ("dns",)
+        if gives != family and forwarding != "tunnel" and self.clean(dp + ("type",)):
+            self.error(
+                dp + ("type",),
+                f"{rtype} records give {FAMILY_TEXT[gives]} reals, and this is an {FAMILY_TEXT[family]} "
+                "virtual server: only tunnel forwarding crosses address families",
+            )
+        servers = []
+        for i, text in enumerate(dns.get("nameservers", ())):
+            host, _, port = (
+                text.rpartition(":") if text.count(":") == 1 or text.startswith("[") else (text, "", "")
+            )
+            host = host.strip("[]") if host else text
+            try:
+                ip = ipaddress.ip_address(host)
+                number = int(port) if port else 53
+                if not 0 < number < 65536:
+                    raise ValueError
+            except ValueError:
+                self.error(dp + ("nameservers", i), f"{text!r} is not ADDRESS, ADDRESS:PORT or [IPv6]:PORT")
+                continue
+            servers.append((str(ip), number))
+        if len({p for _, p in servers}) > 1:
+            self.error(dp + ("nameservers",), "the name servers must share one port (all are asked on one)")
+        spec = DnsSpec(
+            name=dns["name"], type=rtype, port=dns.get("port"), nameservers=tuple(servers),
+            timeout=parse_duration(dns.get("timeout", 2)), min_ttl=parse_duration(dns.get("min_ttl", 1)),
+            max_ttl=parse_duration(dns.get("max_ttl", 300)),
+        )  # fmt: skip
+        if spec.min_ttl > spec.max_ttl:
+            self.error(dp + ("min_ttl",), f"min_ttl {spec.min_ttl:g}s is above max_ttl {spec.max_ttl:g}s")
+        return Discovery(spec, parse_duration(raw.get("debounce", 1)), float(raw.get("max_removed", 0.5)))
 
     def reachable(
         self, q: Quorum, path: Path, raw: dict[str, Any], count: int, reals: list[RealServer] | None

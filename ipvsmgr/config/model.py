@@ -7,6 +7,7 @@ from typing import Any
 
 from ipvsmgr.config.errors import Path, Problem
 from ipvsmgr.ipvs.model import Timeouts  # plain seconds; 0 leaves the kernel's value
+from ipvsmgr.sources.dns import DnsSpec
 from vrrp.instance import InstanceConfig
 
 
@@ -58,6 +59,9 @@ class RealServer:
     lower_threshold: int = 0
     family: int = 0  # socket.AF_INET or AF_INET6
     health: HealthCheck | None = None  # None: always up
+    # where it came from: "" the file; "runtime" `ipvsmgr real add`; else a discovery source.
+    # Not compared: the same real moving from the API into the file changes nothing in the kernel.
+    origin: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +69,20 @@ class Persistence:
     timeout: int  # seconds
     prefix: int  # client netmask as prefix length
     engine: str = ""  # IPVS persistence engine: "sip" (Call-ID), or "" for the client address
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """Where a virtual server finds reals besides its list (ipvsmgr/sources/)."""
+
+    dns: DnsSpec
+    debounce: float = 1.0
+    max_removed: float = 0.5  # share of the found reals that may leave per minute
+
+    @property
+    def name(self) -> str:
+        """The origin its reals carry: `dns:NAME`."""
+        return f"dns:{self.dns.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +101,11 @@ class VirtualServer:
     path: Path = field(default=(), compare=False)
     quorum: Quorum | None = None
     sorry: RealServer | None = None  # takes the traffic while the quorum is lost
+    # A real as the file would build one from an address alone (the service's forwarding,
+    # tunnel, weight and default check): what reals added at run time are made from.
+    template: RealServer | None = field(default=None, compare=False)
+    discovery: Discovery | None = None
+    slow_start: float = 0.0  # seconds a real that comes up takes to reach its weight (IPVS has no such)
 
 
 REALTIME_PRIORITY = 10  # SCHED_RR priority of the VRRP process unless the file says otherwise

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -92,8 +93,12 @@ class HealthPart:
 
     def _on_transition(self, key: object, t: Transition, result: Result) -> None:
         reason = t.reason or result.reason
+        now = time.monotonic()
         for rid in self.members.get(cast(CheckId, key), ()):
-            self.health[rid] = RealHealth(t.up, t.weight, reason)
+            before = self.health.get(rid)
+            # a slow start runs from coming up, not from a dynamic weight's change while up
+            since = (before.since if before is not None and before.up else now) if t.up else None
+            self.health[rid] = RealHealth(t.up, t.weight, reason, since)
             self.hub.events.emit(RealChanged(rid[0], rid[1], t.up, reason, t.weight))
         self.hub.changed()
 

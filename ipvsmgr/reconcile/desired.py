@@ -42,6 +42,8 @@ class Desired:
     # real is added at this weight and quiesced at once: every node then builds the
     # same table whatever the real's health history.
     table_weights: dict[tuple[ServiceKey, DestKey], int] = field(default_factory=dict)
+    # While a real ramps up (slow_start): when its weight next steps (time.monotonic()).
+    next_step: float | None = None
 
 
 def service_key(vs: VirtualServer) -> ServiceKey:

@@ -10,12 +10,14 @@ dropped by `prune()`.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from ipvsmgr import statefile
+from ipvsmgr.dynamic import MAX_WEIGHT, DynamicReal, WeightSet
 from ipvsmgr.ipvs.model import DestKey, ServiceKey
 from ipvsmgr.reconcile.state import listed, real_from_json, skey_from_json, skey_to_json
 
@@ -34,6 +36,8 @@ class Overrides:
     node_drained: bool = False  # every BGP route withdrawn (drain-node), until undrain-node
     xdp_allow: frozenset[str] = frozenset()  # prefixes allowed at run time (`ipvsmgr xdp allow`)
     xdp_block: tuple[tuple[str, str], ...] = ()  # (prefix, drop | tarpit) blocked at run time
+    added: tuple[DynamicReal, ...] = ()  # reals added at run time (`ipvsmgr real add`), in order
+    weights: tuple[WeightSet, ...] = ()  # weights set at run time on reals of the file
 
     def prune(self, reals: set[RealId], services: set[ServiceKey], instances: set[str]) -> Overrides:
         return Overrides(
@@ -43,6 +47,8 @@ class Overrides:
             self.node_drained,
             self.xdp_allow,
             self.xdp_block,
+            tuple(a for a in self.added if a.service in services),
+            tuple(w for w in self.weights if w.real in reals),
         )
 
 
@@ -83,6 +89,22 @@ class OverrideStore:
             "node_drained": o.node_drained,
             "xdp_allow": sorted(o.xdp_allow),
             "xdp_block": [{"prefix": p, "action": a} for p, a in o.xdp_block],
+            "reals_added": [
+                {"service": skey_to_json(a.service), "addr": a.address, "port": a.port, "weight": a.weight}
+                for a in o.added
+            ],
+            "weights_set": [
+                {
+                    "service": skey_to_json(s),
+                    "af": d.af,
+                    "addr": d.addr,
+                    "port": d.port,
+                    "weight": w.weight,
+                    "file_weight": w.file_weight,
+                }
+                for w in o.weights
+                for s, d in (w.real,)
+            ],  # fmt: skip
         }
         statefile.write_json(self.path, raw)
 
@@ -119,6 +141,17 @@ def _overrides(raw: Any) -> Overrides:
         ):
             raise TypeError(f"xdp_block holds {b!r}, not {{prefix, action: drop|tarpit}}")
         blocks.append((b["prefix"], b["action"]))
+    added = []
+    for a in listed(raw, "reals_added"):
+        if not isinstance(a, dict):
+            raise TypeError(f"reals_added holds {a!r}, not an object")
+        added.append(DynamicReal(skey_from_json(a["service"]), _address(a["addr"]), _port(a["port"]),
+                                 _weight(a.get("weight"), True)))  # fmt: skip
+    weights = []
+    for w in listed(raw, "weights_set"):
+        if not isinstance(w, dict):
+            raise TypeError(f"weights_set holds {w!r}, not an object")
+        weights.append(WeightSet(real_from_json(w), _weight(w["weight"]), _weight(w["file_weight"])))
     return Overrides(
         drained=frozenset(real_from_json(d) for d in listed(raw, "drained")),
         disabled=frozenset(skey_from_json(d) for d in listed(raw, "disabled")),
@@ -126,4 +159,26 @@ def _overrides(raw: Any) -> Overrides:
         node_drained=_bool(raw, "node_drained"),
         xdp_allow=frozenset(_strings(raw, "xdp_allow")),
         xdp_block=tuple(sorted(blocks)),
+        added=tuple(added),
+        weights=tuple(weights),
     )
+
+
+def _address(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"an address is {value!r}, not text")
+    return str(ipaddress.ip_address(value))  # ValueError when it is no address
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise TypeError(f"a port is {value!r}, not 0-65535")
+    return int(value)
+
+
+def _weight(value: Any, optional: bool = False) -> Any:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_WEIGHT:
+        raise TypeError(f"a weight is {value!r}, not 0-{MAX_WEIGHT}")
+    return value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 
 import pytest
 
@@ -53,11 +54,17 @@ def test_health_part_turns_transitions_into_health_and_events(tmp_path: object) 
     cid = ("TcpCheck", "the check")
     checks.members[cid] = [(SVC, REAL)]
     checks._on_transition(cid, Transition(False, "timeout after 1s"), Result.down("timeout after 1s"))
+    t = time.monotonic()
     checks._on_transition(cid, Transition(True, "", 7), Result.up(7))
-    assert checks.health[(SVC, REAL)] == RealHealth(True, 7, "")
+    h = checks.health[(SVC, REAL)]
+    assert (h.up, h.weight, h.reason) == (True, 7, "")
+    assert h.since is not None and t <= h.since <= time.monotonic()  # when it came up: slow start's clock
+    checks._on_transition(cid, Transition(True, "", 9), Result.up(9))  # a new weight while up ...
+    assert checks.health[(SVC, REAL)] == RealHealth(True, 9, "", h.since)  # ... is no new coming up
     assert seen == [
         RealChanged(SVC, REAL, False, "timeout after 1s"),
         RealChanged(SVC, REAL, True, "", 7),
+        RealChanged(SVC, REAL, True, "", 9),
     ]
     assert daemon.wake.is_set()
 

@@ -117,3 +117,46 @@ def test_min_up_0_lets_the_weight_alone_decide_with_its_hysteresis() -> None:
     assert _quorum_up(q, 1, 2, True) and not _quorum_up(q, 1, 1, True)  # lost below 2
     assert not _quorum_up(q, 1, 3, False) and _quorum_up(q, 1, 4, False)  # back at 4, one real is enough
     assert not _quorum_up(Quorum(min_up=1, min_weight=2, hysteresis=2), 1, 4, False)  # min_up counts it too
+
+
+SLOW = TEXT.replace(
+    "    quorum: {min_up: 2, hysteresis: 1}\n",
+    "    quorum: {min_up: 2, hysteresis: 1}\n    slow_start: 10s\n",
+)
+
+
+def test_a_real_that_comes_up_ramps_its_weight_over_slow_start() -> None:
+    cfg = load_text(SLOW, "t.yaml")
+    assert cfg.virtual_servers[0].slow_start == 10.0
+    health = {rid(1): RealHealth(True, since=100.0), rid(2): RealHealth(True, 4, since=100.0),
+              rid(3): RealHealth(True)}  # fmt: skip  # .3 was up from the start: no ramp
+    seen = []
+    for now in (100.0, 102.5, 105.0, 109.9, 110.0, 200.0):
+        desired, q = healthy_state(cfg, health, now=now)
+        seen.append((now, {d.key.addr: d.weight for d in desired.dests[VS].values()}, desired.next_step))
+        assert q[VS] == QuorumState(True, 4, 27)  # the quorum counts the full weights: the reals are up
+    assert seen == [
+        (100.0, {"198.18.1.1": 1, "198.18.1.2": 1, "198.18.1.3": 10, "198.18.1.4": 3}, 100.5),
+        (102.5, {"198.18.1.1": 2, "198.18.1.2": 1, "198.18.1.3": 10, "198.18.1.4": 3}, 103.0),
+        (105.0, {"198.18.1.1": 5, "198.18.1.2": 2, "198.18.1.3": 10, "198.18.1.4": 3}, 105.5),
+        (109.9, {"198.18.1.1": 9, "198.18.1.2": 3, "198.18.1.3": 10, "198.18.1.4": 3}, 110.4),
+        (110.0, {"198.18.1.1": 10, "198.18.1.2": 4, "198.18.1.3": 10, "198.18.1.4": 3}, None),
+        (200.0, {"198.18.1.1": 10, "198.18.1.2": 4, "198.18.1.3": 10, "198.18.1.4": 3}, None),
+    ]
+    # without slow_start the same verdicts give the full weights at once
+    desired, _ = healthy_state(CFG, health, now=100.0)
+    assert {d.key.addr: d.weight for d in desired.dests[VS].values()}["198.18.1.1"] == 10
+    assert desired.next_step is None
+
+
+def test_slow_start_is_refused_for_hashing_schedulers() -> None:
+    import pytest
+
+    from ipvsmgr.config import ConfigError
+
+    text = SLOW.replace(
+        "    slow_start: 10s\n",
+        "    slow_start: 10s\n    scheduler: mh\n    scheduler_flags: [mh-fallback]\n",
+    )
+    with pytest.raises(ConfigError, match=r"t.yaml:6:17: slow_start cannot ramp a real of the mh scheduler"):
+        load_text(text, "t.yaml")

@@ -131,5 +131,5 @@ def test_the_real_parts_start_with_ipvs_then_the_guard(tmp_path: Path) -> None:
     runs that for real); the guard before VRRP and BGP announce a VIP."""
     d = Daemon(str(tmp_path / "lb.yaml"), str(tmp_path / "state"), control_socket=str(tmp_path / "s"))
     names = [p.name for p in d.parts]
-    assert names == ["ipvs", "xdp", "health", "connection-sync", "vrrp", "bgp", "control"]
+    assert names == ["ipvs", "xdp", "health", "discovery", "connection-sync", "vrrp", "bgp", "control"]
     assert [p.name for p in d.stop_order][:2] == ["bgp", "xdp"]
