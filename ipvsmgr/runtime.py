@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from collections import Counter
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ipvsmgr import commands, conncap, dynamic
 from ipvsmgr.config import Config, ConfigError, load
+from ipvsmgr.config.fragments import DIRECTORY, fragment_paths
 from ipvsmgr.config.worker import load_isolated
 from ipvsmgr.control import Request
 from ipvsmgr.events import Event, QuorumChanged, VrrpChanged, describe
@@ -53,6 +55,8 @@ __all__ = ["Daemon", "StartupError"]
 
 log = logging.getLogger("ipvsmgr")
 STATUS_FRESH = 1.0  # seconds one `status` answer is shared (ipvsmgr/fresh.py); any command resets it
+FRAGMENT_POLL = 1.0  # seconds between looks at conf.d/ ...
+FRAGMENT_SETTLE = 0.3  # ... and how long a change must hold before it is read
 SHOWN_PROBLEMS = 20  # of a refused reload's problems, logged and kept for `status` (then a count)
 
 
@@ -331,6 +335,7 @@ class Daemon:
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._request_reload)
         watchdog: asyncio.Task[None] | None = None
+        fragments: asyncio.Task[None] | None = None
         started: list[Part] = []
         try:
             for part in self.parts:
@@ -344,11 +349,14 @@ class Daemon:
             self.hub.notifier.ready(self._status_line())
             if self.hub.notifier.watchdog > 0:
                 watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
+            fragments = asyncio.create_task(self._watch_fragments(), name="conf.d")
             await self._loop()
         finally:
             self.hub.notifier.stopping()
             if watchdog is not None:
                 watchdog.cancel()
+            if fragments is not None:
+                fragments.cancel()
             try:
                 names = {service_key(v): v.name for v in self.config.virtual_servers} if self.config else {}
                 await self.quorum_commands.stop(
@@ -391,6 +399,22 @@ class Daemon:
     def _request_reload(self) -> None:
         self.reload_requested = True
         self.wake.set()
+
+    async def _watch_fragments(self) -> None:
+        """Reload when a file in conf.d/ (next to the main file) appears, changes or goes, once
+        it has been still for FRAGMENT_SETTLE (an editor's half-written file is not read)."""
+        seen = _signature(self.config_path)
+        while True:
+            await asyncio.sleep(FRAGMENT_POLL)
+            now = _signature(self.config_path)
+            if now == seen:
+                continue
+            await asyncio.sleep(FRAGMENT_SETTLE)
+            if _signature(self.config_path) != now:
+                continue  # still being written: the next round
+            seen = now
+            log.info("%s changed: reloading", os.path.join(os.path.dirname(self.config_path), DIRECTORY))
+            self._request_reload()
 
     async def _watchdog(self) -> None:
         # From the loop itself: a loop stuck in a callback stops the pings,
@@ -469,3 +493,15 @@ class Daemon:
 
 def _service_name(config: Config, key: ServiceKey) -> str:
     return next((vs.name for vs in config.virtual_servers if service_key(vs) == key), str(key))
+
+
+def _signature(config_path: str) -> tuple[tuple[str, int, int], ...]:
+    """What conf.d/ holds now: each fragment's name, size and modification time."""
+    out = []
+    for path in fragment_paths(config_path):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        out.append((path, st.st_size, st.st_mtime_ns))
+    return tuple(out)

@@ -20,6 +20,7 @@ APT_PACKAGES=(
   bpftool           # the independent reader of the attached XDP program
   tcpdump           # the independent reader of adverts on the wire (the packaged unit's VRRP test)
   dnsmasq-base      # the DNS server of the discovery tests: records and TTLs they change
+  etcd-server       # etcd 3.4: the discovery source and the fleet's store in the tests
   nftables          # the SNAT router and stateful firewall between clients and the XDP guard (tests/netns/test_xdp_nat.py)
   # the Debian package (make deb), lintian, and the clean Debian 12/13 roots it is tested in
   debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-typer python3-yaml

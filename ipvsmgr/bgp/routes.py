@@ -23,6 +23,11 @@ class Health:
     quorum_up: bool
     reals_up: int
     pending: int = 0  # checked reals without a first verdict, while the node starts
+    reals: int = 0  # all of them, up or not (the watermarks' denominator)
+
+    @property
+    def share_up(self) -> float:
+        return self.reals_up / self.reals if self.reals else 0.0
 
     @property
     def healthy(self) -> bool:
@@ -62,6 +67,7 @@ def decide(
     health: Mapping[str, Health],
     vrrp: Mapping[str, str],
     node_drained: bool,
+    announced: bool = False,  # what it was: the watermarks' hysteresis
 ) -> Decision:
     if node_drained:
         return Decision(False, "node drained (ipvsmgr drain-node)")
@@ -79,6 +85,19 @@ def decide(
     sick = [name for name in a.virtual_servers if not (name in health and health[name].healthy)]
     if sick:
         return Decision(False, "no quorum: " + ", ".join(sick))
+    if a.watermarks is not None:
+        # Hysteresis on the share of reals up: withdrawn below low, back only at high, so
+        # a service at the edge does not flap its routes (and the flows ECMP moves with them).
+        low, high = a.watermarks
+        shares = {name: health[name].share_up for name in a.virtual_servers}
+        said = ", ".join(f"{n} {s:.0%}" for n, s in shares.items())
+        if announced:
+            below = [n for n, s in shares.items() if s < low]
+            if below:
+                return Decision(False, f"below the low watermark {low:.0%}: {said}")
+        elif any(s < high for s in shares.values()):
+            return Decision(False, f"not yet at the high watermark {high:.0%}: {said}")
+        return Decision(True, f"healthy, {said} up")
     return Decision(True, "healthy: " + ", ".join(a.virtual_servers))
 
 
@@ -87,12 +106,16 @@ def desired(
     health: Mapping[str, Health],
     vrrp: Mapping[str, str],
     node_drained: bool,
+    before: Mapping[str, Decision] | None = None,
 ) -> tuple[dict[str, Route], dict[str, Decision]]:
-    """The routes to have announced, and the decision (with its reason) for every prefix."""
+    """The routes to have announced, and the decision (with its reason) for every prefix
+    (`before`: the last decisions, which the watermarks' hysteresis reads)."""
     routes: dict[str, Route] = {}
     decisions: dict[str, Decision] = {}
+    last = before or {}
     for a in config.announcements:
-        d = decisions[a.prefix] = decide(a, health, vrrp, node_drained)
+        was = last.get(a.prefix)
+        d = decisions[a.prefix] = decide(a, health, vrrp, node_drained, was is not None and was.announce)
         if d.announce:
             routes[a.prefix] = Route(a.prefix, attributes(a), a.family)
     return routes, decisions

@@ -182,6 +182,16 @@ def _announcement(
                 return None
         else:
             return None
+    watermarks = None
+    if "watermarks" in a:
+        w = a["watermarks"]
+        if when != "healthy":
+            error(path + ("watermarks",), f"watermarks only apply to when: healthy, not {when}")
+            return None
+        if w["low"] > w["high"]:
+            error(path + ("watermarks", "low"), f"low {w['low']:g} is above high {w['high']:g}")
+            return None
+        watermarks = (float(w["low"]), float(w["high"]))
     next_hop = a.get("next_hop", "self")
     if next_hop != "self":
         next_hop = str(ipaddress.ip_address(next_hop))
@@ -197,7 +207,7 @@ def _announcement(
         prefix=prefix, when=when, vrrp_instance=instance, virtual_servers=names, next_hop=next_hop,
         med=a.get("med"), local_preference=a.get("local_preference"),
         communities=tuple(a.get("communities", ())), large_communities=tuple(a.get("large_communities", ())),
-        path=path,
+        path=path, watermarks=watermarks,
     )  # fmt: skip
 
 

@@ -31,6 +31,7 @@ from ipvsmgr.config.vrrpbuild import build_vrrp
 from ipvsmgr.config.xdpbuild import build_xdp
 from ipvsmgr.ipvs.model import Timeouts
 from ipvsmgr.sources.dns import DnsSpec
+from ipvsmgr.sources.etcd import EtcdSpec
 from vrrp.packet import IPAddress
 
 DEFAULT_SCHEDULER = "wlc"
@@ -411,6 +412,24 @@ class _Builder:
         )  # fmt: skip
 
     def discovery(self, raw: dict[str, Any], path: Path, family: int, forwarding: str) -> Discovery | None:
+        if ("dns" in raw) == ("etcd" in raw):
+            if self.clean(path + ("dns",)) and self.clean(path + ("etcd",)):
+                self.error(path, "discovery needs one source: `dns:` or `etcd:`")
+            return None
+        debounce, removed = parse_duration(raw.get("debounce", 1)), float(raw.get("max_removed", 0.5))
+        if "etcd" in raw:
+            e = raw["etcd"]
+            if not isinstance(e, dict) or "endpoints" not in e or "prefix" not in e:
+                return None  # the schema said why
+            members = []
+            for i, url in enumerate(e["endpoints"]):
+                host, _, port = url.removeprefix("http://").rstrip("/").rpartition(":")
+                if not 0 < int(port) < 65536:
+                    self.error(path + ("etcd", "endpoints", i), f"{url}: port {port} is out of range")
+                    continue
+                members.append((host.strip("[]"), int(port)))
+            members_spec = EtcdSpec(tuple(members), e["prefix"], parse_duration(e.get("timeout", 2)))
+            return Discovery(etcd=members_spec, debounce=debounce, max_removed=removed)
         dns = raw.get("dns")
         if not isinstance(dns, dict) or "name" not in dns:
             return None  # the schema said why
@@ -452,7 +471,7 @@ class _Builder:
         )  # fmt: skip
         if spec.min_ttl > spec.max_ttl:
             self.error(dp + ("min_ttl",), f"min_ttl {spec.min_ttl:g}s is above max_ttl {spec.max_ttl:g}s")
-        return Discovery(spec, parse_duration(raw.get("debounce", 1)), float(raw.get("max_removed", 0.5)))
+        return Discovery(dns=spec, debounce=debounce, max_removed=removed)
 
     def reachable(
         self, q: Quorum, path: Path, raw: dict[str, Any], count: int, reals: list[RealServer] | None

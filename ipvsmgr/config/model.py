@@ -8,6 +8,7 @@ from typing import Any
 from ipvsmgr.config.errors import Path, Problem
 from ipvsmgr.ipvs.model import Timeouts  # plain seconds; 0 leaves the kernel's value
 from ipvsmgr.sources.dns import DnsSpec
+from ipvsmgr.sources.etcd import EtcdSpec
 from vrrp.instance import InstanceConfig
 
 
@@ -75,14 +76,19 @@ class Persistence:
 class Discovery:
     """Where a virtual server finds reals besides its list (ipvsmgr/sources/)."""
 
-    dns: DnsSpec
+    dns: DnsSpec | None = None
+    etcd: EtcdSpec | None = None  # one of the two
     debounce: float = 1.0
     max_removed: float = 0.5  # share of the found reals that may leave per minute
 
     @property
     def name(self) -> str:
-        """The origin its reals carry: `dns:NAME`."""
-        return f"dns:{self.dns.name}"
+        """The origin its reals carry: `dns:NAME` or `etcd:PREFIX`."""
+        return (
+            f"dns:{self.dns.name}"
+            if self.dns is not None
+            else f"etcd:{self.etcd.prefix if self.etcd else ''}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +157,7 @@ class BgpAnnouncement:
     communities: tuple[str, ...] = ()
     large_communities: tuple[str, ...] = ()
     path: Path = field(default=(), compare=False)
+    watermarks: tuple[float, float] | None = None  # (low, high) shares of reals up; when: healthy
 
     @property
     def family(self) -> int:

@@ -135,9 +135,12 @@ class BgpPart:
             skey = service_key(vs)
             q = self._quorums.get(skey)
             if q is not None:
-                services[vs.name] = Health(vs.quorum is not None, q.up, q.reals_up, pending[skey])
+                up, n = q.reals_up, len(vs.reals)
+                services[vs.name] = Health(vs.quorum is not None, q.up, up, pending[skey], n)
         node_drained = self.hub.overrides.node_drained
-        wanted, decisions = desired(self.config.bgp, services, self._vrrp_states(), node_drained)
+        wanted, decisions = desired(
+            self.config.bgp, services, self._vrrp_states(), node_drained, self.decisions
+        )
         for prefix, dec in decisions.items():
             before = self.decisions.get(prefix)
             if before is None or before.announce != dec.announce:

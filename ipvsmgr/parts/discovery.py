@@ -10,13 +10,14 @@ answer, and a source that is down at start would empty the service.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ipvsmgr import statefile
 from ipvsmgr.config import Config
@@ -24,7 +25,7 @@ from ipvsmgr.config.model import Discovery, VirtualServer
 from ipvsmgr.ipvs.model import ServiceKey
 from ipvsmgr.reconcile.desired import service_key
 from ipvsmgr.reconcile.state import skey_from_json, skey_to_json
-from ipvsmgr.sources import Source, SourceError, make
+from ipvsmgr.sources import Asked, Source, SourceError, Watched, make
 from ipvsmgr.sources.gate import Endpoint, Gate
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class Watch:
     source: Source
     gate: Gate
     task: asyncio.Task[None] | None = None
-    next_ask: float = 0.0
+    poke: asyncio.Event = field(default_factory=asyncio.Event)  # the source said something
 
 
 class DiscoveryPart:
@@ -137,37 +138,62 @@ class DiscoveryPart:
             w.task.cancel()
 
     async def _run(self, w: Watch) -> None:
+        """Feed the gate from the source (asked on a schedule, or watched) and take what it lets through."""
+        feeder = asyncio.get_running_loop().create_task(
+            self._watched(w) if w.source.kind == "etcd" else self._asked(w), name=f"source {w.name}"
+        )
+        try:
+            while True:
+                taken = w.gate.step(self.clock())
+                if taken is not None:
+                    await self._take(w, taken)
+                due = w.gate.next_due()
+                w.poke.clear()
+                timeout = None if due is None else max(0.0, due - self.clock())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(w.poke.wait(), timeout)
+                if feeder.done() and not feeder.cancelled() and feeder.exception() is not None:
+                    raise feeder.exception()  # type: ignore[misc]
+        finally:
+            feeder.cancel()
+
+    def _answer(self, w: Watch, found: list[Endpoint]) -> None:
+        if w.gate.stale and w.gate.counts.get("failures"):
+            log.info("%s: %s answers again", w.name, w.source.describe())
+        w.gate.answer(found, self.clock())
+        w.poke.set()
+
+    def _fail(self, w: Watch, why: str) -> None:
+        if not w.gate.stale:
+            log.warning(
+                "%s: %s; keeping the last good list (%d reals)", w.name, why, len(w.gate.current or ())
+            )
+        w.gate.fail(why, self.clock())
+        w.poke.set()
+
+    async def _watched(self, w: Watch) -> None:
+        source = cast(Watched, w.source)
+        await source.watch(lambda found: self._answer(w, found), lambda why: self._fail(w, why))
+
+    async def _asked(self, w: Watch) -> None:
         failures = 0
         while True:
-            now = self.clock()
-            if now >= w.next_ask:
-                try:
-                    found, ttl = await w.source.fetch()
-                except SourceError as e:
-                    failures += 1
-                    was = w.gate.stale
-                    w.gate.fail(str(e), self.clock())
-                    if not was:
-                        log.warning("%s: %s; keeping the last good list (%d reals)", w.name, e,
-                                    len(w.gate.current or ()))  # fmt: skip
-                    w.next_ask = self.clock() + min(RETRY_MAX, RETRY_MIN * 2 ** (failures - 1))
-                except Exception:  # a bug in one source must not stop the others, or the daemon
-                    log.exception("%s: %s failed", w.name, w.source.describe())
-                    failures += 1
-                    w.gate.fail("internal error (logged)", self.clock())
-                    w.next_ask = self.clock() + RETRY_MAX
-                else:
-                    if w.gate.stale and failures:
-                        log.info("%s: %s answers again", w.name, w.source.describe())
-                    failures = 0
-                    w.gate.answer(found, self.clock())
-                    w.next_ask = self.clock() + ttl
-            taken = w.gate.step(self.clock())
-            if taken is not None:
-                await self._take(w, taken)
-            due = w.gate.next_due()
-            wake = w.next_ask if due is None else min(w.next_ask, due)
-            await asyncio.sleep(max(0.0, wake - self.clock()))
+            try:
+                found, ttl = await cast(Asked, w.source).fetch()
+            except SourceError as e:
+                failures += 1
+                self._fail(w, str(e))
+                wait = min(RETRY_MAX, RETRY_MIN * 2 ** (failures - 1))
+            except Exception:  # a bug in one source must not stop the others, or the daemon
+                log.exception("%s: %s failed", w.name, w.source.describe())
+                failures += 1
+                self._fail(w, "internal error (logged)")
+                wait = RETRY_MAX
+            else:
+                failures = 0
+                self._answer(w, found)
+                wait = ttl
+            await asyncio.sleep(wait)
 
     async def _take(self, w: Watch, endpoints: tuple[Endpoint, ...]) -> None:
         if w.gate.held:

@@ -44,8 +44,13 @@ CALM_CHECKS = "interval: 1s, timeout: 1s, rise: 2, fall: 4"
 
 
 def node_config(
-    lb: str, reals: Iterable[str], exabgp: str = "/usr/sbin/exabgp", checks: str = FAST_CHECKS
+    lb: str,
+    reals: Iterable[str],
+    exabgp: str = "/usr/sbin/exabgp",
+    checks: str = FAST_CHECKS,
+    watermarks: str = "",
 ) -> str:
+    extra = f", watermarks: {watermarks}" if watermarks else ""
     rs = "".join(f"      - {{address: {FRONT}.{11 + int(r[2:])}}}\n" for r in reals)
     return f"""\
 ipvs:
@@ -69,7 +74,7 @@ virtual_servers:
   peers:
     - {{address: {FRONT}.1, as: {ROUTER_AS}, local_address: {FRONT}.{LBS[lb]}}}
   announce:
-    - {{prefix: {VIP}}}
+    - {{prefix: {VIP}{extra}}}
 """
 
 
@@ -264,9 +269,16 @@ class BgpLab:
                 os.killpg(p.pid, signal.SIGTERM)
                 p.wait(timeout=20)
 
-    def start_lb(self, lb: str, reals: Iterable[str] | None = None, exabgp: str = "/usr/sbin/exabgp") -> None:
+    def start_lb(
+        self,
+        lb: str,
+        reals: Iterable[str] | None = None,
+        exabgp: str = "/usr/sbin/exabgp",
+        watermarks: str = "",
+    ) -> None:
         conf = self.work / f"{lb}.yaml"
-        conf.write_text(node_config(lb, self.real_names if reals is None else reals, exabgp, self.checks))
+        listed = self.real_names if reals is None else reals
+        conf.write_text(node_config(lb, listed, exabgp, self.checks, watermarks))
         state = self.work / f"{lb}-state"
         state.mkdir(exist_ok=True)
         argv = [sys.executable, "-m", "ipvsmgr", "run", "-c", str(conf), "--state-dir", str(state),

@@ -51,12 +51,30 @@ def test_health_decides_the_announcement(tmp_path: Path, router: str) -> None:
         assert r.returncode == 0, r.stdout + r.stderr
         assert realserver_cli(lab, "rs0", "check", "--vip", VIP).returncode == 0
         lab.start_bird() if router == "bird" else lab.start_frr()
-        lab.start_lb("lba")
+        lab.start_lb("lba", watermarks="{low: 0.5, high: 0.9}")  # Seesaw's watermarks on lba only
         lab.start_lb("lbb")
         t = wait(lambda: lab.next_hops() == lab.hops("lba", "lbb"), 240, step=0.2)
         print(f"{router}: both nodes announced after {t:.1f}s")
         got = client_requests(lab, 60)
         assert set(got) == {"rs0", "rs1", "rs2"}, got  # through the router, both nodes, every real
+
+        # Watermarks: one real of three down (67 %) keeps lba's route, two (33 %) withdraw it
+        # although a real is still up; two of three back (67 %) are not enough to return (90 %).
+        lab.health[("rs0", "lba")].stop()
+        time.sleep(2.0)  # fall x interval, and a round
+        assert lab.next_hops() == lab.hops("lba", "lbb")
+        lab.health[("rs1", "lba")].stop()
+        wait(lambda: lab.next_hops() == lab.hops("lbb"), 30, step=0.05)
+        st = json.loads(lab.ctl("lba", "status", "--json").stdout)
+        # withdrawn at the low watermark; from then on what it waits for is the high one
+        why = st["bgp"]["prefixes"][f"{VIP}/32"]["reason"]
+        assert why == "not yet at the high watermark 90%: web 33%", st
+        lab.health[("rs0", "lba")].start()
+        time.sleep(3.0)  # rise x interval, and a round
+        assert lab.next_hops() == lab.hops("lbb")
+        lab.health[("rs1", "lba")].start()
+        took = wait(lambda: lab.next_hops() == lab.hops("lba", "lbb"), 30, step=0.05)
+        record(f"announced_again_at_the_high_watermark_{router}_s", round(took, 3))
 
         # lba's view of every real fails (its check port closes); lbb's does not.
         for name in lab.real_names:

@@ -124,3 +124,72 @@ def test_reals_follow_dns_and_a_failing_source_changes_nothing(ipvs: Lab, nat_la
                 s.close()
             print(log.read_text()[-4000:])  # shown when the test fails
     assert code == 0
+
+
+def etcd_config(endpoint: str) -> str:
+    return f"""\
+virtual_servers:
+  - name: web
+    address: {VIP}
+    port: {VPORT}
+    scheduler: rr
+    health_check: {{type: tcp, interval: 0.3s, timeout: 0.3s, rise: 1, fall: 1, jitter: 0, start: up}}
+    discovery:
+      etcd: {{endpoints: ["http://{endpoint}"], prefix: /ipvsmgr/reals/web/, timeout: 1s}}
+      debounce: 0.1s
+    reals: []
+"""
+
+
+def test_reals_follow_etcd_and_etcd_down_changes_nothing(ipvs: Lab, nat_lab: None) -> None:
+    from tests.netns.etcdlab import etcd
+
+    servers = {a: Echo(a) for a in REALS}
+    log = Path(ipvs.work / "daemon.log")
+    with etcd(ipvs.work) as e:
+        for a in REALS[:2]:
+            e.put(f"/ipvsmgr/reals/web/{a}", {"address": a, "port": 8080})
+        daemon = ipvs.daemon(ipvs.write("lb.yaml", etcd_config(e.endpoint)), log)
+        try:
+            wait_for(lambda: table() == REALS[:2], 90)
+            wait_for(lambda: Path(ipvs.socket).exists(), 30)
+            lags = []
+            for n in (3, 4, 5):  # a real registers itself: in IPVS how soon after its put?
+                t = time.monotonic()
+                e.put(
+                    f"/ipvsmgr/reals/web/{REALS[n - 1]}", {"address": REALS[n - 1], "port": 8080, "weight": 2}
+                )
+                wait_for(lambda n=n: table() == REALS[:n], 5, 0.02)
+                lags.append(time.monotonic() - t)
+            print(
+                json.dumps(
+                    {
+                        "etcd_put_to_ipvs_s": {
+                            "p50": round(statistics.median(lags), 3),
+                            "max": round(max(lags), 3),
+                        }
+                    }
+                )
+            )
+            assert max(lags) < 1.0, lags
+            assert weights()[f"{REALS[4]}:8080"] == 2
+
+            # etcd killed: the table stays, the source is stale in status
+            before = weights()
+            e.kill()
+            wait_for(lambda: source(ipvs)["stale"], 10)
+            time.sleep(2.0)
+            assert weights() == before
+            assert "etcd 127.0.0.1" in source(ipvs)["error"]
+            # started again: what is put now arrives through the resumed watch
+            e.start()
+            e.put(f"/ipvsmgr/reals/web/{REALS[5]}", {"address": REALS[5], "port": 8080})
+            wait_for(lambda: table() == REALS, 20)
+            assert not source(ipvs)["stale"]
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            code = daemon.wait(30)
+            for s in servers.values():
+                s.close()
+            print(log.read_text()[-4000:])  # shown when the test fails
+    assert code == 0

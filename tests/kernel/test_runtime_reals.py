@@ -16,7 +16,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from ipvsmgr.control import call
-from tests.kernel.helpers import Lab, connect
+from tests.kernel.helpers import Lab, connect, ipvsadm
 from tests.kernel.test_daemon_control import Echo, echo_ok, serving, status
 from tests.kernel.test_health import wait_for, weights
 
@@ -197,3 +197,38 @@ def test_a_real_that_comes_back_ramps_its_weight_over_slow_start(ipvs: Lab, nat_
         server.close()
         steady.close()
     assert code == 0, log.read_text()[-3000:]
+
+
+def test_conf_d_fragments_are_merged_and_watched(ipvs: Lab, nat_lab: None) -> None:
+    """conf.d/*.yaml next to the main file: merged at start, and a fragment written, broken or
+    deleted is reloaded without SIGHUP; a broken one is refused at its own file, line and column."""
+    cfg = ipvs.write("lb.yaml", config())
+    confd = ipvs.work / "conf.d"
+    confd.mkdir()
+    frag = (
+        "virtual_servers:\n"
+        "  - {{name: {n}, address: {VIP}, port: {p}, reals: [{{address: 198.18.2.{r}, port: 8080}}]}}\n"
+    )
+    (confd / "api.yaml").write_text(frag.format(n="api", VIP=VIP, p=8384, r=3))
+    log = Path(ipvs.work / "daemon.log")
+    daemon = ipvs.daemon(cfg, log)
+
+    def services() -> list[str]:
+        return sorted(line.split()[1] for line in ipvsadm("-Ln").splitlines() if line.startswith("TCP"))
+
+    try:
+        wait_for(lambda: services() == [f"{VIP}:8383", f"{VIP}:8384"], 90)
+        (confd / "dns.yaml").write_text(frag.format(n="dns", VIP=VIP, p=8385, r=4))
+        took = wait_for(lambda: services() == [f"{VIP}:8383", f"{VIP}:8384", f"{VIP}:8385"], 15)
+        print(json.dumps({"conf_d_new_file_to_ipvs_s": round(took, 2)}))
+        (confd / "dns.yaml").write_text(frag.format(n="dns", VIP=VIP, p=99999, r=4))
+        wait_for(lambda: "reload refused" in log.read_text(), 15)
+        assert f"{confd}/dns.yaml:2:45: 99999 is above the maximum of 65535" in log.read_text()
+        assert len(services()) == 3  # the previous configuration runs on
+        (confd / "dns.yaml").unlink()
+        wait_for(lambda: services() == [f"{VIP}:8383", f"{VIP}:8384"], 15)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(30)
+        print(log.read_text()[-3000:])  # shown when the test fails
+    assert code == 0

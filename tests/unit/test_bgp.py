@@ -316,3 +316,35 @@ def test_a_starting_node_waits_for_every_first_verdict() -> None:
     routes, why = _decide(c, {"web": UP, "tls": starting, "v6": UP}, {"outside": "master"})
     assert "198.18.100.1/32" not in routes
     assert why["198.18.100.1/32"].reason == "waiting for the first health verdicts: tls"
+
+
+def test_watermarks_withdraw_below_low_and_announce_again_only_at_high() -> None:
+    """Seesaw's watermarks: a hysteresis on the share of a service's reals that are up."""
+    c = bgp(HEAD + "  announce:\n    - {prefix: 198.18.100.2, watermarks: {low: 0.5, high: 0.8}}\n")
+    before = None
+    seen = []
+    for up in (10, 8, 6, 5, 4, 5, 7, 8, 5, 4):  # of 10 reals
+        routes, before = desired(c, {"dns": Health(False, True, up, 0, 10)}, {}, False, before)
+        seen.append((up, bool(routes)))
+    assert seen == [
+        (10, True), (8, True), (6, True), (5, True),  # down to 50 %: still announced
+        (4, False), (5, False), (7, False),  # below 50 %: withdrawn, and not back before 80 %
+        (8, True), (5, True), (4, False),
+    ]  # fmt: skip
+    assert before["198.18.100.2/32"].reason == "below the low watermark 50%: dns 40%"
+    # a starting node (no decision before) announces only at the high watermark
+    assert desired(c, {"dns": Health(False, True, 7, 0, 10)}, {}, False)[0] == {}
+
+
+@pytest.mark.parametrize(
+    ("announce", "expected"),
+    [
+        ("{prefix: 198.18.100.2, watermarks: {low: 0.9, high: 0.5}}", (18, 48, "low 0.9 is above high 0.5")),
+        (
+            "{prefix: 198.18.101.0/24, when: always, watermarks: {low: 0.1, high: 0.5}}",
+            (18, 59, "watermarks only apply to when: healthy, not always"),
+        ),  # fmt: skip
+    ],
+)
+def test_watermark_mistakes(announce: str, expected: tuple[int, int, str]) -> None:
+    assert expected in problems(HEAD + f"  announce:\n    - {announce}\n")

@@ -270,3 +270,23 @@ def test_discovery_reads_with_its_defaults_and_a_quorum_is_not_judged_on_the_emp
         "AAAA", (("2001:db8::53", 5353),), 1.0, 0.5,
     )  # fmt: skip
     assert d.name == "dns:web.example."
+
+
+def test_etcd_discovery_reads_and_one_source_only() -> None:
+    from ipvsmgr.config import ConfigError
+
+    c = cfg(DISCOVERY.format(vip="198.18.0.10", dns="{name: x.}").replace(
+        "      dns: {name: x.}\n",
+        "      etcd: {endpoints: ['http://198.18.0.5:2379', '[2001:db8::5]:2379/'], prefix: /lb/web/}\n",
+    ))  # fmt: skip
+    d = c.virtual_servers[0].discovery
+    assert d is not None and d.etcd is not None and d.dns is None
+    assert d.etcd.endpoints == (("198.18.0.5", 2379), ("2001:db8::5", 2379)) and d.name == "etcd:/lb/web/"
+    both = DISCOVERY.format(vip="198.18.0.10", dns="{name: x.}") .replace(
+        "      dns: {name: x.}\n", "      dns: {name: x.}\n      etcd: {endpoints: ['h:1'], prefix: /p/}\n"
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="lb.yaml:7:7: discovery needs one source"):
+        cfg(both)
+    with pytest.raises(ConfigError, match=r"lb.yaml:7:26: expected HOST:PORT or http://HOST:PORT"):
+        bad = "      etcd: {endpoints: ['https://h:1'], prefix: /p/}\n"
+        cfg(DISCOVERY.format(vip="198.18.0.10", dns="{name: x.}").replace("      dns: {name: x.}\n", bad))
