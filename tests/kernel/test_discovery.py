@@ -88,11 +88,11 @@ def test_reals_follow_dns_and_a_failing_source_changes_nothing(ipvs: Lab, nat_la
             failures = (({"other": ["198.18.1.1"]}, "NXDOMAIN"), ({"web": ["2001:db8::1"]}, "no A records"))
             for broken, why in failures:
                 dns.set_hosts(broken)
-                wait_for(lambda why=why: why in source(ipvs)["error"], 5)
+                wait_for(lambda why=why: why in source(ipvs)["error"], 15)  # asks back off: 1, 2, 4 s
                 time.sleep(1.0)
                 assert weights() == before and source(ipvs)["stale"]
             dns.pause()
-            wait_for(lambda: "timed out" in source(ipvs)["error"], 5)
+            wait_for(lambda: "timed out" in source(ipvs)["error"], 15)
             time.sleep(1.0)
             assert weights() == before
             text = ipvs.ctl("status").stdout
