@@ -365,6 +365,17 @@ def apply(
         raise typer.Exit(1)
 
 
+FLEET_ETCD_OPTION = typer.Option(
+    [], "--fleet-etcd", metavar="URL", help="An etcd member with the fleet's configuration (repeatable)."
+)
+FLEET_PREFIX_OPTION = typer.Option(
+    "/ipvsmgr/fleet/",
+    "--fleet-prefix",
+    metavar="PREFIX",
+    help="The fleet's keys: PREFIXconfig, PREFIXnodes/.",
+)
+
+
 @app.command()
 def run(
     config: Optional[str] = CONFIG_OPTION,  # noqa: UP007
@@ -396,6 +407,11 @@ def run(
     force: bool = typer.Option(
         False, "--force", help="Start even if the file removes most of what the kernel holds of ours."
     ),
+    fleet_etcd: list[str] = FLEET_ETCD_OPTION,
+    fleet_prefix: str = FLEET_PREFIX_OPTION,
+    node: Optional[str] = typer.Option(  # noqa: UP007
+        None, "--node", help="This node's name in the fleet (default: the host name)."
+    ),
 ) -> None:
     """Run the health checks and keep IPVS in step with them, until stopped.
 
@@ -406,9 +422,14 @@ def run(
     Speaks systemd's notify protocol when started as a Type=notify service,
     and serves `ipvsmgr status`, `reload`, `drain` ... on the control socket.
 
-    Example:
+    With --fleet-etcd, the configuration comes from etcd (KEY PREFIX + config):
+    each new revision is checked, written over the file and reloaded, or
+    refused with its problems; the node reports under PREFIX + nodes/NAME.
+
+    Examples:
 
       ipvsmgr run -c /etc/ipvsmgr/ipvsmgr.yaml
+      ipvsmgr run --fleet-etcd http://198.18.0.5:2379 --node lb1
     """
     import asyncio
 
@@ -420,6 +441,9 @@ def run(
     every = _duration_option("--resync", resync)
     logsetup.setup(log_level.value, log_format.value)
     path = config or DEFAULT_CONFIG
+    fleet = _fleet_spec(fleet_etcd, fleet_prefix, node) if fleet_etcd else None
+    if fleet is not None and not os.path.exists(path):
+        _fleet_bootstrap(fleet, path)  # a new node: the fleet's configuration first
     loaded = _load(path, isolated=True)  # refuse to start on an invalid file, with every problem listed
     listen = None
     if metrics != "off":
@@ -442,7 +466,7 @@ def run(
     daemon = Daemon(
         path, state_dir, every, control_socket=socket_path or None,
         control_group=socket_group, notifier=notifier, metrics=listen, remove_on_stop=remove_on_stop,
-        force=force, log_level=log_level.value, log_format=log_format.value, config=loaded,
+        force=force, log_level=log_level.value, log_format=log_format.value, config=loaded, fleet=fleet,
     )  # fmt: skip
     try:
         asyncio.run(daemon.run())
@@ -883,6 +907,119 @@ def realserver_setup(
     if still:
         _fail("still missing after setup: " + "; ".join(i.what for i in still))
     typer.echo(f"real server ready for {forwarding}" + (f" ({tunnel})" if forwarding == "tunnel" else ""))
+
+
+def _fleet_spec(urls: list[str], prefix: str, node: str | None) -> Any:
+    import socket as socket_module
+
+    from ipvsmgr.fleet import FleetSpec
+
+    members = []
+    for url in urls:
+        hostport = url.removeprefix("http://").rstrip("/")
+        host, _, port = hostport.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            _fail(f"--fleet-etcd {url!r}: expected HOST:PORT or http://HOST:PORT", EXIT_USAGE)
+        members.append((host.strip("[]"), int(port)))
+    if not prefix.startswith("/") or not prefix.endswith("/"):
+        _fail(f"--fleet-prefix {prefix!r}: a key prefix starts and ends with /", EXIT_USAGE)
+    return FleetSpec(tuple(members), prefix, node or socket_module.gethostname())
+
+
+def _fleet_bootstrap(spec: Any, path: str) -> None:
+    """No local file yet: the fleet's current configuration, checked, becomes it."""
+    import asyncio
+
+    from ipvsmgr import statefile
+    from ipvsmgr.config import ConfigError, load_text
+    from ipvsmgr.etcdclient import Client, EtcdError
+
+    try:
+        kvs, _ = asyncio.run(Client(spec.endpoints).range(spec.config_key))
+    except (EtcdError, OSError, TimeoutError) as e:
+        _fail(f"cannot start: no {path}, and the fleet's etcd does not answer: {e}")
+    if not kvs:
+        _fail(f"cannot start: no {path}, and etcd holds no {spec.config_key} yet (ipvsmgr fleet push)")
+    text = kvs[0].value.decode("utf-8", errors="replace")
+    try:
+        load_text(text, spec.label(kvs[0].mod_revision))
+    except ConfigError as e:
+        _fail(f"cannot start: revision {kvs[0].mod_revision} of {spec.config_key} is refused:\n{e}")
+    statefile.write_text(path, text)
+
+
+fleet_app = typer.Typer(help="A fleet of nodes on one configuration in etcd.", no_args_is_help=True)
+app.add_typer(fleet_app, name="fleet")
+
+
+@fleet_app.command("status")
+def fleet_status(
+    etcd: list[str] = FLEET_ETCD_OPTION,
+    prefix: str = FLEET_PREFIX_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
+) -> None:
+    """Every node of the fleet: the revision it runs, and what it refused with its problems.
+
+    Example:
+
+      ipvsmgr fleet status --fleet-etcd http://198.18.0.5:2379
+    """
+    import asyncio
+    import time
+
+    from ipvsmgr.etcdclient import Client, EtcdError
+    from ipvsmgr.fleet import parse_report, render
+
+    if not etcd:
+        _fail("--fleet-etcd is needed (the etcd holding the fleet)", EXIT_USAGE)
+    spec = _fleet_spec(etcd, prefix, "-")
+    client = Client(spec.endpoints)
+
+    async def read() -> tuple[int, list[Any]]:
+        config, _ = await client.range(spec.config_key)
+        nodes, _ = await client.range(spec.nodes_prefix, prefix=True)
+        return (config[0].mod_revision if config else 0), nodes
+
+    try:
+        revision, nodes = asyncio.run(read())
+    except (EtcdError, OSError, TimeoutError) as e:
+        _fail(str(e))
+    reports = [parse_report(kv.key, kv.value) for kv in nodes]
+    if as_json:
+        typer.echo(json.dumps({"revision": revision, "nodes": reports}, indent=2))
+        return
+    typer.echo(render(revision, reports, time.time()))
+
+
+@fleet_app.command("push")
+def fleet_push(
+    file: str = typer.Argument(..., help="The configuration every node is to run."),
+    etcd: list[str] = FLEET_ETCD_OPTION,
+    prefix: str = FLEET_PREFIX_OPTION,
+) -> None:
+    """Check a configuration here, then put it as the fleet's new revision.
+
+    Each node checks it again (its kernel, its files) and applies or refuses it.
+
+    Example:
+
+      ipvsmgr fleet push lb.yaml --fleet-etcd http://198.18.0.5:2379
+    """
+    import asyncio
+
+    from ipvsmgr.etcdclient import Client, EtcdError
+
+    if not etcd:
+        _fail("--fleet-etcd is needed (the etcd holding the fleet)", EXIT_USAGE)
+    spec = _fleet_spec(etcd, prefix, "-")
+    _load(file)  # every problem, here first
+    with open(file, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        revision = asyncio.run(Client(spec.endpoints).put(spec.config_key, text))
+    except (EtcdError, OSError, TimeoutError) as e:
+        _fail(str(e))
+    typer.echo(f"{spec.config_key}: revision {revision}")
 
 
 real_app = typer.Typer(

@@ -280,6 +280,7 @@ async def status(d: Controlled) -> dict[str, Any]:
         "health_checks": d.checks.status(),
         "vrrp": d.vrrp.status(),
         "discovery": d.discovery.status(),
+        "fleet": d.fleet.status() if d.fleet is not None else None,
         "bgp": d.bgp.status(),
         "xdp": d.xdp.status(),
         "connection_sync": d.sync.status(),

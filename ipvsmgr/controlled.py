@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # only for their types: none is imported at run time here
     from ipvsmgr.parts.bgp import BgpPart
     from ipvsmgr.parts.connsync import SyncPart
     from ipvsmgr.parts.discovery import DiscoveryPart
+    from ipvsmgr.parts.fleet import FleetPart
     from ipvsmgr.parts.health import HealthPart
     from ipvsmgr.parts.ipvs import IpvsPart
     from ipvsmgr.parts.listeners import ControlPart, MetricsPart
@@ -42,6 +43,7 @@ class Controlled(Protocol):
     xdp: XdpPart
     sync: SyncPart
     discovery: DiscoveryPart
+    fleet: FleetPart | None
     control: ControlPart | None
     metrics: MetricsPart | None
 

@@ -69,6 +69,7 @@ class Snapshot:
     bgp: dict[str, Any] | None = None  # BgpPart.status(): peers, prefixes, counters
     discovery: list[dict[str, Any]] = field(default_factory=list)  # DiscoveryPart.status()
     xdp: dict[str, Any] | None = None  # XdpShield.status(): attachment, counters, attack state
+    fleet: dict[str, Any] | None = None  # FleetPart.status()
 
 
 def families(s: Snapshot, table: Table | None, kernel_ok: bool) -> Iterator[Family]:
@@ -184,6 +185,20 @@ def families(s: Snapshot, table: Table | None, kernel_ok: bool) -> Iterator[Fami
         vdrop.add_metric([instance, reason], n)
     yield from (vstate, vprio, vtrans, vsent, vrecv, vdrop)
 
+    if s.fleet is not None:
+        f = s.fleet
+        m = _G(
+            "ipvsmgr_fleet_revision_applied",
+            "The fleet configuration's revision this node runs (0: the local file).",
+        )
+        m.add_metric([], f["applied"])
+        yield m
+        m = _G("ipvsmgr_fleet_revision_refused", "A newer revision this node refused (0: none).")
+        m.add_metric([], f["refused"] or 0)
+        yield m
+        m = _G("ipvsmgr_fleet_etcd_connected", "1 while the fleet's etcd answers.")
+        m.add_metric([], 1.0 if f["connected"] else 0.0)
+        yield m
     if s.discovery:
         yield from _discovery(s.discovery)
     if s.bgp is not None:

@@ -14,6 +14,7 @@ restart is hitless.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -22,12 +23,13 @@ from collections import Counter
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from ipvsmgr import commands, conncap, dynamic
+from ipvsmgr import commands, conncap, dynamic, statefile
 from ipvsmgr.config import Config, ConfigError, load
 from ipvsmgr.config.fragments import DIRECTORY, fragment_paths
 from ipvsmgr.config.worker import load_isolated
 from ipvsmgr.control import Request
 from ipvsmgr.events import Event, QuorumChanged, VrrpChanged, describe
+from ipvsmgr.fleet import FleetSpec
 from ipvsmgr.fresh import Fresh
 from ipvsmgr.ipvs.model import ServiceKey, Table
 from ipvsmgr.malloc import trim
@@ -35,6 +37,7 @@ from ipvsmgr.parts.base import Hub, Part, StartupError
 from ipvsmgr.parts.bgp import BgpPart
 from ipvsmgr.parts.connsync import SyncPart
 from ipvsmgr.parts.discovery import DiscoveryPart
+from ipvsmgr.parts.fleet import FleetPart
 from ipvsmgr.parts.health import HealthPart
 from ipvsmgr.parts.ipvs import IpvsPart
 from ipvsmgr.parts.listeners import ControlPart, MetricsPart
@@ -81,6 +84,7 @@ class Daemon:
         log_level: str = "info",
         log_format: str = "text",
         config: Config | None = None,
+        fleet: FleetSpec | None = None,
     ) -> None:
         self.config_path = config_path
         self.override_store = OverrideStore(state_dir)
@@ -114,7 +118,9 @@ class Daemon:
             from ipvsmgr.metrics import MetricsServer  # only a daemon that serves metrics loads it
 
             self.metrics = MetricsPart(MetricsServer(metrics[0], metrics[1], self._snapshot, self.dump))
-        listeners: list[Part] = [p for p in (self.control, self.metrics) if p is not None]
+        self.fleet_spec = fleet
+        self.fleet = FleetPart(self.hub, fleet, self.apply_fleet, self._status_line) if fleet else None
+        listeners: list[Part] = [p for p in (self.control, self.metrics, self.fleet) if p is not None]
         self.parts: list[Part] = [
             self.ipvs, self.xdp, self.checks, self.discovery, self.sync, self.vrrp, self.bgp, *listeners,
         ]  # fmt: skip
@@ -319,6 +325,36 @@ class Daemon:
         self.hub.changed()
         self.hub.notifier.ready(self._status_line())
         return self.last_reload
+
+    async def apply_fleet(self, text: str, revision: int) -> tuple[bool, list[str]]:
+        """A new revision from the fleet's key: checked as a reload checks the file (in the worker,
+        with budgets), then written over the file and reloaded; the file is put back when the reload
+        is refused (the removal guard). The problems name `etcd:KEY@REVISION` as their file."""
+        assert self.fleet_spec is not None
+        label = self.fleet_spec.label(revision)
+        staged = f"{self.config_path}.fleet-new"
+        await asyncio.to_thread(statefile.write_text, staged, text)
+        try:
+            await asyncio.to_thread(load_isolated, staged)
+        except ConfigError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(staged)
+            shown = [str(p).replace(staged, label) for p in e.problems]
+            for p in shown[:SHOWN_PROBLEMS]:
+                log.error("%s", p)
+            return False, shown
+        try:
+            with open(self.config_path, encoding="utf-8") as f:
+                before: str | None = f.read()
+        except OSError:
+            before = None
+        os.replace(staged, self.config_path)
+        result = await self.reload()
+        if result["ok"]:
+            return True, []
+        if before is not None:
+            await asyncio.to_thread(statefile.write_text, self.config_path, before)
+        return False, [p.replace(self.config_path, label) for p in result["problems"]]
 
     # ------------------------------------------------------------ main
 

@@ -113,6 +113,15 @@ def render(st: dict[str, Any]) -> str:
                 ]  # fmt: skip
             )
         lines.extend(_table(rows))
+    fleet = st.get("fleet")
+    if fleet:
+        lines.append("")
+        link = "etcd ok" if fleet["connected"] else f"ETCD DOWN: {fleet['error']}"
+        runs = fleet["applied"] or "the local file"
+        lines.append(f"FLEET {fleet['key']} as {fleet['node']}: runs revision {runs} ({link})")
+        if fleet["refused"]:
+            lines.append(f"  REFUSED revision {fleet['refused']}:")
+            lines += [f"    {p}" for p in fleet["problems"]]
     if st.get("discovery"):
         lines.append("")
         lines.append("DISCOVERY")

@@ -18,19 +18,16 @@ A key that is not a real is skipped, counted and said once.
 from __future__ import annotations
 
 import asyncio
-import base64
 import ipaddress
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from ipvsmgr.sources import SourceError
+from ipvsmgr.etcdclient import Client, Compacted, EtcdError
 from ipvsmgr.sources.gate import Endpoint
 
 log = logging.getLogger("ipvsmgr.discovery")
-MAX_LINE = 4 * 1024 * 1024  # one watch response; a range of many reals is one body
 RETRY_MIN, RETRY_MAX = 0.5, 10.0
 
 
@@ -39,25 +36,6 @@ class EtcdSpec:
     endpoints: tuple[tuple[str, int], ...]  # (host, port) of the members, tried in turn
     prefix: str
     timeout: float = 2.0  # to connect, and for a range
-
-
-class Compacted(Exception):
-    """The revision to watch from is gone: read the prefix again."""
-
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
-def prefix_end(prefix: str) -> str:
-    """etcd's range_end for every key starting with prefix: the prefix with its last byte + 1."""
-    raw = bytearray(prefix.encode())
-    while raw and raw[-1] == 0xFF:
-        raw.pop()
-    if not raw:
-        return "\0"
-    raw[-1] += 1
-    return base64.b64encode(bytes(raw)).decode()
 
 
 def endpoint(key: str, value: bytes) -> Endpoint:
@@ -84,12 +62,12 @@ class EtcdSource:
 
     def __init__(self, spec: EtcdSpec) -> None:
         self.spec = spec
+        self.client = Client(spec.endpoints, spec.timeout)
         self.revision = 0  # the last revision seen: a watch goes on from the next
         self.kvs: dict[str, Endpoint] = {}
         self.bad: set[str] = set()  # keys said to be bad (once each)
         self.bad_count = 0
         self.ranges = 0  # reads of the whole prefix: once, and again only after a compaction
-        self._member = 0
 
     def describe(self) -> str:
         return f"etcd {self.spec.prefix}"
@@ -97,13 +75,13 @@ class EtcdSource:
     def found(self) -> list[Endpoint]:
         return sorted(set(self.kvs.values()))
 
-    def _put(self, key: str, value_b64: str | None) -> None:
-        if value_b64 is None:  # a delete (a lease ran out, or the key was removed)
+    def _put(self, key: str, value: bytes | None) -> None:
+        if value is None:  # a delete (a lease ran out, or the key was removed)
             self.kvs.pop(key, None)
             self.bad.discard(key)
             return
         try:
-            self.kvs[key] = endpoint(key, base64.b64decode(value_b64))
+            self.kvs[key] = endpoint(key, value)
             self.bad.discard(key)
         except ValueError as e:
             self.kvs.pop(key, None)
@@ -118,139 +96,29 @@ class EtcdSource:
         while True:
             try:
                 if not self.revision:
-                    await self._range()
+                    kvs, self.revision = await self.client.range(self.spec.prefix, prefix=True)
+                    self.ranges += 1
+                    self.kvs.clear()
+                    for kv in kvs:
+                        self._put(kv.key, kv.value)
                     answer(self.found())
-                async for changed in self._watch():
+                async for events, rev in self.client.watch(self.spec.prefix, self.revision + 1, prefix=True):
                     delay = RETRY_MIN
-                    if changed:
+                    for ev in events:
+                        self._put(ev.kv.key, None if ev.deleted else ev.kv.value)
+                    self.revision = max(self.revision, rev)
+                    if events:
                         answer(self.found())
-                raise SourceError("the watch ended")
             except Compacted:
                 log.info("etcd %s: revision %d was compacted: reading the prefix again", self.spec.prefix,
                          self.revision + 1)  # fmt: skip
                 self.revision = 0
-            except (OSError, SourceError, TimeoutError, ValueError) as e:
-                host, port = self.spec.endpoints[self._member]
-                fail(f"etcd {host}:{port}: {e or type(e).__name__}")
-                self._member = (self._member + 1) % len(self.spec.endpoints)
+            except (OSError, EtcdError, TimeoutError, ValueError, KeyError) as e:
+                fail(
+                    str(e)
+                    if isinstance(e, EtcdError)
+                    else f"etcd {self.client.member}: {e or type(e).__name__}"
+                )
+                self.client.rotate()
                 await asyncio.sleep(delay)
                 delay = min(RETRY_MAX, delay * 2)
-
-    async def _range(self) -> None:
-        body = {"key": b64(self.spec.prefix), "range_end": prefix_end(self.spec.prefix)}
-        async with asyncio.timeout(self.spec.timeout):
-            reader, writer = await self._post("/v3/kv/range", body)
-            try:
-                raw = await anext(_objects(reader))
-            except StopAsyncIteration:
-                raise SourceError("no answer to the range") from None
-            finally:
-                writer.close()
-        _error(raw)
-        self.ranges += 1
-        self.kvs.clear()
-        for kv in raw.get("kvs", []):
-            self._put(base64.b64decode(kv["key"]).decode(errors="replace"), kv.get("value", ""))
-        self.revision = int(raw["header"]["revision"])
-
-    async def _watch(self) -> AsyncIterator[bool]:
-        """The watch stream from revision + 1: yields whether each response changed the list."""
-        prefix = self.spec.prefix
-        start = str(self.revision + 1)
-        body = {"create_request": {"key": b64(prefix), "range_end": prefix_end(prefix),
-                                   "start_revision": start, "progress_notify": True}}  # fmt: skip
-        async with asyncio.timeout(self.spec.timeout):
-            reader, writer = await self._post("/v3/watch", body)
-        try:
-            async for raw in _objects(reader):
-                _error(raw)
-                r = raw.get("result", {})
-                if r.get("canceled"):
-                    if int(r.get("compact_revision", 0) or 0):
-                        raise Compacted()
-                    raise SourceError(f"watch canceled: {r.get('cancel_reason', 'no reason given')}")
-                events = r.get("events", [])
-                for ev in events:
-                    kv = ev["kv"]
-                    key = base64.b64decode(kv["key"]).decode(errors="replace")
-                    self._put(key, None if ev.get("type") == "DELETE" else kv.get("value", ""))
-                rev = int(r.get("header", {}).get("revision", 0) or 0)
-                if events:
-                    rev = max(rev, max(int(ev["kv"].get("mod_revision", 0) or 0) for ev in events))
-                self.revision = max(self.revision, rev)
-                yield bool(events)
-        finally:
-            writer.close()
-
-    async def _post(
-        self, path: str, body: dict[str, Any]
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        host, port = self.spec.endpoints[self._member]
-        reader, writer = await asyncio.open_connection(host, port, limit=MAX_LINE)
-        data = json.dumps(body).encode()
-        writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"Connection: close\r\nContent-Length: {len(data)}\r\n\r\n".encode()
-            + data
-        )
-        await writer.drain()
-        status = await reader.readline()
-        if not status.startswith(b"HTTP/1.1 200"):
-            writer.close()
-            raise SourceError(f"{path}: {status.decode(errors='replace').strip() or 'connection closed'}")
-        chunked = False
-        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-            if line.lower().startswith(b"transfer-encoding:") and b"chunked" in line.lower():
-                chunked = True
-        if not chunked:  # a range's body with a Content-Length: one object, read by _objects
-            return reader, writer
-        return _dechunk(reader), writer
-
-
-def _dechunk(reader: asyncio.StreamReader) -> asyncio.StreamReader:
-    """The body of a chunked response as a stream of its own (fed as the chunks arrive)."""
-    out = asyncio.StreamReader(limit=MAX_LINE)
-
-    async def pump() -> None:
-        try:
-            while True:
-                size_line = await reader.readline()
-                if not size_line:
-                    break
-                size = int(size_line.split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    break
-                if size > MAX_LINE:
-                    raise ValueError(f"a chunk of {size} bytes")
-                out.feed_data(await reader.readexactly(size))
-                await reader.readexactly(2)
-        except (OSError, ValueError, asyncio.IncompleteReadError) as e:
-            out.set_exception(OSError(f"the stream broke: {e}"))
-            return
-        out.feed_eof()
-
-    task = asyncio.get_running_loop().create_task(pump())
-    out._pump = task  # type: ignore[attr-defined]  # kept alive with the stream
-    return out
-
-
-async def _objects(reader: asyncio.StreamReader) -> AsyncIterator[dict[str, Any]]:
-    """The JSON objects of a body, one per line (the gateway ends each with a newline)."""
-    while True:
-        try:
-            line = await reader.readline()
-        except ValueError:
-            raise SourceError(f"a response line longer than {MAX_LINE} bytes") from None
-        if not line:
-            return
-        if line.strip():
-            raw = json.loads(line)
-            if not isinstance(raw, dict):
-                raise SourceError("a response that is not a JSON object")
-            yield raw
-
-
-def _error(raw: dict[str, Any]) -> None:
-    if "error" in raw and "result" not in raw and "header" not in raw:
-        err = raw["error"]
-        raise SourceError(err.get("message", str(err)) if isinstance(err, dict) else str(err))

@@ -29,7 +29,8 @@ def available() -> bool:
 
 
 class Etcd:
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, listen: str = "127.0.0.1") -> None:
+        self.listen = listen  # 0.0.0.0: reachable from the test's namespaces too
         self.data = work / "etcd-data"
         self.port, self.peer = free_port(), free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -42,8 +43,9 @@ class Etcd:
 
     def start(self) -> None:
         url = f"http://127.0.0.1:{self.port}"
-        argv = ["etcd", "--name", "t", "--data-dir", str(self.data), "--listen-client-urls", url,
-                "--advertise-client-urls", url, "--listen-peer-urls", f"http://127.0.0.1:{self.peer}",
+        argv = ["etcd", "--name", "t", "--data-dir", str(self.data),
+                "--listen-client-urls", f"http://{self.listen}:{self.port}", "--advertise-client-urls", url,
+                "--listen-peer-urls", f"http://127.0.0.1:{self.peer}",
                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer}",
                 "--initial-cluster", f"t=http://127.0.0.1:{self.peer}"]  # fmt: skip
         with self.log.open("a") as out:
@@ -103,8 +105,8 @@ def _b64(text: str) -> str:
 
 
 @contextlib.contextmanager
-def etcd(work: Path) -> Iterator[Etcd]:
-    e = Etcd(work)
+def etcd(work: Path, listen: str = "127.0.0.1") -> Iterator[Etcd]:
+    e = Etcd(work, listen)
     try:
         yield e
     finally:
