@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 from ipvsmgr.sources import SourceError
 from ipvsmgr.sources.gate import Endpoint
@@ -58,7 +59,8 @@ class DnsSource:
             raise SourceError(f"{self.describe()}: no records")
         return found, min(max(ttl, self.spec.min_ttl), self.spec.max_ttl)
 
-    async def _addresses(self, name: str, rtype: str) -> tuple[list[str], float]:
+    async def _lookup(self, name: str, rtype: str) -> Any:
+        """The records of one question, or SourceError saying why there are none."""
         import dns.exception
         import dns.resolver
 
@@ -74,35 +76,23 @@ class DnsSource:
             raise SourceError(f"dns {rtype} {name}: timed out after {self.spec.timeout:g}s") from None
         except dns.exception.DNSException as e:
             raise SourceError(f"dns {rtype} {name}: {e}") from None
-        rrset = answer.rrset
-        if rrset is None:
+        if answer.rrset is None or not len(answer.rrset):
             raise SourceError(f"dns {rtype} {name}: no {rtype} records")
+        return answer.rrset
+
+    async def _addresses(self, name: str, rtype: str) -> tuple[list[str], float]:
+        rrset = await self._lookup(name, rtype)
         return [r.to_text() for r in rrset], float(rrset.ttl)
 
     async def _srv(self) -> tuple[list[Endpoint], float]:
-        import dns.exception
-        import dns.resolver
-
-        name = self.spec.name
-        try:
-            answer = await self.resolver.resolve(name, "SRV")
-        except dns.resolver.NXDOMAIN:
-            raise SourceError(f"dns SRV {name}: NXDOMAIN (no such name)") from None
-        except dns.resolver.NoAnswer:
-            raise SourceError(f"dns SRV {name}: no SRV records") from None
-        except dns.exception.Timeout:
-            raise SourceError(f"dns SRV {name}: timed out after {self.spec.timeout:g}s") from None
-        except dns.exception.DNSException as e:
-            raise SourceError(f"dns SRV {name}: {e}") from None
-        if answer.rrset is None or not len(answer.rrset):
-            raise SourceError(f"dns SRV {name}: no SRV records")
-        records = list(answer.rrset)
+        rrset = await self._lookup(self.spec.name, "SRV")
+        records = list(rrset)
         best = min(r.priority for r in records)  # RFC 2782: the lowest priority is used while it answers
         chosen = [r for r in records if r.priority == best]
         rtype = "AAAA" if self.family == socket.AF_INET6 else "A"
         targets = sorted({r.target.to_text() for r in chosen})
         looked = await asyncio.gather(*(self._addresses(t, rtype) for t in targets), return_exceptions=True)
-        ttl = float(answer.rrset.ttl)
+        ttl = float(rrset.ttl)
         by_target: dict[str, list[str]] = {}
         for t, got in zip(targets, looked, strict=True):
             if isinstance(got, BaseException):

@@ -23,9 +23,11 @@ from tests.netns.dnsmasq import ZONE, dnsmasq
 VIP, VPORT = "198.18.0.10", 8484
 METRICS = "127.0.0.1:19477"
 REALS = [f"198.18.2.{i}" for i in range(2, 8)]
+PREFIX = "/ipvsmgr/reals/web/"
 
 
-def config(port: int) -> str:
+def config(source: str) -> str:
+    """The virtual server, its reals from `source` (the discovery's `dns:` or `etcd:` line)."""
     return f"""\
 ipvs:
   drain_timeout: 20s
@@ -36,11 +38,16 @@ virtual_servers:
     scheduler: rr
     health_check: {{type: tcp, interval: 0.3s, timeout: 0.3s, rise: 1, fall: 1, jitter: 0, start: up}}
     discovery:
-      dns: {{name: web.{ZONE}., port: 8080, nameservers: ["127.0.0.1:{port}"], timeout: 0.5s, min_ttl: 0.2s}}
+      {source}
       debounce: 0.1s
       max_removed: 0.5
     reals: []
 """
+
+
+def dns_source(port: int) -> str:
+    server = f'["127.0.0.1:{port}"]'
+    return f"dns: {{name: web.{ZONE}., port: 8080, nameservers: {server}, timeout: 0.5s, min_ttl: 0.2s}}"
 
 
 def table() -> list[str]:
@@ -56,7 +63,7 @@ def test_reals_follow_dns_and_a_failing_source_changes_nothing(ipvs: Lab, nat_la
     log = Path(ipvs.work / "daemon.log")
     with dnsmasq(ipvs.work, ttl=0) as dns:
         dns.set_hosts({"web": REALS[:2]})
-        daemon = ipvs.daemon(ipvs.write("lb.yaml", config(dns.port)), log, "--metrics", METRICS)
+        daemon = ipvs.daemon(ipvs.write("lb.yaml", config(dns_source(dns.port))), log, "--metrics", METRICS)
         try:
             wait_for(lambda: table() == REALS[:2], 90)
             wait_for(lambda: Path(ipvs.socket).exists(), 30)
@@ -126,21 +133,6 @@ def test_reals_follow_dns_and_a_failing_source_changes_nothing(ipvs: Lab, nat_la
     assert code == 0
 
 
-def etcd_config(endpoint: str) -> str:
-    return f"""\
-virtual_servers:
-  - name: web
-    address: {VIP}
-    port: {VPORT}
-    scheduler: rr
-    health_check: {{type: tcp, interval: 0.3s, timeout: 0.3s, rise: 1, fall: 1, jitter: 0, start: up}}
-    discovery:
-      etcd: {{endpoints: ["http://{endpoint}"], prefix: /ipvsmgr/reals/web/, timeout: 1s}}
-      debounce: 0.1s
-    reals: []
-"""
-
-
 def test_reals_follow_etcd_and_etcd_down_changes_nothing(ipvs: Lab, nat_lab: None) -> None:
     from tests.netns.etcdlab import etcd
 
@@ -148,17 +140,21 @@ def test_reals_follow_etcd_and_etcd_down_changes_nothing(ipvs: Lab, nat_lab: Non
     log = Path(ipvs.work / "daemon.log")
     with etcd(ipvs.work) as e:
         for a in REALS[:2]:
-            e.put(f"/ipvsmgr/reals/web/{a}", {"address": a, "port": 8080})
-        daemon = ipvs.daemon(ipvs.write("lb.yaml", etcd_config(e.endpoint)), log)
+            e.put(f"{PREFIX}{a}", {"address": a, "port": 8080})
+        daemon = ipvs.daemon(
+            ipvs.write(
+                "lb.yaml",
+                config(f'etcd: {{endpoints: ["http://{e.endpoint}"], prefix: {PREFIX}, timeout: 1s}}'),
+            ),
+            log,
+        )
         try:
             wait_for(lambda: table() == REALS[:2], 90)
             wait_for(lambda: Path(ipvs.socket).exists(), 30)
             lags = []
             for n in (3, 4, 5):  # a real registers itself: in IPVS how soon after its put?
                 t = time.monotonic()
-                e.put(
-                    f"/ipvsmgr/reals/web/{REALS[n - 1]}", {"address": REALS[n - 1], "port": 8080, "weight": 2}
-                )
+                e.put(f"{PREFIX}{REALS[n - 1]}", {"address": REALS[n - 1], "port": 8080, "weight": 2})
                 wait_for(lambda n=n: table() == REALS[:n], 5, 0.02)
                 lags.append(time.monotonic() - t)
             print(
@@ -183,7 +179,7 @@ def test_reals_follow_etcd_and_etcd_down_changes_nothing(ipvs: Lab, nat_lab: Non
             assert "etcd 127.0.0.1" in source(ipvs)["error"]
             # started again: what is put now arrives through the resumed watch
             e.start()
-            e.put(f"/ipvsmgr/reals/web/{REALS[5]}", {"address": REALS[5], "port": 8080})
+            e.put(f"{PREFIX}{REALS[5]}", {"address": REALS[5], "port": 8080})
             wait_for(lambda: table() == REALS, 20)
             assert not source(ipvs)["stale"]
         finally:
