@@ -376,6 +376,18 @@ FLEET_PREFIX_OPTION = typer.Option(
 )
 
 
+def _compat_option(value: str) -> tuple[str, ...]:
+    from ipvsmgr.compat import KINDS
+
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    if names in ((), ("none",)):
+        return ()
+    unknown = [n for n in names if n not in KINDS]
+    if unknown:
+        _fail(f"--metrics-compat: unknown {', '.join(unknown)} (known: {', '.join(KINDS)}, none)", EXIT_USAGE)
+    return names
+
+
 @app.command()
 def run(
     config: Optional[str] = CONFIG_OPTION,  # noqa: UP007
@@ -397,7 +409,24 @@ def run(
         "--metrics",
         envvar="IPVSMGR_METRICS",
         metavar="ADDRESS:PORT",
-        help="Serve Prometheus metrics at http://ADDRESS:PORT/metrics ('off': not at all).",
+        help="Serve Prometheus metrics at http://ADDRESS:PORT/metrics and the live status page at / "
+        "('off': neither).",
+    ),  # fmt: skip
+    metrics_compat: str = typer.Option(
+        "node_ipvs,keepalived",
+        "--metrics-compat",
+        envvar="IPVSMGR_METRICS_COMPAT",
+        metavar="LIST",
+        help="Also serve these existing dashboards' series: node_ipvs (node_exporter's IPVS collector), "
+        "keepalived (the keepalived exporter's VRRP series); 'none': only ipvsmgr_*.",
+    ),  # fmt: skip
+    status_auth: Optional[str] = typer.Option(  # noqa: UP007
+        None,
+        "--status-auth",
+        envvar="IPVSMGR_STATUS_AUTH",
+        metavar="FILE",
+        help="A token (the file's first line) the status page and metrics then require, as a Bearer "
+        "token or a basic-auth password. Needed for the page on a non-loopback --metrics address.",
     ),  # fmt: skip
     remove_on_stop: bool = typer.Option(
         False,
@@ -456,6 +485,15 @@ def run(
         if port is None:
             _fail("--metrics needs ADDRESS:PORT (or off)", EXIT_USAGE)
         listen = (host, port)
+    compat_kinds = _compat_option(metrics_compat)
+    token = None
+    if status_auth:
+        from ipvsmgr.statuspage import AuthFileError, read_token
+
+        try:
+            token = read_token(status_auth)
+        except AuthFileError as e:
+            _fail(f"--status-auth: {e}", EXIT_USAGE)
     from ipvsmgr import statefile
 
     try:  # before anything reads or writes there
@@ -467,6 +505,7 @@ def run(
         path, state_dir, every, control_socket=socket_path or None,
         control_group=socket_group, notifier=notifier, metrics=listen, remove_on_stop=remove_on_stop,
         force=force, log_level=log_level.value, log_format=log_format.value, config=loaded, fleet=fleet,
+        metrics_compat=compat_kinds, status_token=token,
     )  # fmt: skip
     try:
         asyncio.run(daemon.run())

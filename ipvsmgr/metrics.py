@@ -5,8 +5,9 @@ nothing is shared across threads), then dumps the kernel's IPVS counters and
 renders the text in a worker thread with its own netlink socket, so a large
 table never stalls health checks or VRRP. One scrape runs at a time.
 
-The HTTP side is deliberately tiny: GET /metrics (and / for a hint), any
-other path is 404, any other method 405, anything unparsable 400, each
+The HTTP side is deliberately tiny: GET /metrics, the status page at /
+and its data at /status.json (ipvsmgr/statuspage.py: who may read them);
+any other path is 404, any other method 405, anything unparsable 400, each
 counted; requests are capped in size and time.
 """
 
@@ -14,14 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ipvsmgr import exposition
+from ipvsmgr import compat, exposition, statuspage
 from ipvsmgr.conncap import ConnectionCap
 from ipvsmgr.exposition import CONTENT_TYPE, Family
 from ipvsmgr.fresh import Fresh
@@ -47,6 +49,8 @@ class RealView:
     health: str  # up, down, pending, unchecked
     check_duration: float | None
     origin: str = "file"  # file | runtime (`ipvsmgr real add`) | a discovery source
+    flips: int = 0  # up <-> down changes since the daemon started
+    reason: str = ""  # why it is down (the last failure), while down
 
 
 @dataclass(slots=True)
@@ -59,6 +63,7 @@ class Snapshot:
     quorum: dict[ServiceKey, bool] = field(default_factory=dict)
     vrrp: list[dict[str, Any]] = field(default_factory=list)
     vrrp_drops: dict[tuple[str, str], int] = field(default_factory=dict)  # (instance or "", reason)
+    vrrp_running: bool | None = None  # None: no VRRP configured
     counters: dict[str, int] = field(default_factory=dict)
     reloads: dict[str, int] = field(default_factory=dict)
     control_requests: dict[str, int] = field(default_factory=dict)
@@ -70,9 +75,12 @@ class Snapshot:
     discovery: list[dict[str, Any]] = field(default_factory=list)  # DiscoveryPart.status()
     xdp: dict[str, Any] | None = None  # XdpShield.status(): attachment, counters, attack state
     fleet: dict[str, Any] | None = None  # FleetPart.status()
+    compat: tuple[str, ...] = compat.KINDS  # the drop-in series served too (ipvsmgr/compat.py)
 
 
-def families(s: Snapshot, table: Table | None, kernel_ok: bool) -> Iterator[Family]:
+def families(
+    s: Snapshot, table: Table | None, kernel_ok: bool, totals: compat.Totals | None = None
+) -> Iterator[Family]:
     """Every metric of one scrape."""
     yield exposition.info("ipvsmgr_build", "ipvsmgr's version.", {"version": s.version})
     up = _G("ipvsmgr_kernel_readable", "1 if this scrape could read IPVS from the kernel.")
@@ -110,6 +118,9 @@ def families(s: Snapshot, table: Table | None, kernel_ok: bool) -> Iterator[Fami
     rdur = _G("ipvsmgr_real_check_duration_seconds", "How long the last health check took.", labels=r_l)
     rorig = _G("ipvsmgr_real_origin", "1 per real, labelled with where it came from: file, runtime "
                "(ipvsmgr real add) or a discovery source.", labels=[*r_l, "origin"])  # fmt: skip
+    rflips = _C("ipvsmgr_real_health_transitions", "Times the real went up or down (flapping).", labels=r_l)
+    rwhy = _G("ipvsmgr_real_down_reason", "1 while the real is down, labelled with its last failure.",
+              labels=[*r_l, "reason"])  # fmt: skip
     for r in s.reals:
         lr = [r.virtual_server, str(r.key)]
         d = table.dests.get(r.service, {}).get(r.key) if table is not None else None
@@ -129,7 +140,11 @@ def families(s: Snapshot, table: Table | None, kernel_ok: bool) -> Iterator[Fami
         if r.check_duration is not None:
             rdur.add_metric(lr, r.check_duration)
         rorig.add_metric([*lr, r.origin], 1.0)
-    yield from (rconn, rpkt, rbyte, ract, rinact, rweight, rcfg, rup, rdur, rorig)
+        if r.health in ("up", "down"):
+            rflips.add_metric(lr, r.flips)
+        if r.health == "down":
+            rwhy.add_metric([*lr, r.reason[:120] or "unknown"], 1.0)
+    yield from (rconn, rpkt, rbyte, ract, rinact, rweight, rcfg, rup, rdur, rorig, rflips, rwhy)
 
     ch = s.checks
     if ch:
@@ -235,6 +250,11 @@ def families(s: Snapshot, table: Table | None, kernel_ok: bool) -> Iterator[Fami
         sref.add_metric([reason], n)
     yield from (creq, cref, sref)
 
+    if "node_ipvs" in s.compat and table is not None:
+        yield from compat.node_ipvs(table, totals)
+    if "keepalived" in s.compat and s.vrrp_running is not None:
+        yield from compat.keepalived(s.vrrp, s.vrrp_drops, s.vrrp_running)
+
 
 BGP_STATES = ("idle", "connected", "up", "down")
 BGP_COUNTERS = {
@@ -295,8 +315,8 @@ def _xdp(x: dict[str, Any]) -> Iterator[Family]:
     yield from (active, degraded, attached, packets, nbytes, attack, rate, attacks)
 
 
-def render(s: Snapshot, table: Table | None, kernel_ok: bool) -> bytes:
-    return exposition.render(families(s, table, kernel_ok))
+def render(s: Snapshot, table: Table | None, kernel_ok: bool, totals: compat.Totals | None = None) -> bytes:
+    return exposition.render(families(s, table, kernel_ok, totals))
 
 
 class MetricsServer:
@@ -309,10 +329,17 @@ class MetricsServer:
         snapshot: Callable[[], Snapshot],
         dump: Callable[[], Table],
         fresh: float = FRESH,
+        compat_kinds: tuple[str, ...] = compat.KINDS,
+        status: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        token: str | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.snapshot = snapshot
         self.dump = dump
+        self.compat = compat_kinds
+        self.status = status  # the status page's data (ipvsmgr status --json); None: no page
+        self.token = token  # --status-auth: needed on every path when set
+        self._status_fresh: Fresh[bytes] = Fresh(min(fresh, 0.5))  # many open pages share one status a second
         self.refused: Counter[str] = Counter()
         self.scrapes = 0
         self.cap = ConnectionCap("metrics", MAX_CONNECTIONS, self.refused)
@@ -337,10 +364,10 @@ class MetricsServer:
         if not self.cap.admit(writer):
             return
         try:
-            status, body, ctype = await self._handle(reader)
+            status, body, ctype, extra = await self._handle(reader)
             head = (
                 f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n"
+                f"Cache-Control: no-store\r\n{extra}Connection: close\r\n\r\n"
             )
             writer.write(head.encode())
             writer.write(body)  # not joined: the body may be megabytes, shared by a burst of scrapes
@@ -356,42 +383,90 @@ class MetricsServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
 
-    async def _handle(self, reader: asyncio.StreamReader) -> tuple[str, bytes, str]:
+    async def _handle(self, reader: asyncio.StreamReader) -> tuple[str, bytes, str, str]:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
             self.refused["bad_request"] += 1
-            return "400 Bad Request", b"bad request\n", "text/plain"
-        parts = head.split(b"\r\n", 1)[0].split()
+            return "400 Bad Request", b"bad request\n", "text/plain", ""
+        lines = head.split(b"\r\n")
+        parts = lines[0].split()
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
             self.refused["bad_request"] += 1
-            return "400 Bad Request", b"bad request\n", "text/plain"
+            return "400 Bad Request", b"bad request\n", "text/plain", ""
         method, target = parts[0], parts[1].split(b"?", 1)[0]
         if method not in (b"GET", b"HEAD"):
             self.refused["method"] += 1
-            return "405 Method Not Allowed", b"GET /metrics\n", "text/plain"
-        if target == b"/":
-            return "200 OK", b"ipvsmgr: metrics at /metrics\n", "text/plain"
-        if target != b"/metrics":
+            return "405 Method Not Allowed", b"read-only: GET only\n", "text/plain", ""
+        if target not in (b"/", b"/status.json", b"/metrics"):
             self.refused["not_found"] += 1
-            return "404 Not Found", b"not found: metrics are at /metrics\n", "text/plain"
+            return "404 Not Found", b"not found: metrics at /metrics, status at /\n", "text/plain", ""
+        refusal = self._refuse(target, lines[1:])
+        if refusal is not None:
+            return refusal
+        if target == b"/":
+            if self.status is None:
+                return "200 OK", b"ipvsmgr: metrics at /metrics\n", "text/plain", ""
+            page = statuspage.PAGE.encode()
+            return "200 OK", page if method == b"GET" else b"", "text/html; charset=utf-8", ""
+        if target == b"/status.json":
+            if self.status is None:
+                self.refused["not_found"] += 1
+                return "404 Not Found", b"no status here\n", "text/plain", ""
+            body = await self._status_fresh.get(self._status_json)
+            return "200 OK", body if method == b"GET" else b"", "application/json", ""
         self.scrapes += 1
         body = await self._fresh.get(self._make)
-        return "200 OK", body if method == b"GET" else b"", CONTENT_TYPE
+        return "200 OK", body if method == b"GET" else b"", CONTENT_TYPE, ""
+
+    def _refuse(self, target: bytes, headers: list[bytes]) -> tuple[str, bytes, str, str] | None:
+        """None: served. With a token every path needs it; without one, the page and its data
+        are served on loopback only (metrics stay open, as they were)."""
+        if self.token is None:
+            if target == b"/metrics" or self.status is None or statuspage.is_loopback(self.host):
+                return None
+            self.refused["no_auth_configured"] += 1
+            return (
+                "403 Forbidden",
+                f"the status page is served on {self.host} only with --status-auth FILE (a token): "
+                "not on a non-loopback address without one\n".encode(),
+                "text/plain", "",
+            )  # fmt: skip
+        auth = None
+        for line in headers:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"authorization":
+                auth = value.decode("latin-1").strip()
+        if statuspage.authorized(auth, self.token):
+            return None
+        self.refused["unauthorized"] += 1
+        return (
+            "401 Unauthorized", b"a token is needed (Bearer, or the password of basic auth)\n", "text/plain",
+            f'WWW-Authenticate: Basic realm="{statuspage.REALM}", charset="UTF-8"\r\n',
+        )  # fmt: skip
+
+    async def _status_json(self) -> bytes:
+        assert self.status is not None
+        data = await self.status()
+        return json.dumps(data, default=str).encode()
 
     async def _make(self) -> bytes:
         snap = self.snapshot()
         snap.scrape_refused = dict(self.refused)
+        snap.compat = self.compat
         return await asyncio.to_thread(self._render, snap)
 
     def _render(self, snap: Snapshot) -> bytes:
         table: Table | None = None
+        totals: compat.Totals | None = None
         with self._thread_lock:
             try:
                 table = self.dump()
             except OSError as e:
                 log.warning("metrics: reading IPVS failed: %s", e)
-        return render(snap, table, table is not None)
+            if table is not None and "node_ipvs" in snap.compat:
+                totals = compat.read_totals()
+        return render(snap, table, table is not None, totals)
 
 
 def _discovery(sources: list[dict[str, Any]]) -> Iterator[Any]:

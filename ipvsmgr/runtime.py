@@ -85,6 +85,8 @@ class Daemon:
         log_format: str = "text",
         config: Config | None = None,
         fleet: FleetSpec | None = None,
+        metrics_compat: tuple[str, ...] | None = None,
+        status_token: str | None = None,
     ) -> None:
         self.config_path = config_path
         self.override_store = OverrideStore(state_dir)
@@ -115,9 +117,15 @@ class Daemon:
         self.control = ControlPart(control_socket, self._command, control_group) if control_socket else None
         self.metrics: MetricsPart | None = None
         if metrics:
+            from ipvsmgr import compat
             from ipvsmgr.metrics import MetricsServer  # only a daemon that serves metrics loads it
 
-            self.metrics = MetricsPart(MetricsServer(metrics[0], metrics[1], self._snapshot, self.dump))
+            server = MetricsServer(
+                metrics[0], metrics[1], self._snapshot, self.dump,
+                compat_kinds=compat.KINDS if metrics_compat is None else metrics_compat,
+                status=lambda: self.status_cache.get(lambda: commands.status(self)), token=status_token,
+            )  # fmt: skip
+            self.metrics = MetricsPart(server)
         self.fleet_spec = fleet
         self.fleet = FleetPart(self.hub, fleet, self.apply_fleet, self._status_line) if fleet else None
         listeners: list[Part] = [p for p in (self.control, self.metrics, self.fleet) if p is not None]
@@ -486,7 +494,11 @@ class Daemon:
                     health = "up" if h.up else "down"
                 duration = last.duration if last is not None else None
                 origin = r.origin or "file"
-                snap.reals.append(metrics.RealView(vs.name, key, dk, r.weight, health, duration, origin))
+                reason = h.reason if h is not None else last.reason if last is not None else ""
+                flips = self.checks.flips[(key, dk)]
+                snap.reals.append(
+                    metrics.RealView(vs.name, key, dk, r.weight, health, duration, origin, flips, reason)
+                )
         snap.quorum = dict(self.quorum)
         snap.counters = dict(self.counters)
         snap.reloads = {r: self.counters[f"reloads_{r}"] for r in ("ok", "refused", "guarded")}

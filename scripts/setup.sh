@@ -21,6 +21,9 @@ APT_PACKAGES=(
   tcpdump           # the independent reader of adverts on the wire (the packaged unit's VRRP test)
   dnsmasq-base      # the DNS server of the discovery tests: records and TTLs they change
   etcd-server       # etcd 3.4: the discovery source and the fleet's store in the tests
+  prometheus        # promtool: checks and unit-tests the shipped alert rules and the dashboard's queries
+  prometheus-node-exporter  # its IPVS collector, the reference for ipvsmgr's node_ipvs_* series
+  chromium-headless-shell   # Debian's headless Chromium: loads the status page in the VM tests
   nftables          # the SNAT router and stateful firewall between clients and the XDP guard (tests/netns/test_xdp_nat.py)
   # the Debian package (make deb), lintian, and the clean Debian 12/13 roots it is tested in
   debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-typer python3-yaml

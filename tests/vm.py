@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 IN_VM_ENV = "IPVSMGR_IN_VM"
 RESULTS_ENV = "IPVSMGR_VM_RESULTS"
 SLOW_ENV = "IPVSMGR_SLOW"  # =1: also the tests too long for every CI run (passed on into the VM)
+SCREENSHOTS_ENV = "IPVSMGR_SCREENSHOTS"  # a directory: the screenshots VM tests took are copied there
 
 
 def debian_kernel() -> str | None:
@@ -104,5 +105,8 @@ def run_pytest_in_vm(args: list[str], timeout: float = 2400) -> tuple[dict[str, 
         data: dict[str, dict[str, str]] = json.loads(Path(results).read_text())
     except (FileNotFoundError, ValueError):
         data = {}
+    keep = os.environ.get(SCREENSHOTS_ENV)
+    if keep and os.path.isdir(os.path.join(out, "screenshots")):
+        shutil.copytree(os.path.join(out, "screenshots"), keep, dirs_exist_ok=True)
     shutil.rmtree(out, ignore_errors=True)
     return data, console, took

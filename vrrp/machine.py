@@ -103,6 +103,9 @@ class Machine:
     transitions: int = 0
     sent: int = 0
     received: int = 0
+    became_master: int = 0  # keepalived's become_master / release_master, for its exporter's series
+    released_master: int = 0
+    zero_received: int = 0  # adverts with priority 0 (a master leaving)
 
     def __post_init__(self) -> None:
         self.priority = self.params.priority
@@ -190,6 +193,8 @@ class Machine:
     def receive(self, advert: Advert, src: IPAddress, now: float) -> list[Action]:
         """An advert that passed packet and instance validation."""
         self.received += 1
+        if advert.priority == 0:
+            self.zero_received += 1
         if self.state is State.BACKUP:
             return self._backup_receive(advert, src, now)
         if self.state is State.MASTER:
@@ -271,6 +276,8 @@ class Machine:
     def _become(self, new: State, reason: str) -> Become:
         old, self.state = self.state, new
         self.transitions += 1
+        self.became_master += new is State.MASTER
+        self.released_master += old is State.MASTER
         return Become(old, new, reason)
 
     def _clear_timers(self) -> None:

@@ -239,6 +239,11 @@ class VrrpProcess:
     def status(self) -> list[dict[str, object]]:
         return self._status
 
+    @property
+    def connected(self) -> bool:
+        """The VRRP process runs and its channel is open (false while it restarts)."""
+        return self._writer is not None and not self._writer.is_closing()
+
     def state(self, name: str) -> State:
         for i in self._status:
             if i["name"] == name:

@@ -75,6 +75,7 @@ class _Instance:
     faults: dict[str, str] = field(default_factory=dict)  # tracked object -> reason
     group: str | None = None
     sent: int = 0
+    zero_sent: int = 0  # adverts with priority 0: handing over
     send_errors: int = 0
     leaving: asyncio.Future[None] | None = None  # handing over on stop: VIPs kept until this is done
     vips: frozenset[IPAddress] = frozenset()  # every instance's VIPs: never a source address
@@ -543,6 +544,11 @@ class VrrpService:
                     "transitions": m.transitions,
                     "adverts_sent": inst.sent,
                     "adverts_received": m.received,
+                    "became_master": m.became_master,
+                    "released_master": m.released_master,
+                    "priority_zero_received": m.zero_received,
+                    "priority_zero_sent": inst.zero_sent,
+                    "vips": [[str(v.ip), (inst.vmac or inst.link).name] for v in inst.cfg.vips],
                     "send_errors": inst.send_errors,
                     "faults": dict(inst.faults),
                     "sync_group": inst.group,
@@ -589,6 +595,11 @@ class VrrpService:
             return Drop.OWN.value
         out = decode(data, src, dst, ttl)
         if isinstance(out, Drop):
+            # Counted against the instance its VRID byte names, when there is one
+            # (keepalived counts TTL, length and type errors per instance too).
+            claimed = chan.instances.get(data[1]) if len(data) > 1 else None
+            if claimed is not None:
+                self.instance_drops[(claimed.cfg.name, out.value)] += 1
             return out.value
         inst = chan.instances.get(out.vrid)
         if inst is None:
@@ -704,6 +715,7 @@ class VrrpService:
             try:
                 chan.send(encode(advert, src, dst), src, dst)
                 inst.sent += 1
+                inst.zero_sent += priority == 0
             except OSError as e:
                 inst.send_errors += 1
                 log.warning("VRRP %s: sending to %s failed: %s", inst.cfg.name, dst, e)

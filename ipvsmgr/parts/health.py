@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -82,6 +83,7 @@ class HealthPart:
         self.hub = hub
         self._adopted = adopted  # what the kernel served at start (IpvsPart.adopted)
         self.health: dict[RealId, RealHealth] = {}
+        self.flips: Counter[RealId] = Counter()  # up <-> down changes per real (the flapping alert's counter)
         self.initially_up: dict[RealId, bool] = {}
         self.members: dict[CheckId, list[RealId]] = {}  # the reals each scheduled check decides for
         self.check_of: dict[RealId, CheckId] = {}
@@ -98,6 +100,8 @@ class HealthPart:
             before = self.health.get(rid)
             # a slow start runs from coming up, not from a dynamic weight's change while up
             since = (before.since if before is not None and before.up else now) if t.up else None
+            if before is not None and before.up != t.up:
+                self.flips[rid] += 1
             self.health[rid] = RealHealth(t.up, t.weight, reason, since)
             self.hub.events.emit(RealChanged(rid[0], rid[1], t.up, reason, t.weight))
         self.hub.changed()

@@ -124,3 +124,4 @@ class VrrpPart:
         if self.process is not None:
             snap.vrrp = self.process.status()
             snap.vrrp_drops = dict(self.process.drops)
+            snap.vrrp_running = self.process.connected

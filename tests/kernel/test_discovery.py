@@ -30,7 +30,7 @@ def config(source: str) -> str:
     """The virtual server, its reals from `source` (the discovery's `dns:` or `etcd:` line)."""
     return f"""\
 ipvs:
-  drain_timeout: 20s
+  drain_timeout: 300s  # a drained real stays (weight 0) for the whole test: the table compares whole
 virtual_servers:
   - name: web
     address: {VIP}

@@ -170,6 +170,13 @@ def test_malformed_and_spoofed_adverts_are_dropped_and_counted(vlab: VrrpLab) ->
             "address_list_mismatch": 1, "bad_version": 1,
         }  # fmt: skip
         wait(lambda: dict(r.call(lambda s: s.drops)) == expect, 5, f"drop counters {expect}")
+        # each counted against the instance its VRID byte names (keepalived's per-instance errors),
+        # but for the VRID nobody has
+        per = r.call(lambda s: s.drop_counts())
+        name = instance().name
+        assert per == {(name, reason): n for reason, n in expect.items() if reason != "unknown_vrid"} | {
+            ("", "unknown_vrid"): 1
+        }, per
         assert r.state() is State.MASTER  # none of them moved us; nothing raised
         # ...and a valid higher-priority advert does.
         forge(vlab, [(255, good)])

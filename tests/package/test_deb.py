@@ -38,6 +38,8 @@ def test_contents_and_control(deb: Path) -> None:
         "./usr/share/zsh/vendor-completions/_ipvsmgr", "./etc/ipvsmgr/ipvsmgr.yaml",
         "./usr/lib/python3/dist-packages/bpf_offload/guard.py",
         "./usr/lib/python3/dist-packages/ipvsmgr/config/ipvsmgr.schema.json",
+        "./usr/share/ipvsmgr/ipvsmgr-dashboard.json", "./usr/share/ipvsmgr/ipvsmgr-alerts.yml",
+        "./usr/share/ipvsmgr/ipvsmgr-alerts.test.yml",
     ):  # fmt: skip
         assert path in files, path
     info = sh("dpkg-deb", "-I", str(deb)).stdout

@@ -233,3 +233,19 @@ def test_release_hands_over_and_comes_back_if_nobody_takes_it() -> None:
     assert m.deadline() == pytest.approx(10.0 + down)
     assert any(isinstance(a, Become) and a.new is State.MASTER for a in m.timer(10.0 + down))
     assert m.release(20.0) != [] and m.release(20.0) == []  # only a Master has something to hand over
+
+
+def test_counts_for_the_keepalived_exporter_series() -> None:
+    """become_master / release_master / priority zero received, as keepalived counts them."""
+    m = machine()
+    m.start(0.0)
+    m.timer(master_down_interval(100, 100, 3))  # BACKUP -> MASTER
+    assert (m.became_master, m.released_master) == (1, 0)
+    m.receive(advert(200), PEER_HIGH, 5.0)  # a higher master: MASTER -> BACKUP
+    assert (m.became_master, m.released_master) == (1, 1)
+    m.receive(advert(0), PEER_HIGH, 6.0)  # it leaves
+    assert m.zero_received == 1
+    m.timer(10.0)  # takes over after skew time
+    m.shutdown(11.0)  # MASTER -> INIT: a release too
+    assert (m.became_master, m.released_master, m.zero_received) == (2, 2, 1)
+    assert m.transitions == 5
