@@ -9,4 +9,4 @@ ruff check .
 ruff format --check .
 mypy
 make -s -C bpf_offload  # the XDP object from source (no binary is committed)
-python -m pytest -p no:cacheprovider -ra tests "$@"
+python -m pytest -p no:cacheprovider -ra --durations=20 tests "$@"

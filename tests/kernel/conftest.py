@@ -98,6 +98,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         return
     prev = _reports.get(report.nodeid)
     keep_failure = prev is not None and prev["outcome"] == "failed"
+    spent = report.duration + (float(prev["took"]) if prev is not None and prev["took"] else 0.0)
     if (report.when == "call" or report.outcome != "passed" or prev is None) and not keep_failure:
         text = str(report.longrepr) if report.longrepr else ""
         if report.skipped and isinstance(report.longrepr, tuple):
@@ -106,8 +107,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             "outcome": report.outcome,
             "text": text[-8000:],
             "when": report.when or "",
-            "took": f"{report.duration:.1f}",
+            "took": "",
         }
+    _reports[report.nodeid]["took"] = f"{spent:.1f}"  # setup, call and teardown: what the budget pays
     if report.when == "teardown":
         _reports.pop("__running__", None)
     _save_reports()
@@ -129,6 +131,19 @@ def _save_reports() -> None:
     with open(path + ".tmp", "w") as f:
         json.dump(_reports, f)
     os.replace(path + ".tmp", path)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: Any, config: pytest.Config) -> None:
+    """On the host: where the VM suite's time went, every test (CI keeps the run within its budget)."""
+    results = getattr(config, "_ipvsmgr_vm", None)
+    if IN_VM or not results:
+        return
+    took = sorted(((float(r["took"]), node) for node, r in results.items() if r.get("took")), reverse=True)
+    if not took:
+        return
+    terminalreporter.section(f"VM suite: {sum(t for t, _ in took):.0f}s in tests")
+    for t, node in took:
+        terminalreporter.write_line(f"{t:7.1f}s  {node}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: Any) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ipvsmgr.lab import http_requests, in_netns, sh, wait
+from tests import vm
 from tests.kernel.bgplab import CALM_CHECKS, FRONT, VIP, BgpLab
 
 PORTS = range(20000, 21000)  # 1,000 distinct flows (mh-port hashes the source port)
@@ -40,7 +41,9 @@ def client_requests(lab: BgpLab, n: int) -> Counter[str]:
     return http_requests(lab.ns("client"), VIP, 80, n)
 
 
-@pytest.mark.parametrize("router", ["bird", "frr"])
+@pytest.mark.parametrize(
+    "router", [pytest.param("bird", marks=vm.slow("the same steps with FRR as the router")), "frr"]
+)
 def test_health_decides_the_announcement(tmp_path: Path, router: str) -> None:
     with BgpLab(tmp_path, reals=3) as lab:
         lab.build(by_hand=("rs0",))
@@ -110,6 +113,7 @@ def test_health_decides_the_announcement(tmp_path: Path, router: str) -> None:
         record(f"routes_back_after_router_restart_{router}_s", round(took, 3))
 
 
+@vm.slow("ECMP through a router, health and ExaBGP restarts: test_health_decides_the_announcement[frr]")
 def test_same_real_on_every_node_and_minimal_disruption(tmp_path: Path) -> None:
     with BgpLab(tmp_path, reals=10, checks=CALM_CHECKS) as lab:
         lab.build()
@@ -196,6 +200,7 @@ def test_same_real_on_every_node_and_minimal_disruption(tmp_path: Path) -> None:
         assert lab.who("lbc", PORTS) == a
 
 
+@vm.slow("a node's route coming and going with its health: test_health_decides_the_announcement[frr]")
 def test_nodes_joining_and_leaving_break_no_connection(tmp_path: Path) -> None:
     with BgpLab(tmp_path, reals=4, checks=CALM_CHECKS) as lab:
         lab.build()

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from ipvsmgr.lab import HOSTS, NET, WEIGHTS, Conversation, Lab, lb_config, wait
+from tests import vm
 
 
 def assert_shares(got: Counter[str], n: int) -> None:
@@ -23,6 +24,7 @@ def assert_shares(got: Counter[str], n: int) -> None:
         assert abs(got[name] - n * w / total) <= 3, got
 
 
+@vm.slow("the same lab scenario is CI's main command: scripts/lab.sh, checked by scripts/check_lab.py")
 def test_balanced_by_weight_real_failure_and_a_failover_that_keeps_connections(tmp_path: Path) -> None:
     with Lab(tmp_path, print) as lab:
         lab.build()
@@ -124,6 +126,7 @@ def test_reloads_and_a_kill_9_restart_under_load_lose_nothing(tmp_path: Path) ->
         assert lab.weights("lb1") == full
 
 
+@vm.slow("GRE forwarding by weight: test_daemon_control.py::test_gre_tunnel_traffic_follows_the_weights")
 def test_gre_tunnels_balance_by_weight(tmp_path: Path) -> None:
     """IPVS GRE tunnelling on the lab: each real (its fallback gre0, the VIP on
     lo) answers the client directly; 1,000 requests, counted by who answered."""

@@ -166,13 +166,13 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "keepalived"
 SAMPLES = Path("/usr/share/doc/keepalived/samples")
 # Every corpus file with virtual servers that imports; a few in every run, all with IPVSMGR_SLOW=1
 START_CORPUS = [
-    DATA / "01-web-nat.conf", DATA / "04-groups.conf", DATA / "07-quorum-sorry.conf",
-    DATA / "11-include.conf",
+    DATA / "01-web-nat.conf", DATA / "04-groups.conf",
     SAMPLES / "keepalived.conf.virtual_server_group", SAMPLES / "keepalived.conf.inhibit",
-    SAMPLES / "keepalived.conf.quorum", SAMPLES / "keepalived.conf.IPv6",
 ]  # fmt: skip
 SLOW_CORPUS = [
-    DATA / "02-dr-persistence.conf", DATA / "03-tunnel-maglev.conf", DATA / "05-udp-dns.conf",
+    DATA / "07-quorum-sorry.conf", DATA / "11-include.conf", SAMPLES / "keepalived.conf.quorum",
+    SAMPLES / "keepalived.conf.IPv6", DATA / "02-dr-persistence.conf", DATA / "03-tunnel-maglev.conf",
+    DATA / "05-udp-dns.conf",
     DATA / "06-misc-smtp.conf", DATA / "13-ipv6.conf", DATA / "14-fwmark.conf",
     *(SAMPLES / f"keepalived.conf.{n}" for n in ("HTTP_GET.port", "PING_CHECK", "SMTP_CHECK",
                                                   "UDP_CHECK", "sample", "status_code", "virtualhost")),

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from ipvsmgr.lab import RealServer, wait
+from tests import vm
 from tests.kernel.conftest import IN_VM
 from tests.kernel.helpers import sh
 from tests.package.debroot import ROOTS
@@ -263,6 +264,11 @@ def test_the_unit_runs_the_daemon_in_its_sandbox(box: Container) -> None:
     fields = dict(re.findall(r"^(\w+):\s+(\S+)", status, re.M))
     assert int(fields["CapBnd"], 16) == BOUNDING, fields["CapBnd"]
     assert (fields["NoNewPrivs"], fields["Seccomp"]) == ("1", "2"), fields
+    # room for thousands of health checks (issue 18): the unit's open-files limit, and the process's
+    limit = box.run("systemctl", "show", "-p", "LimitNOFILE", "ipvsmgr").strip()
+    assert limit == "LimitNOFILE=524288", limit
+    limits = box.run("cat", f"/proc/{props['MainPID']}/limits")
+    assert re.search(r"^Max open files\s+\d+\s+524288", limits, re.M), limits
     # The unit lets the VRRP process run real-time (SYS_NICE, RestrictRealtime=no): chrt says so.
     vrrp = json.loads(box.run("ipvsmgr", "status", "--json"))["daemon"]["vrrp_process"]
     policy = box.run("chrt", "-p", str(vrrp["pid"]))
@@ -376,6 +382,10 @@ def many_reals() -> str:
     return config().replace("virtual_servers:\n", "virtual_servers:\n" + more, 1)
 
 
+@vm.slow(
+    "the cascade under 1,024 files: tests/netns/test_health_fds.py; the unit's LimitNOFILE: "
+    "test_the_unit_runs_the_daemon_in_its_sandbox"
+)
 def test_a_rack_of_silent_reals_leaves_the_healthy_ones_alone(box: Container) -> None:
     """3,000 reals whose SYNs vanish and 40 healthy ones, under the unit's own
     limits: no healthy real changes state, and the descriptors are reported."""

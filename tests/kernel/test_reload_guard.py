@@ -13,6 +13,7 @@ import signal
 import time
 from pathlib import Path
 
+from ipvsmgr import control
 from tests.kernel.helpers import Lab, rules, sh
 from tests.kernel.test_health import wait_for
 
@@ -44,9 +45,7 @@ def addresses() -> str:
 
 
 def last_reload(lab: Lab) -> dict:  # type: ignore[type-arg]
-    r = lab.ctl("status", "--json")
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)["daemon"]["last_reload"]  # type: ignore[no-any-return]
+    return control.call(lab.socket, "status")["daemon"]["last_reload"]  # type: ignore[no-any-return]
 
 
 def test_reload_guard(ipvs: Lab) -> None:
