@@ -45,7 +45,11 @@ def _address(text: str) -> tuple[int, str]:
     """Family and canonical text; inet_ntop's form, as decoded from the kernel
     (it differs from ipaddress's for IPv4-mapped IPv6 addresses)."""
     af = socket.AF_INET6 if ":" in text else socket.AF_INET
-    canonical = socket.inet_ntop(af, socket.inet_pton(af, text))
+    try:
+        packed = socket.inet_pton(af, text)
+    except ValueError as e:  # a NUL inside ("\0" in YAML): no address either, as inet_pton's OSError says
+        raise OSError(str(e)) from None
+    canonical = socket.inet_ntop(af, packed)
     return int(af), text if canonical == text else canonical  # share the string: 100,000 reals
 
 

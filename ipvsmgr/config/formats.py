@@ -15,7 +15,7 @@ def is_ip_address(value: object) -> bool:
     for af in (socket.AF_INET, socket.AF_INET6):
         try:
             socket.inet_pton(af, value)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL inside ("\0" in YAML)
             continue
         return True
     return False
@@ -26,7 +26,7 @@ def is_ipv4_address(value: object) -> bool:
         return True
     try:
         socket.inet_pton(socket.AF_INET, value)
-    except OSError:
+    except (OSError, ValueError):
         return False
     return True
 

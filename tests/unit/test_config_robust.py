@@ -40,3 +40,14 @@ def test_arbitrary_text_loads_or_reports(text: str) -> None:
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_as_text(raw: bytes) -> None:
     outcome(raw.decode("utf-8", errors="replace"))
+
+
+def test_a_nul_in_an_address_is_a_problem_not_a_crash() -> None:
+    # found by the property test above (seed 56): inet_pton raises ValueError on a NUL, not OSError
+    for where in ('address: "198.18.0.1\\0"', 'address: "\\0"'):
+        text = f"virtual_servers:\n  - name: web\n    {where}\n    port: 80\n    reals: []\n"
+        got = outcome(text)
+        assert isinstance(got, ConfigError), got
+        assert any(p.line == 3 for p in got.problems), got.problems
+    bad_real = 'virtual_servers:\n  - {name: web, address: 198.18.0.1, port: 80, reals: [{address: "\\0"}]}\n'
+    assert isinstance(outcome(bad_real), ConfigError)
