@@ -165,11 +165,9 @@ SLOW = pytest.mark.skipif(os.environ.get(vm.SLOW_ENV) != "1", reason="the whole 
 DATA = Path(__file__).resolve().parents[1] / "data" / "keepalived"
 SAMPLES = Path("/usr/share/doc/keepalived/samples")
 # Every corpus file with virtual servers that imports; a few in every run, all with IPVSMGR_SLOW=1
-START_CORPUS = [
-    DATA / "01-web-nat.conf", DATA / "04-groups.conf",
-    SAMPLES / "keepalived.conf.virtual_server_group", SAMPLES / "keepalived.conf.inhibit",
-]  # fmt: skip
+START_CORPUS = [DATA / "01-web-nat.conf", DATA / "04-groups.conf"]  # groups; inhibit: the test above
 SLOW_CORPUS = [
+    SAMPLES / "keepalived.conf.virtual_server_group", SAMPLES / "keepalived.conf.inhibit",
     DATA / "07-quorum-sorry.conf", DATA / "11-include.conf", SAMPLES / "keepalived.conf.quorum",
     SAMPLES / "keepalived.conf.IPv6", DATA / "02-dr-persistence.conf", DATA / "03-tunnel-maglev.conf",
     DATA / "05-udp-dns.conf",
