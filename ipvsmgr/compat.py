@@ -116,24 +116,24 @@ def node_ipvs(table: Table, totals: Totals | None) -> Iterator[Family]:
     yield from (active, inactive, weight)
 
 
-# keepalived exporter counter -> (ipvsmgr status key, or drop reasons summed)
-_COUNTERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("keepalived_advertisements_received_total", "Advertisements received", ("adverts_received",)),
-    ("keepalived_advertisements_sent_total", "Advertisements sent", ("adverts_sent",)),
-    ("keepalived_become_master_total", "Became master", ("became_master",)),
-    ("keepalived_release_master_total", "Released master", ("released_master",)),
-    ("keepalived_packet_length_errors_total", "Packet length errors", ("drop:truncated",)),
-    ("keepalived_advertisements_interval_errors_total", "Advertisement interval errors",
-     ("drop:interval_mismatch", "drop:zero_interval")),
-    ("keepalived_ip_ttl_errors_total", "TTL errors", ("drop:ttl_not_255",)),
-    ("keepalived_invalid_type_received_total", "Invalid type errors", ("drop:bad_type", "drop:bad_version")),
-    ("keepalived_address_list_errors_total", "Address list errors", ("drop:address_list_mismatch",)),
+# keepalived exporter counter: (name, help, the status keys summed, the drop reasons summed)
+_COUNTERS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("keepalived_advertisements_received_total", "Advertisements received", ("adverts_received",), ()),
+    ("keepalived_advertisements_sent_total", "Advertisements sent", ("adverts_sent",), ()),
+    ("keepalived_become_master_total", "Became master", ("became_master",), ()),
+    ("keepalived_release_master_total", "Released master", ("released_master",), ()),
+    ("keepalived_packet_length_errors_total", "Packet length errors", (), ("truncated",)),
+    ("keepalived_advertisements_interval_errors_total", "Advertisement interval errors", (),
+     ("interval_mismatch", "zero_interval")),
+    ("keepalived_ip_ttl_errors_total", "TTL errors", (), ("ttl_not_255",)),
+    ("keepalived_invalid_type_received_total", "Invalid type errors", (), ("bad_type", "bad_version")),
+    ("keepalived_address_list_errors_total", "Address list errors", (), ("address_list_mismatch",)),
     # ipvsmgr does not tell an unknown auth type from another known one: both are mismatches
-    ("keepalived_authentication_invalid_total", "Authentication invalid", ()),
-    ("keepalived_authentication_mismatch_total", "Authentication mismatch", ("drop:auth_type",)),
-    ("keepalived_authentication_failure_total", "Authentication failure", ("drop:auth_failure",)),
-    ("keepalived_priority_zero_received_total", "Priority zero received", ("priority_zero_received",)),
-    ("keepalived_priority_zero_sent_total", "Priority zero sent", ("priority_zero_sent",)),
+    ("keepalived_authentication_invalid_total", "Authentication invalid", (), ()),
+    ("keepalived_authentication_mismatch_total", "Authentication mismatch", (), ("auth_type",)),
+    ("keepalived_authentication_failure_total", "Authentication failure", (), ("auth_failure",)),
+    ("keepalived_priority_zero_received_total", "Priority zero received", ("priority_zero_received",), ()),
+    ("keepalived_priority_zero_sent_total", "Priority zero sent", ("priority_zero_sent",), ()),
 )  # fmt: skip
 
 
@@ -146,16 +146,14 @@ def keepalived(
     vip_labels = ["iname", "intf", "vrid", "ip_address"]
     state = exposition.gauge("keepalived_vrrp_state", "State of vrrp", vip_labels)
     common = ["iname", "intf", "vrid", "state"]
-    counters = [exposition.counter(name, text, common) for name, text, _ in _COUNTERS]
+    counters = [exposition.counter(name, text, common) for name, text, _, _ in _COUNTERS]
     for inst in instances:
         name, vrid, code = str(inst["name"]), str(inst["vrid"]), _STATES.get(str(inst["state"]), 0)
         for address, dev in inst.get("vips", []):
             state.add_metric([name, dev, vrid, address], code)
         labels = [name, str(inst["interface"]), vrid, str(inst["state"]).upper()]
-        for fam, (_, _, keys) in zip(counters, _COUNTERS, strict=True):
-            total = 0
-            for k in keys:
-                total += drops.get((name, k[5:]), 0) if k.startswith("drop:") else int(inst.get(k, 0))
+        for fam, (_, _, keys, reasons) in zip(counters, _COUNTERS, strict=True):
+            total = sum(int(inst.get(k, 0)) for k in keys) + sum(drops.get((name, r), 0) for r in reasons)
             fam.add_metric(labels, total)
     yield state
     yield from counters

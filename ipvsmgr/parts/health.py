@@ -122,6 +122,7 @@ class HealthPart:
         for rid in [r for r in self.check_of if r not in wanted]:
             self.health.pop(rid, None)
             self.initially_up.pop(rid, None)
+            self.flips.pop(rid, None)  # reals come and go with discovery: no counter outlives its real
         before = self.check_of
         self.members = members
         self.check_of = {rid: cid for cid, rids in members.items() for rid in rids}

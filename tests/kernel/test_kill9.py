@@ -24,9 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ipvsmgr import control
 from tests.kernel.helpers import Lab, rules, sh
-from tests.kernel.test_daemon_control import Echo, serving
+from tests.kernel.test_daemon_control import Echo, serving, status
 from tests.kernel.test_health import wait_for, weights
 from tests.kernel.test_xdp_daemon import xdp_id, xstatus
 from tests.netns.lab import in_netns
@@ -144,13 +143,6 @@ class Watch:
 
     def adverts_between(self, since: float, until: float) -> list[float]:
         return [t for t in self.adverts if since <= t <= until]
-
-
-def status(lab: Lab) -> dict[str, Any]:
-    try:  # the socket directly: polled in loops (a CLI process costs seconds in the VM)
-        return control.call(lab.socket, "status", timeout=10)  # type: ignore[no-any-return]
-    except control.ControlError as e:
-        raise AssertionError(str(e)) from None
 
 
 def vrrp_state(lab: Lab) -> str:
