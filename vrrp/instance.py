@@ -46,11 +46,23 @@ class Garp:
 
 
 @dataclass(frozen=True, slots=True)
+class VipOptions:
+    label: str | None = None  # IPv4 only: what ifconfig shows as eth0:vip
+    scope: int = 0  # RT_SCOPE_*: 0 global, 253 link, 254 host
+
+
+VipOptionsFor = tuple[VIP, VipOptions]
+
+
+@dataclass(frozen=True, slots=True)
 class InstanceConfig:
     name: str
     interface: str
     params: Params
-    vips: tuple[VIP, ...]
+    vips: tuple[
+        VIP, ...
+    ]  # as advertised: an address listed twice is sent twice (keepalived peers count them)
+    vip_options: tuple[VipOptionsFor, ...] = ()  # label and scope of the VIPs that have them
     unicast_peers: tuple[IPAddress, ...] = ()
     source: IPAddress | None = None  # default: the interface's primary (IPv4) / link-local (IPv6)
     accept: bool = True
@@ -66,6 +78,14 @@ class InstanceConfig:
     notify_on: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (master|backup|fault|stop, argv)
     virtual_mac: str | None = None  # name of the macvlan carrying the RFC virtual MAC, or None
     password: bytes | None = None  # v2 PASS authentication (1-8 bytes), for keepalived peers using it
+
+    @property
+    def unique_vips(self) -> tuple[VIP, ...]:
+        """The VIPs to add, remove and announce: each once."""
+        return tuple(dict.fromkeys(self.vips))
+
+    def vip_options_of(self, vip: VIP) -> VipOptions:
+        return next((o for v, o in self.vip_options if v == vip), _NO_OPTIONS)
 
     @property
     def auth_type(self) -> int:
@@ -112,3 +132,6 @@ def check_for_instance(advert: Advert, cfg: InstanceConfig) -> Drop | None:
 def parse_vip(text: str) -> VIP:
     """198.18.0.100 (/32), 198.18.0.100/24, 2001:db8::1 (/128), 2001:db8::1/64."""
     return ipaddress.ip_interface(text)
+
+
+_NO_OPTIONS = VipOptions()

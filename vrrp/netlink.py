@@ -69,10 +69,12 @@ class Host:
         mac = info.mac if len(info.mac) == 6 else bytes(6)
         return Link(name, info.index, mac, up, tuple(v4), ll)
 
-    def add_vip(self, index: int, vip: VIP) -> bool:
+    def add_vip(self, index: int, vip: VIP, label: str | None = None, scope: int = 0) -> bool:
         """Add vip to the link; False if it was there already."""
         try:
-            self._rt.add_address(index, str(vip.ip), vip.network.prefixlen, IFA_F_NODAD)
+            self._rt.add_address(
+                index, str(vip.ip), vip.network.prefixlen, IFA_F_NODAD, label=label, scope=scope
+            )
         except OSError as e:
             if e.errno == errno.EEXIST:
                 return False

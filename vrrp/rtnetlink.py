@@ -33,7 +33,7 @@ SOL_NETLINK, NETLINK_EXT_ACK = 270, 11
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINK, IFLA_OPERSTATE, IFLA_LINKINFO = 1, 3, 5, 16, 18
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 IFLA_MACVLAN_MODE, MACVLAN_MODE_BRIDGE = 1, 4
-IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_FLAGS = 1, 2, 3, 8
 IFF_UP = 0x1
 NLA_F_NESTED = 0x8000
 
@@ -98,9 +98,21 @@ class Rtnetlink:
         found = (_addr(m) for m in self._request(RTM_GETADDR, NLM_F_DUMP, body) if m.type == RTM_NEWADDR)
         return [a for a in found if a is not None and a.index == index]
 
-    def add_address(self, index: int, address: str, prefixlen: int, flags: int = 0) -> None:
-        """EEXIST if it is there already."""
-        self._ack(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, _addr_body(index, address, prefixlen, flags))
+    def add_address(
+        self,
+        index: int,
+        address: str,
+        prefixlen: int,
+        flags: int = 0,
+        *,
+        label: str | None = None,
+        scope: int = 0,
+    ) -> None:
+        """EEXIST if it is there already. label: IPv4 only (ifconfig's eth0:vip)."""
+        body = _addr_body(index, address, prefixlen, flags, scope)
+        if label is not None:
+            body += nla(IFA_LABEL, label.encode() + b"\0")
+        self._ack(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body)
 
     def del_address(self, index: int, address: str, prefixlen: int) -> None:
         """EADDRNOTAVAIL if it is not there."""
@@ -160,11 +172,11 @@ class Rtnetlink:
                     return replies  # a GET's single answer
 
 
-def _addr_body(index: int, address: str, prefixlen: int, flags: int) -> bytes:
+def _addr_body(index: int, address: str, prefixlen: int, flags: int, scope: int = 0) -> bytes:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     raw = socket.inet_pton(family, address)
     attrs = nla(IFA_LOCAL, raw) + nla(IFA_ADDRESS, raw) if family == socket.AF_INET else nla(IFA_ADDRESS, raw)
-    return IFADDRMSG.pack(family, prefixlen, flags & 0xFF, 0, index) + attrs
+    return IFADDRMSG.pack(family, prefixlen, flags & 0xFF, scope, index) + attrs
 
 
 def _link(m: Message) -> LinkInfo:

@@ -314,7 +314,7 @@ class VrrpService:
             self._local.add(cfg.source)
         # VIPs belong to the master: one left behind (a crash, kill -9) goes now.
         stale = []
-        for vip in cfg.vips:
+        for vip in cfg.unique_vips:
             with contextlib.suppress(OSError):
                 if self.host.has_address(link.index, vip.ip):
                     stale.append(str(vip))
@@ -548,7 +548,7 @@ class VrrpService:
                     "released_master": m.released_master,
                     "priority_zero_received": m.zero_received,
                     "priority_zero_sent": inst.zero_sent,
-                    "vips": [[str(v.ip), (inst.vmac or inst.link).name] for v in inst.cfg.vips],
+                    "vips": [[str(v.ip), (inst.vmac or inst.link).name] for v in inst.cfg.unique_vips],
                     "send_errors": inst.send_errors,
                     "faults": dict(inst.faults),
                     "sync_group": inst.group,
@@ -754,9 +754,10 @@ class VrrpService:
     def _take_vips(self, inst: _Instance) -> None:
         out = inst.vmac or inst.link
         self._vmac_state(inst, True)
-        for vip in inst.cfg.vips:
+        for vip in inst.cfg.unique_vips:
+            opts = inst.cfg.vip_options_of(vip)
             try:
-                self.host.add_vip(out.index, vip)
+                self.host.add_vip(out.index, vip, opts.label, opts.scope)
             except OSError as e:
                 log.error("VRRP %s: cannot add %s to %s: %s", inst.cfg.name, vip, out.name, e)
         self._announce_round(inst, inst.cfg.garp.count)
@@ -764,7 +765,7 @@ class VrrpService:
     def _announce_round(self, inst: _Instance, count: int) -> None:
         loop = asyncio.get_running_loop()
         g = inst.cfg.garp
-        for vip in inst.cfg.vips:
+        for vip in inst.cfg.unique_vips:
             try:
                 self.announcer.announce(inst.vmac or inst.link, vip)
             except OSError as e:
@@ -781,7 +782,7 @@ class VrrpService:
             h.cancel()
         inst.garp.clear()
         out = inst.vmac or inst.link
-        for vip in inst.cfg.vips:
+        for vip in inst.cfg.unique_vips:
             try:
                 self.host.del_vip(out.index, vip)
             except OSError as e:
@@ -999,8 +1000,9 @@ def _soft_change(old: InstanceConfig, new: InstanceConfig) -> bool:
     p, q = old.params, new.params
     same_router = (p.vrid, p.version, p.interval_cs) == (q.vrid, q.version, q.interval_cs)
     owner = (p.priority == 255) == (q.priority == 255)
-    same_place = (old.interface, old.vips, old.unicast_peers, old.source, old.virtual_mac) == (
-        new.interface, new.vips, new.unicast_peers, new.source, new.virtual_mac,
+    same_place = (
+        (old.interface, old.vips, old.vip_options, old.unicast_peers, old.source, old.virtual_mac)
+        == (new.interface, new.vips, new.vip_options, new.unicast_peers, new.source, new.virtual_mac)
     )  # fmt: skip
     return same_router and owner and same_place
 

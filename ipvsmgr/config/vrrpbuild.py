@@ -18,7 +18,16 @@ from ipvsmgr.config.durations import parse_duration
 from ipvsmgr.config.errors import Path
 from ipvsmgr.config.model import REALTIME_PRIORITY, VrrpConfig
 from ipvsmgr.config.schema import Checked, Names
-from vrrp.instance import Garp, InstanceConfig, TrackFile, TrackInterface, TrackScript, TrackVirtualServer
+from vrrp.instance import (
+    Garp,
+    InstanceConfig,
+    TrackFile,
+    TrackInterface,
+    TrackScript,
+    TrackVirtualServer,
+    VipOptions,
+    VipOptionsFor,
+)
 from vrrp.machine import Params
 from vrrp.packet import IPAddress
 
@@ -74,6 +83,8 @@ def build_vrrp(
             names[name] = path
         for j, vip in enumerate(_vips(d)):
             where = path + ("virtual_addresses", j)
+            if vip.ip in vip_owner and vip_owner[vip.ip][1][:3] == path:
+                continue  # listed twice in one instance: advertised twice, added once
             if vip.ip in vip_owner:
                 owner, first = vip_owner[vip.ip]
                 error(
@@ -150,14 +161,38 @@ def build_vrrp(
 
 
 def _vips(d: dict[str, Any]) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
-    """The instance's VIPs, as far as they are readable."""
+    """The instance's VIPs, as far as they are readable (an entry is an address or {address, ...})."""
     out = []
     for v in d.get("virtual_addresses") or ():
         try:
-            out.append(ipaddress.ip_interface(v))
-        except ValueError:
+            out.append(ipaddress.ip_interface(v["address"] if isinstance(v, dict) else v))
+        except (ValueError, KeyError, TypeError):
             continue
     return out
+
+
+_SCOPES = {"global": 0, "site": 200, "link": 253, "host": 254, "nowhere": 255}  # rtnetlink's RT_SCOPE_*
+
+
+def _vip_options(
+    d: dict[str, Any], bad: Callable[[tuple[str | int, ...], str], None]
+) -> tuple[VipOptionsFor, ...]:
+    """Label and scope of the VIPs that set them. Of an address listed twice the first entry is the
+    one added (as keepalived: the second add finds it there), so a label on the repeat is unused."""
+    out: dict[str, VipOptionsFor | None] = {}
+    for j, v in enumerate(d.get("virtual_addresses") or ()):
+        try:
+            vip = ipaddress.ip_interface(v["address"] if isinstance(v, dict) else v)
+        except (ValueError, KeyError, TypeError):
+            continue
+        if not isinstance(v, dict) or not ("label" in v or "scope" in v):
+            out.setdefault(str(vip), None)
+            continue
+        if "label" in v and vip.version == 6:
+            bad(("virtual_addresses", j, "label"), "labels are IPv4 only (the kernel keeps none for IPv6)")
+            continue
+        out.setdefault(str(vip), (vip, VipOptions(v.get("label"), _SCOPES[v.get("scope", "global")])))
+    return tuple(o for o in out.values() if o is not None)
 
 
 def _family(d: dict[str, Any]) -> int | None:
@@ -220,6 +255,7 @@ def _instance(
                 f"{d['virtual_addresses'][j]} is IPv{v.version} but the first VIP is IPv{family}: "
                 "one family per instance",
             )
+    vip_options = _vip_options(d, bad)
     version = d.get("version", 3)
     if version == 2 and family == 6:
         bad(("version",), "VRRP version 2 is IPv4 only: use version 3 for IPv6")
@@ -338,6 +374,7 @@ def _instance(
             preempt=d.get("preempt", True), preempt_delay=parse_duration(d.get("preempt_delay", 0)),
         ),
         vips=vips,
+        vip_options=vip_options,
         unicast_peers=peers,
         source=source,
         accept=d.get("accept", True),

@@ -133,6 +133,7 @@ class Converter:
         self.instances: dict[str, Node] = {}
         self.defaults: dict[str, Any] = {"vrrp_version": 2}
         self.vs_names: set[str] = set()
+        self.vmac_names: set[str] = set()
         self.doc: dict[str, Any] = {}
 
     # ------------------------------------------------------------- helpers
@@ -1038,8 +1039,13 @@ class Converter:
         vmac = self.take(n, "use_vmac")
         if vmac is not None:
             out["virtual_mac"] = True
-            if vmac.args:
-                out["virtual_mac_interface"] = vmac.args[0]
+            # keepalived names an unnamed VMAC vrrp.VRID whatever the family (ipvsmgr: vrrp4/vrrp6.VRID)
+            name = vmac.args[0] if vmac.args else f"vrrp.{out.get('vrid')}"
+            if name in self.vmac_names:
+                self.report(vmac, "note", f"VMAC {name} is taken by another instance: ipvsmgr's default name")
+            else:
+                self.vmac_names.add(name)
+                out["virtual_mac_interface"] = name
         garp = self._garp(n)
         if garp:
             out["garp"] = garp
@@ -1104,9 +1110,9 @@ class Converter:
                  "notify_master", "notify_backup", "notify_fault", "notify_stop"]  # fmt: skip
         return {k: out[k] for k in order if k in out}
 
-    def _vips(self, n: Node, iface: str | None) -> list[str]:
+    def _vips(self, n: Node, iface: str | None) -> list[str | dict[str, str]]:
         block = self.take(n, "virtual_ipaddress")
-        out: list[str] = []
+        out: list[str | dict[str, str]] = []
         if block is None:
             return out
         family = None
@@ -1128,6 +1134,7 @@ class Converter:
                 )
                 continue
             opts = line.args
+            extra: dict[str, str] = {}
             i = 0
             while i < len(opts):
                 word = opts[i]
@@ -1140,8 +1147,14 @@ class Converter:
                             f"{vip} dev {value}: ipvsmgr adds VIPs on the instance's " f"interface ({iface})",
                         )
                     i += 2
+                elif word == "label" and value is not None and vip.version == 4:
+                    extra["label"] = value
+                    i += 2
+                elif word == "scope" and value in ("global", "site", "link", "host", "nowhere"):
+                    extra["scope"] = value
+                    i += 2
                 elif word in ("label", "scope", "brd", "broadcast", "preferred_lft") and value is not None:
-                    self.report(line, "note", f"{word} {value}: not carried over (cosmetic for IPVS)")
+                    self.report(line, "note", f"{word} {value}: not carried over")
                     i += 2
                 elif word == "no_track":
                     self.report(line, "note", "no_track: ipvsmgr puts a missing VIP back rather than fail")
@@ -1150,10 +1163,20 @@ class Converter:
                     self.report(line, "unmapped", f"VIP option '{word}' has no equivalent")
                     i += 1
             text = str(vip) if "/" in line.name else str(vip.ip)
-            if text in out:
-                self.report(line, "note", f"{text} is listed twice: written once")
+            entry: str | dict[str, str] = {"address": text, **extra} if extra else text
+            if entry in out:  # ipvsmgr refuses a repeated entry as a slip; keepalived counts it
+                self.report(
+                    line, "unmapped",
+                    f"{text} is listed twice: keepalived advertises it twice, ipvsmgr once, and keepalived "
+                    "drops adverts whose address count differs from its own: remove the repeat on both sides",
+                )  # fmt: skip
                 continue
-            out.append(text)
+            if any((x["address"] if isinstance(x, dict) else x) == text for x in out):
+                # a second entry with a label: keepalived sends the address twice, and so will ipvsmgr
+                self.report(
+                    line, "note", f"{text} is listed twice: kept twice, as keepalived's adverts have it"
+                )
+            out.append(entry)
         return out
 
     def _garp(self, n: Node) -> dict[str, Any]:

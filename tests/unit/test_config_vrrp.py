@@ -227,3 +227,38 @@ vrrp:
             "(got string 'a b')",
         )
     ]
+
+
+def test_a_vip_may_carry_a_label_and_a_scope_and_a_labelled_repeat_is_advertised_twice() -> None:
+    text = inst(
+        "      version: 2\n"
+        "      virtual_addresses:\n"
+        "        - {address: 198.18.0.1/24, label: 'eth0:vip'}\n"
+        "        - 198.18.0.1/24\n"
+        "        - {address: 198.18.0.2, scope: host}\n"
+        "        - 198.18.0.3\n"
+        "        - {address: 198.18.0.3, label: 'eth0:x'}\n"  # keepalived's sample does this
+    )
+    (a,) = load_text(text, F).vrrp.instances
+    one, two, three = (ipaddress.ip_interface(x) for x in ("198.18.0.1/24", "198.18.0.2/32", "198.18.0.3/32"))
+    assert a.vips == (one, one, two, three, three)  # the advert: five addresses, as keepalived sends
+    assert a.unique_vips == (one, two, three)  # the node: each added once
+    assert a.vip_options_of(one).label == "eth0:vip" and a.vip_options_of(one).scope == 0
+    assert a.vip_options_of(two).label is None and a.vip_options_of(two).scope == 254
+    # the first entry is the one added (keepalived's second add finds the address there)
+    assert a.vip_options_of(three).label is None
+
+
+def test_vip_entry_rules() -> None:
+    text = inst(
+        "      virtual_addresses:\n"  # line 6
+        "        - {address: '2001:db8::1', label: 'eth0:v'}\n"  # 7: a label is IPv4 only
+        "        - {address: '2001:db8::2', scope: galactic}\n"  # 8
+        "        - '2001:db8::3'\n"  # 9
+        "        - '2001:db8::3'\n"  # 10: the same entry twice is a slip
+    )
+    got = problems(text)
+    assert any(line == 8 and "or {address, label, scope}" in m for line, _, m in got), got
+    assert any(line == 10 for line, _, _ in got), got
+    text = inst("      virtual_addresses:\n        - {address: '2001:db8::1', label: 'eth0:v'}\n")
+    assert problems(text) == [(7, 43, "labels are IPv4 only (the kernel keeps none for IPv6)")]

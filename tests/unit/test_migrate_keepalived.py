@@ -249,8 +249,26 @@ def test_vrrp_defaults_to_version_2_and_weights_become_ipvsmgrs() -> None:
         {"argv": ["/usr/bin/pgrep", "-x", "haproxy"], "interval": "2s", "timeout": "2s", "weight": -10}
     ]
     assert inst["track"]["interfaces"] == [{"name": "eth1", "weight": -20}, {"name": "eth2"}]
-    assert inst["virtual_addresses"] == ["198.18.0.100/24"]
+    assert inst["virtual_addresses"] == [{"address": "198.18.0.100/24", "label": "eth0:1"}]
     assert any("state MASTER" in n for n in kinds(findings, "note"))
+
+
+def test_a_vip_keeps_its_label_and_scope_and_a_labelled_repeat_stays_in_the_adverts() -> None:
+    text = VRRP.replace(
+        "198.18.0.100/24 dev eth0 label eth0:1",
+        "198.18.0.100/24 dev eth0 label eth0:1\n 198.18.0.101 scope link\n 198.18.0.101 label eth0:2\n"
+        " 198.18.0.102\n 198.18.0.102",
+    )
+    doc, findings = convert(text)
+    (inst,) = doc["vrrp"]["instances"]
+    assert inst["virtual_addresses"] == [
+        {"address": "198.18.0.100/24", "label": "eth0:1"},
+        {"address": "198.18.0.101", "scope": "link"},
+        {"address": "198.18.0.101", "label": "eth0:2"},  # keepalived advertises both: so does the import
+        "198.18.0.102",
+    ]
+    # a plain repeat is refused by ipvsmgr as a slip: the adverts would differ, so it is said
+    assert any("198.18.0.102 is listed twice" in n for n in kinds(findings, "unmapped"))
 
 
 def test_auth_pass_is_cut_at_the_bang_like_keepalived() -> None:
