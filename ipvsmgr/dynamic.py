@@ -108,7 +108,7 @@ def build(vs: VirtualServer, d: DynamicReal) -> RealServer:
         t.health is not None
         and not port
         and t.health.port is None
-        and t.health.type not in ("icmp", "script")
+        and t.health.type not in ("icmp", "script", "file")
     ):
         raise Refused(f"a real without a port in {vs.name!r} cannot be checked: give ADDRESS:PORT")
     weight = t.weight if d.weight is None else check_weight(d.weight)

@@ -331,7 +331,7 @@ class _Builder:
                 h is not None
                 and not real.port
                 and h.port is None
-                and h.type not in ("icmp", "script")
+                and h.type not in ("icmp", "script", "file")
                 and self.clean(path + ("health_check", "port"))
                 and self.clean(rp + ("health_check", "port"))
                 and self.clean(rp + ("port",))

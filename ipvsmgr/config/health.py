@@ -12,10 +12,10 @@ from ipvsmgr.config.model import HealthCheck
 # which options block each check type reads
 BLOCK = {
     "tcp": None, "http": "http", "https": "http", "tls": "tls", "dns": "dns", "udp": "udp",
-    "icmp": "icmp", "smtp": "smtp", "grpc": "grpc", "script": "script",
+    "icmp": "icmp", "smtp": "smtp", "grpc": "grpc", "script": "script", "file": "file",
 }  # fmt: skip
 BLOCKS = {b for b in BLOCK.values() if b}
-REQUIRED_BLOCK = {"dns", "script"}
+REQUIRED_BLOCK = {"dns", "script", "file"}
 
 
 def merge(default: dict[str, Any] | None, override: dict[str, Any] | None) -> dict[str, Any]:
@@ -94,6 +94,10 @@ def _make_checker(kind: str, opts: dict[str, Any]) -> Any:
         o = dict(opts)
         o["argv"] = tuple(o["argv"])
         return ScriptCheck(**o)
+    if kind == "file":
+        from healthchecks.checkers.file import FileCheck
+
+        return FileCheck(**opts)
     raise ValueError(f"unknown check type {kind!r}")
 
 
@@ -121,7 +125,7 @@ def build_check(
                 error((other,), f"`{other}` options do not apply to a {kind} check")
                 ok = False
         if kind in REQUIRED_BLOCK and block not in raw and block not in unknown:
-            needed = "name" if kind == "dns" else "argv"
+            needed = {"dns": "name", "script": "argv", "file": "path"}[kind]
             error(("type",), f"a {kind} check needs a `{block}:` block (with {needed} at least)")
             ok = False
     interval = parse_duration(raw.get("interval", 2))

@@ -868,14 +868,60 @@ class Converter:
                 )
             check["script"] = script
         elif kind == "FILE_CHECK":
-            self._mark_all(c)
-            self.report(c, "unmapped", "FILE_CHECK: " + UNMAPPED["FILE_CHECK"])
-            return None
+            return self._file_check(c, check)
         elif kind == "BFD_CHECK":
             self._mark_all(c)
             self.report(c, "unmapped", "BFD_CHECK: ipvsmgr has no BFD (use a tcp or icmp check)")
             return None
         return check
+
+    def _file_check(self, c: Node, check: dict[str, Any]) -> dict[str, Any] | None:
+        """FILE_CHECK { track_file NAME; weight W [reverse]; dynamic }. With weight 0 the file's
+        number is the verdict (0 up, else down; reverse: the other way round): ipvsmgr's file
+        check. keepalived reads the file when it changes (inotify), without retries: polled
+        every second here. A non-zero weight only moves the real's weight (dynamic)."""
+        self._mark_all(c)
+        tf = c.find("track_file")
+        f = self.track_files.get(tf.args[0]) if tf is not None and tf.args else None
+        if f is None:
+            self.error(tf or c, "FILE_CHECK needs the name of a track_file defined at the top level")
+            return None
+        self.use(f)
+        path = self.text(f, "file")
+        if path is None:
+            self.error(f, "track_file needs a file")
+            return None
+        init = self.take(f, "init_file")
+        if init is not None:
+            self.report(
+                init, "note", "init_file: create the file before starting ipvsmgr (a missing file is 0)"
+            )
+        weight, reverse = self._file_weight(c.find("weight") or f.find("weight"))
+        self._mark_all(f)
+        if c.find("dynamic") is not None and weight:
+            self.report(c, "unmapped", "FILE_CHECK dynamic: " + UNMAPPED["FILE_CHECK"])
+            return None
+        if weight:
+            self.report(
+                c, "note",
+                f"FILE_CHECK weight {weight} without dynamic: the file never takes the real down in "
+                "keepalived: no check written",
+            )  # fmt: skip
+            return None
+        out = {k: check[k] for k in ("type", "start", "on_failure") if k in check}
+        out.update(interval="1s", timeout="1s", rise=1, fall=1)
+        out["file"] = {"path": path, **({"reverse": True} if reverse else {})}
+        return out
+
+    def _file_weight(self, n: Node | None) -> tuple[int, bool]:
+        """(weight, reverse) of a `weight W [reverse]` line; keepalived's default weight is 1."""
+        if n is None or not n.args:
+            return 1, False
+        try:
+            return int(n.args[0]), "reverse" in n.args[1:]
+        except ValueError:
+            self.error(n, f"invalid weight '{n.args[0]}'")
+            return 1, False
 
     def _http(self, c: Node, d: dict[str, Any], check: dict[str, Any]) -> None:
         http: dict[str, Any] = {}
@@ -1405,7 +1451,7 @@ UNMAPPED = {
     "alpha": "not yet carried over",
     "notify_up": "ipvsmgr runs no command when a real changes state (watch ipvsmgr_real_up)",
     "authentication": "ipvsmgr speaks no IPsec AH (RFC 3768 removed it); VRRPv2 PASS is supported",
-    "FILE_CHECK": "ipvsmgr reads no weights from files for reals",
+    "FILE_CHECK": "ipvsmgr reads no weights from files for reals (weight 0, a verdict, is carried over)",
     "virtual_ipaddress_excluded": "ipvsmgr adds only advertised VIPs: list them in virtual_addresses",
     "virtual_routes": "ipvsmgr adds no routes with the VIPs",
     "virtual_rules": "ipvsmgr adds no policy rules with the VIPs",

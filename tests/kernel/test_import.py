@@ -171,7 +171,7 @@ SLOW_CORPUS = [
     DATA / "07-quorum-sorry.conf", DATA / "11-include.conf", SAMPLES / "keepalived.conf.quorum",
     SAMPLES / "keepalived.conf.IPv6", DATA / "02-dr-persistence.conf", DATA / "03-tunnel-maglev.conf",
     DATA / "05-udp-dns.conf",
-    DATA / "06-misc-smtp.conf", DATA / "13-ipv6.conf", DATA / "14-fwmark.conf",
+    DATA / "06-misc-smtp.conf", DATA / "13-ipv6.conf", DATA / "14-fwmark.conf", DATA / "16-file-check.conf",
     *(SAMPLES / f"keepalived.conf.{n}" for n in ("HTTP_GET.port", "PING_CHECK", "SMTP_CHECK",
                                                   "UDP_CHECK", "sample", "status_code", "virtualhost")),
 ]  # fmt: skip

@@ -34,14 +34,12 @@ import yaml
 
 from ipvsmgr.migrate import command
 from tests import vm
+from tests.kacorpus import DATA, SAMPLES, copy_rewritten
 from tests.netns.lab import in_netns, sh
 from tests.netns.test_import_corpus import CONFIG_ID, interfaces
 from tests.netns.vrrplab import ETH_P_ALL, PACKET_OUTGOING, ROOT, Captured, keepalived, parse_vrrp_frame
 
 pytestmark = pytest.mark.skipif(keepalived() is None, reason="keepalived is not installed (scripts/setup.sh)")
-
-DATA = Path(__file__).resolve().parents[1] / "data" / "keepalived"
-SAMPLES = Path("/usr/share/doc/keepalived/samples")
 
 
 def _has_vrrp(path: Path) -> bool:
@@ -53,36 +51,6 @@ CORPUS = [p for p in sorted(DATA.glob("*.conf")) + sorted(SAMPLES.glob("keepaliv
 IN_CI = {"10-sync-vmac.conf", "13-ipv6.conf", "09-vrrp-tracking.conf", "08-vrrp-unicast.conf"}
 SLOW = pytest.mark.skipif(os.environ.get(vm.SLOW_ENV) != "1", reason="the whole VRRP corpus: IPVSMGR_SLOW=1")
 PEER_MAC = "02:00:5e:10:00:01"  # what unicast peers resolve to: their adverts reach the switch side
-
-_V4 = re.compile(r"(?<![\d.])(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?![\d.])")
-
-
-def to_test_range(text: str) -> str:
-    """192.168.x.y -> 198.18.x.y and 10.a.b.c -> 198.19.b.c; other addresses (127/8, 0/8,
-    198.18/15, IPv6 documentation and link-local) stay as they are."""
-
-    def one(m: re.Match[str]) -> str:
-        a, b, c, d = m.groups()
-        if (a, b) == ("192", "168"):
-            return f"198.18.{c}.{d}"
-        if a == "10":
-            return f"198.19.{c}.{d}"
-        return m.group(0)
-
-    return _V4.sub(one, text)
-
-
-def copy_rewritten(path: Path, into: Path) -> Path:
-    """The file (and, for ours, the conf.d it includes) with addresses mapped, under `into`."""
-    for src in [path, *(sorted((DATA / "conf.d").glob("*.conf")) if path.parent == DATA else [])]:
-        dst = into / src.relative_to(path.parent)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        text = to_test_range(src.read_text(errors="replace"))
-        # This kernel has no IPVS and keepalived's VRRP process dies setting up connection sync
-        # without it; connection sync has its own VM tests (test_daemon_control).
-        text = re.sub(r"(?m)^\s*lvs_sync_daemon\b.*$", "", text)
-        dst.write_text(text)
-    return into / path.name
 
 
 @dataclass
@@ -307,7 +275,9 @@ def work() -> Iterator[Path]:
     "path", [p if p.name in IN_CI else pytest.param(p, marks=SLOW) for p in CORPUS], ids=lambda p: p.name
 )
 def test_keepalived_and_its_import_send_the_same_adverts(path: Path, work: Path) -> None:
-    conf = copy_rewritten(path, work)
+    # This kernel has no IPVS and keepalived's VRRP process dies setting up connection sync
+    # without it; connection sync has its own VM tests (test_daemon_control).
+    conf = copy_rewritten(path, work, drop=r"lvs_sync_daemon\b")
     outcome = command.import_keepalived(str(conf), CONFIG_ID)
     if outcome.status == 2:  # test_import_corpus proves keepalived -t refuses these at the same lines
         errors = [str(f) for f in outcome.findings if f.kind == "error"]

@@ -346,3 +346,35 @@ def test_a_reverse_script_weight_is_listed_not_carried_inverted() -> None:
     inst = doc["vrrp"]["instances"][0]
     assert "scripts" not in inst["track"] and inst["priority"] == 100
     assert any("reverse" in u for u in kinds(findings, "unmapped"))
+
+
+FILE_CHECKS = """\
+track_file down { file "/run/lb/web-down"
+    weight 0 }
+track_file plain { file "/run/lb/plain"
+    init_file 0 }
+virtual_server 198.18.0.40 80 {
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    real_server 198.18.2.40 80 { FILE_CHECK { track_file down } }
+    real_server 198.18.2.41 80 { FILE_CHECK { track_file plain
+        weight 0 reverse } }
+    real_server 198.18.2.42 80 { FILE_CHECK { track_file plain } }
+}
+"""
+
+
+def test_file_check_with_weight_0_is_a_file_check_and_a_weight_only_one_is_said() -> None:
+    doc, findings = convert(FILE_CHECKS)
+    r40, r41, r42 = doc["virtual_servers"][0]["reals"]
+    assert r40["health_check"]["type"] == "file"
+    assert r40["health_check"]["file"] == {"path": "/run/lb/web-down"}
+    assert r40["health_check"]["interval"] == "1s"  # keepalived reacts at once (inotify)
+    assert "retries" not in r40["health_check"]  # FILE_CHECK has no retries
+    assert r41["health_check"]["file"] == {"path": "/run/lb/plain", "reverse": True}
+    assert "health_check" not in r42  # weight 1 (the default) never takes a real down in keepalived
+    notes = kinds(findings, "note")
+    assert any("weight 1 without dynamic" in n for n in notes), notes
+    assert any("init_file" in n for n in notes), notes
+    assert not kinds(findings, "unmapped") and not kinds(findings, "error")
