@@ -28,10 +28,23 @@ class Hysteresis:
     streak: int = 0
     last: Result | None = field(default=None)
     weight: int | None = None  # last dynamic weight seen while up
+    # False: the state is an assumption, and the first result replaces it outright (keepalived's
+    # tracking scripts start at the rise/fall boundary); rise/fall apply from then on
+    decided: bool = True
 
     def feed(self, result: Result) -> Transition | None:
         """Account one result; return the state change it causes, if any."""
         self.last = result
+        if not self.decided:
+            self.decided = True
+            if result.ok != self.up:
+                self.up, self.streak = result.ok, 0
+                self.weight = result.weight if result.ok else None
+                return (
+                    Transition(True, "passed its first check", result.weight)
+                    if result.ok
+                    else (Transition(False, result.reason))
+                )
         if result.ok == self.up:
             self.streak = 0
             if result.ok and result.weight != self.weight:

@@ -128,6 +128,7 @@ class ScheduledCheck:
     retries: int = 0  # extra attempts before a failed run counts
     retry_delay: float = 1.0  # seconds between attempts
     initially_up: bool = False  # a new real is out of rotation until it passes `rise` checks
+    first_decides: bool = False  # initially_up is a guess the first result replaces (rise/fall after)
 
     def __post_init__(self) -> None:
         if not self.interval > 0:
@@ -259,7 +260,10 @@ class Scheduler:
             if old is not None and old.spec == spec:
                 kept.append(key)
                 continue
-            entry = _Entry(spec, Hysteresis(spec.rise, spec.fall, up=spec.initially_up))
+            hysteresis = Hysteresis(
+                spec.rise, spec.fall, up=spec.initially_up, decided=not spec.first_decides
+            )
+            entry = _Entry(spec, hysteresis)
             if old is None:
                 added.append(key)
             else:

@@ -20,6 +20,7 @@ class RealChanged:
     up: bool
     reason: str
     weight: int | None = None  # a dynamic weight reported with an up
+    flipped: bool = False  # a check changed it (not a reload or a dynamic weight): notify_up/down run
 
 
 @dataclass(frozen=True, slots=True)

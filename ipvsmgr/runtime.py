@@ -26,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 from ipvsmgr import commands, conncap, dynamic, statefile
 from ipvsmgr.config import Config, ConfigError, load
 from ipvsmgr.config.fragments import DIRECTORY, fragment_paths
+from ipvsmgr.config.model import RealServer, VirtualServer
 from ipvsmgr.config.worker import load_isolated
 from ipvsmgr.control import Request
-from ipvsmgr.events import Event, QuorumChanged, VrrpChanged, describe
+from ipvsmgr.events import Event, QuorumChanged, RealChanged, VrrpChanged, describe
 from ipvsmgr.fleet import FleetSpec
 from ipvsmgr.fresh import Fresh
-from ipvsmgr.ipvs.model import ServiceKey, Table
+from ipvsmgr.ipvs.model import DestKey, ServiceKey, Table
 from ipvsmgr.malloc import trim
 from ipvsmgr.parts.base import Hub, Part, StartupError
 from ipvsmgr.parts.bgp import BgpPart
@@ -43,7 +44,7 @@ from ipvsmgr.parts.ipvs import IpvsPart
 from ipvsmgr.parts.listeners import ControlPart, MetricsPart
 from ipvsmgr.parts.vrrp import VrrpPart
 from ipvsmgr.parts.xdp import XdpPart
-from ipvsmgr.quorumcmd import QuorumCommands
+from ipvsmgr.quorumcmd import Commands
 from ipvsmgr.reconcile import guard
 from ipvsmgr.reconcile.desired import destination, service_key
 from ipvsmgr.reconcile.health import healthy_state
@@ -95,7 +96,8 @@ class Daemon:
         self.resync = resync
         self.last_reload: dict[str, Any] | None = None
         self.quorum: dict[ServiceKey, bool] = {}
-        self.quorum_commands = QuorumCommands()
+        self.quorum_commands = Commands()  # quorum_up/down and the reals' notify_up/down
+        self._reals_by_key: tuple[Config | None, dict[tuple[ServiceKey, DestKey], RealConfig]] = (None, {})
         self.next_step: float | None = None  # when a ramping weight (slow_start) next changes
         self.stopping = asyncio.Event()
         self.reload_requested = False
@@ -266,6 +268,10 @@ class Daemon:
         self._update_status()
 
     def _on_event(self, event: Event) -> None:
+        if isinstance(event, RealChanged) and event.flipped and self.config is not None:
+            found = self._real_config(event.service, event.real)
+            if found is not None:
+                self.quorum_commands.real_changed(*found, event.up)
         if not isinstance(event, VrrpChanged):  # VRRP's are logged where they happen (its process): once
             log.info("%s", describe(event))
         else:
@@ -532,11 +538,27 @@ class Daemon:
             parts.append("VRRP " + ", ".join(f"{n} {s}" for n, s in self.vrrp.states().items()))
         return "; ".join(parts)
 
+    def _real_config(self, service: ServiceKey, real: DestKey) -> RealConfig | None:
+        """The file's virtual server and real for a real's key (None: a discovered or API real)."""
+        assert self.config is not None
+        if self._reals_by_key[0] is not self.config:  # built once per configuration
+            index = {
+                (service_key(vs), destination(r).key): (vs, r)
+                for vs in self.config.virtual_servers
+                for r in vs.reals
+                if r.notify_up or r.notify_down
+            }
+            self._reals_by_key = (self.config, index)
+        return self._reals_by_key[1].get((service, real))
+
     def _update_status(self) -> None:
         text = self._status_line()
         if text != self._status_text:
             self._status_text = text
             self.hub.notifier.status(text)
+
+
+RealConfig = tuple[VirtualServer, RealServer]
 
 
 def _service_name(config: Config, key: ServiceKey) -> str:

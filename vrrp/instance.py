@@ -26,10 +26,13 @@ class TrackScript:
     command: tuple[str, ...]
     interval: float = 2.0
     timeout: float = 2.0
-    weight: int = 0  # 0: FAULT while failing; < 0: added while failing; > 0: added while passing
+    weight: int = 0  # 0: FAULT while failing; else added while failing
     rise: int = 1
     fall: int = 1
     user: str | None = None
+    # counted as passing until its first result, which decides at once (keepalived's); False:
+    # failing until then (keepalived's init_fail, and a positive keepalived weight once imported)
+    start_ok: bool = True
 
 
 @dataclass(frozen=True, slots=True)

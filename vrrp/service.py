@@ -31,7 +31,7 @@ from healthchecks.checkers.script import ScriptCheck
 from healthchecks.hysteresis import Transition
 from healthchecks.result import Result, Target
 from healthchecks.scheduler import ScheduledCheck, Scheduler
-from vrrp.instance import InstanceConfig, check_for_instance
+from vrrp.instance import InstanceConfig, TrackScript, check_for_instance
 from vrrp.machine import Action, Become, Machine, Send, State, master_down_interval
 from vrrp.netlink import Announcer, Host, Link, LinkEvents, read_sysctl, write_sysctl
 from vrrp.packet import GROUP4, GROUP6, PROTO, TOS, TTL, Advert, Drop, IPAddress, decode, encode
@@ -385,6 +385,11 @@ class VrrpService:
         return frozenset(v.ip for c in self.configs.values() for v in c.vips)
 
     def _begin(self, inst: _Instance, now: float) -> None:
+        for i, s in enumerate(inst.cfg.track_scripts):  # failing until its first result says otherwise
+            if not s.start_ok:
+                self._tracked(
+                    inst, _script_key(s, i), s.weight, True, f"script {s.command[0]}: not run yet", now
+                )
         self._track_links(inst, now)
         self._track_files(inst, now)
         for t in inst.cfg.track_virtual_servers:
@@ -900,7 +905,8 @@ class VrrpService:
                         timeout=t.timeout,
                         rise=t.rise,
                         fall=t.fall,
-                        initially_up=True,
+                        initially_up=t.start_ok,
+                        first_decides=True,
                     )  # fmt: skip
                 )
         return specs
@@ -909,10 +915,9 @@ class VrrpService:
         name, i = cast(tuple[str, int], key)
         inst = self._instances[name]
         script = inst.cfg.track_scripts[i]
-        label = f"script {script.command[0]}"
-        reason = f"{label}: {t.reason or result.reason}"
+        reason = f"script {script.command[0]}: {t.reason or result.reason}"
         now = asyncio.get_running_loop().time()
-        self._tracked(inst, f"{label} #{i}", script.weight, not t.up, reason, now)
+        self._tracked(inst, _script_key(script, i), script.weight, not t.up, reason, now)
 
     def _track_links(self, inst: _Instance, now: float) -> None:
         link = self.host.link(inst.cfg.interface)
@@ -1005,6 +1010,10 @@ def _soft_change(old: InstanceConfig, new: InstanceConfig) -> bool:
         == (new.interface, new.vips, new.vip_options, new.unicast_peers, new.source, new.virtual_mac)
     )  # fmt: skip
     return same_router and owner and same_place
+
+
+def _script_key(script: TrackScript, i: int) -> str:
+    return f"script {script.command[0]} #{i}"
 
 
 def notify_commands(cfg: InstanceConfig, state: State, priority: int) -> list[list[str]]:

@@ -213,6 +213,8 @@ class _Builder:
             upper_threshold=int(upper),
             lower_threshold=int(lower),
             family=family,
+            notify_up=tuple(r.get("notify_up") or ()),
+            notify_down=tuple(r.get("notify_down") or ()),
         )
 
     def virtual_server(self, d: dict[str, Any], path: Path) -> VirtualServer | None:

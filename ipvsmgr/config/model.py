@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ipvsmgr.config.errors import Path, Problem
+from ipvsmgr.groupnotify import GroupNotify
 from ipvsmgr.ipvs.model import Timeouts  # plain seconds; 0 leaves the kernel's value
 from ipvsmgr.sources.dns import DnsSpec
 from ipvsmgr.sources.etcd import EtcdSpec
@@ -63,6 +64,10 @@ class RealServer:
     # where it came from: "" the file; "runtime" `ipvsmgr real add`; else a discovery source.
     # Not compared: the same real moving from the API into the file changes nothing in the kernel.
     origin: str = field(default="", compare=False)
+    # run as written when the check brings it up / takes it down (keepalived's notify_up/down);
+    # nothing the kernel sees
+    notify_up: tuple[str, ...] = field(default=(), compare=False)
+    notify_down: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +127,7 @@ class VrrpConfig:
     instances: tuple[InstanceConfig, ...] = ()
     sync_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (name, member instance names)
     realtime_priority: int = REALTIME_PRIORITY  # of the VRRP process (vrrp/realtime.py); 0: normal
+    group_notify: tuple[tuple[str, GroupNotify], ...] = ()  # the sync groups' commands (run by the daemon)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from ipvsmgr.config.durations import parse_duration
 from ipvsmgr.config.errors import Path
 from ipvsmgr.config.model import REALTIME_PRIORITY, VrrpConfig
 from ipvsmgr.config.schema import Checked, Names
+from ipvsmgr.groupnotify import GroupNotify
 from vrrp.instance import (
     Garp,
     InstanceConfig,
@@ -125,6 +126,7 @@ def build_vrrp(
             macvlans[inst.virtual_mac] = where
         instances.append(inst)
     groups: list[tuple[str, tuple[str, ...]]] = []
+    notify: list[tuple[str, GroupNotify]] = []
     member_of: dict[str, tuple[str, Path]] = {}
     group_names: dict[str, Path] = {}
     built = {i.name for i in instances}
@@ -156,8 +158,23 @@ def build_vrrp(
                 member_of[member] = (d["name"], path + ("instances", j))
             if all(m in built for m in d["instances"]):
                 groups.append((d["name"], tuple(d["instances"])))
+                n = _group_notify(d)
+                if n != GroupNotify():
+                    notify.append((d["name"], n))
     realtime = data.get("realtime_priority", REALTIME_PRIORITY)
-    return VrrpConfig(tuple(instances), tuple(groups), realtime), known, vips_known
+    return VrrpConfig(tuple(instances), tuple(groups), realtime, tuple(notify)), known, vips_known
+
+
+def _group_notify(d: dict[str, Any]) -> GroupNotify:
+    return GroupNotify(
+        on=tuple(
+            (when, tuple(d[f"notify_{when}"]))
+            for when in ("master", "backup", "fault", "stop")
+            if d.get(f"notify_{when}")
+        ),
+        notify=tuple(d.get("notify") or ()),
+        notify_keepalived=tuple(d.get("notify_keepalived") or ()),
+    )
 
 
 def _vips(d: dict[str, Any]) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
@@ -356,6 +373,7 @@ def _instance(
                 sc.get("rise", 1),
                 sc.get("fall", 1),
                 sc.get("user"),
+                sc.get("start", "up") == "up",
             )  # fmt: skip
         )
     refused_tracks = any(

@@ -766,9 +766,13 @@ class Converter:
                     f"{c.name}: a second checker on one real (keepalived wants every "
                     "checker up; ipvsmgr runs one check per real: the first is kept)",
                 )
-        for n in rs.all("notify_up") + rs.all("notify_down"):
-            n.used = True
-            self.report(n, "unmapped", f"{n.name}: {UNMAPPED['notify_up']}")
+        for kind in ("notify_up", "notify_down"):
+            node = self.take(rs, kind)
+            if node is not None and node.args:
+                try:
+                    real[kind] = shlex.split(" ".join(node.args))
+                except ValueError as e:
+                    self.error(node, f"{kind}: {e}")
         return real
 
     def _checker(self, c: Node, inherited: dict[str, Any]) -> dict[str, Any] | None:
@@ -1127,18 +1131,7 @@ class Converter:
         out["priority"] = base
         if track:
             out["track"] = track
-        for kind_name in ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop"):
-            node = self.take(n, kind_name)
-            if node is None or not node.args:
-                continue
-            try:
-                argv = shlex.split(" ".join(node.args))
-            except ValueError as e:
-                self.error(node, f"{kind_name}: {e}")
-                continue
-            out["notify_keepalived" if kind_name == "notify" else kind_name] = argv
-            if self.defaults.get("script_user", "root") != "root":
-                self.report(node, "note", f"{kind_name}: ipvsmgr runs notify commands as its own user")
+        self._notify(n, out)
         if self.take(n, "accept") is not None:
             pass  # ipvsmgr always accepts
         for x in n.all("lvs_sync_daemon_interface"):
@@ -1316,6 +1309,8 @@ class Converter:
                     continue
                 if w:
                     script["weight"] = ours(w)
+                if w > 0:  # keepalived adds nothing before the first run: failing, here, until then
+                    script["start"] = "down"
                 items.append(script)
             if items:
                 track["scripts"] = items
@@ -1397,9 +1392,8 @@ class Converter:
             if "reverse" in w.args:  # not carried over: the inverted sign would track the wrong way
                 self.report(w, "unmapped", "reverse: ipvsmgr's weights apply while the script fails")
                 out["_weight"] = None
-        init = self.take(s, "init_fail")
-        if init is not None:
-            self.report(init, "note", "init_fail: ipvsmgr counts a script as failed until its first pass")
+        if self.take(s, "init_fail") is not None:
+            out["start"] = "down"
         return out
 
     def _sync_group(self, n: Node) -> dict[str, Any] | None:
@@ -1421,11 +1415,24 @@ class Converter:
         if not members:
             self.error(n, f"sync group {name} has no member instances")
             return None
+        out: dict[str, Any] = {"name": name, "instances": members}
+        self._notify(n, out)  # keepalived runs them as the group as a whole changes state
+        return out
+
+    def _notify(self, n: Node, out: dict[str, Any]) -> None:
+        """An instance's or a sync group's notify commands (notify is keepalived's: notify_keepalived)."""
         for kind_name in ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop"):
-            for x in n.all(kind_name):
-                x.used = True
-                self.report(x, "unmapped", f"{kind_name} on a sync group: set notify on its instances")
-        return {"name": name, "instances": members}
+            node = self.take(n, kind_name)
+            if node is None or not node.args:
+                continue
+            try:
+                argv = shlex.split(" ".join(node.args))
+            except ValueError as e:
+                self.error(node, f"{kind_name}: {e}")
+                continue
+            out["notify_keepalived" if kind_name == "notify" else kind_name] = argv
+            if self.defaults.get("script_user", "root") != "root":
+                self.report(node, "note", f"{kind_name}: ipvsmgr runs notify commands as its own user")
 
 
 DEFAULT_SCRIPT_USER = "keepalived_script"
@@ -1449,7 +1456,6 @@ CHECKERS = {
 
 UNMAPPED = {
     "alpha": "not yet carried over",
-    "notify_up": "ipvsmgr runs no command when a real changes state (watch ipvsmgr_real_up)",
     "authentication": "ipvsmgr speaks no IPsec AH (RFC 3768 removed it); VRRPv2 PASS is supported",
     "FILE_CHECK": "ipvsmgr reads no weights from files for reals (weight 0, a verdict, is carried over)",
     "virtual_ipaddress_excluded": "ipvsmgr adds only advertised VIPs: list them in virtual_addresses",

@@ -100,10 +100,11 @@ class HealthPart:
             before = self.health.get(rid)
             # a slow start runs from coming up, not from a dynamic weight's change while up
             since = (before.since if before is not None and before.up else now) if t.up else None
+            was_up = before.up if before is not None else self.initially_up.get(rid, True)
             if before is not None and before.up != t.up:
                 self.flips[rid] += 1
             self.health[rid] = RealHealth(t.up, t.weight, reason, since)
-            self.hub.events.emit(RealChanged(rid[0], rid[1], t.up, reason, t.weight))
+            self.hub.events.emit(RealChanged(rid[0], rid[1], t.up, reason, t.weight, was_up != t.up))
         self.hub.changed()
 
     def _schedule(self, config: Config, kernel_up: set[RealId]) -> None:

@@ -12,7 +12,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ipvsmgr.events import VrrpChanged
+from ipvsmgr.groupnotify import GroupNotifier
 from ipvsmgr.parts.base import Hub, StartupError
+from ipvsmgr.quorumcmd import Commands
 
 if TYPE_CHECKING:
     from ipvsmgr.config import Config
@@ -31,6 +33,8 @@ class VrrpPart:
         self._log = (log_level, log_format)  # the VRRP process logs as the daemon does
         self.process: VrrpProcess | None = None
         self._quorum: dict[str, bool] = {}  # virtual server name -> quorum, as last told
+        self.groups = GroupNotifier((), {})  # the sync groups' own commands, run here
+        self.commands = Commands()
 
     @property
     def running(self) -> bool:
@@ -51,6 +55,10 @@ class VrrpPart:
         )
         emit = self.hub.events.emit
         service.listeners.append(lambda n, old, new, why: emit(VrrpChanged(n, old.value, new.value, why)))
+        self.groups.update(config.vrrp.sync_groups, dict(config.vrrp.group_notify))
+        service.listeners.append(
+            lambda n, _old, new, _why: self._group_commands(self.groups.changed(n, new.value))
+        )
         for name, up in self._quorum.items():  # known before start: an instance starts in the right state
             service.set_virtual_server(name, up)
         try:
@@ -71,6 +79,7 @@ class VrrpPart:
             except StartupError as e:
                 log.error("VRRP reload failed: %s", e)
             return
+        self.groups.update(new.vrrp.sync_groups, dict(new.vrrp.group_notify))
         try:
             added, removed, restarted = await self.process.update(
                 new.vrrp.instances, new.vrrp.sync_groups, new.vrrp.realtime_priority
@@ -88,6 +97,13 @@ class VrrpPart:
             await self.process.stop()
             self.process.close()
             self.process = None
+            self._group_commands(self.groups.stopping())
+        await self.commands.drain()
+
+    def _group_commands(self, due: list[tuple[str, list[tuple[str, ...]]]]) -> None:
+        for group, commands in due:
+            for argv in commands:
+                self.commands.enqueue(f"sync group {group}", argv)
 
     def set_quorums(self, quorum: dict[str, bool]) -> None:
         """Each virtual server's quorum, for the instances that track one."""

@@ -88,6 +88,13 @@ def test_health_drives_weights_quorum_sorry_and_reload(ipvs: Lab, nat_lab: None)
     say = f"[/bin/sh, -c, 'echo $0 >> {marks}'"
     commands = f", up_command: {say}, up], down_command: {say}, down], down_on_stop: true}}"
     text = CONFIG.replace("quorum: {min_up: 2}", "quorum: {min_up: 2" + commands)
+    # keepalived's notify_up / notify_down on real a: its own file
+    real_marks = ipvs.work / "real-events"
+    tell = f"[/bin/sh, -c, 'echo $0 >> {real_marks}'"
+    text = text.replace(
+        "{address: 198.18.2.2, port: 8080, weight: 5}",
+        f"{{address: 198.18.2.2, port: 8080, weight: 5, notify_up: {tell}, up], notify_down: {tell}, down]}}",
+    )
     cfg = ipvs.write("lb.yaml", text)
     log = Path(ipvs.work / "daemon.log")
     servers = {a: Server(a, 8080) for a in ("198.18.2.2", "198.18.2.3")}
@@ -114,12 +121,14 @@ def test_health_drives_weights_quorum_sorry_and_reload(ipvs: Lab, nat_lab: None)
         assert "virtual server web (tcp 198.18.0.10:80) quorum LOST: 1 reals up, weight 5" in events
         # up once both reals first passed (they start down), down now
         wait_for(lambda: marks.exists() and marks.read_text() == "up\ndown\n", 5)
+        wait_for(lambda: real_marks.exists() and real_marks.read_text() == "up\ndown\n", 5)
 
         # it comes back after `rise` passes, and the sorry server leaves
         servers["198.18.2.2"].start()
         took = wait_for(lambda: weights().get(a) == 5 and sorry not in weights(), RISE * INTERVAL + 3.0)
         print(f"recovery applied in {took:.2f}s")
         wait_for(lambda: marks.read_text() == "up\ndown\nup\n", 5)
+        wait_for(lambda: real_marks.read_text() == "up\ndown\nup\n", 5)
 
         # reload with the reals unchanged (scheduler edited): no real leaves rotation
         Path(cfg).write_text(text.replace("scheduler: wrr", "scheduler: rr"))
@@ -149,3 +158,4 @@ def test_health_drives_weights_quorum_sorry_and_reload(ipvs: Lab, nat_lab: None)
     assert code == 0, log.read_text()[-3000:]
     assert "198.18.0.10:80" in ipvsadm("-Ln")  # left in place for a hitless restart
     assert marks.read_text() == "up\ndown\nup\ndown\n"  # and down_on_stop (omega) as it stopped
+    assert real_marks.read_text() == "up\ndown\nup\n"  # the reload and the stop are no check's verdict

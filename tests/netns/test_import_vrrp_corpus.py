@@ -14,6 +14,7 @@ with them mapped into 198.18.0.0/15, the only range tests may use.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import re
@@ -271,13 +272,60 @@ def work() -> Iterator[Path]:
         shutil.rmtree(d, ignore_errors=True)
 
 
+@pytest.fixture
+def recorder() -> Iterator[Path]:
+    """A notify command that appends its arguments to `notified` beside it. In /run: keepalived's
+    script security refuses a script under a directory others may write to (/tmp)."""
+    d = Path(f"/run/ipvsmgr-kc-{uuid.uuid4().hex[:8]}")
+    d.mkdir(mode=0o755)
+    script = d / "record"
+    script.write_text('#!/bin/sh\necho "$*" >> "$(dirname "$0")/notified"\n')
+    script.chmod(0o755)
+    try:
+        yield script
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# keepalived runs notify commands only with script security on (as root here)
+SECURITY = "global_defs {\n    enable_script_security\n    script_user root\n}\n"
+_NOTIFY = re.compile(r"(?m)^(\s*)(notify(?:_master|_backup|_fault|_stop)?)[ \t]+(\S.*?)\s*$")
+
+
+def record_notify(conf: Path, recorder: Path) -> int:
+    """Every VRRP notify command of the file (and its includes) made the recorder, its own words
+    then its kind and the original command: both daemons' commands land in one log."""
+    count = 0
+    for f in [conf, *sorted(conf.parent.glob("conf.d/*.conf"))]:
+
+        def one(m: re.Match[str]) -> str:
+            return f'{m[1]}{m[2]} "{recorder} {m[2]} {m[3].strip().strip(chr(34))}"'
+
+        text, n = _NOTIFY.subn(one, f.read_text())
+        count += n
+        f.write_text((SECURITY if f == conf else "") + text)
+    return count
+
+
+def notified(recorder: Path, keep: str) -> collections.Counter[str]:
+    """The commands the daemon ran (stop's included), moved aside as `keep`."""
+    log = recorder.parent / "notified"
+    time.sleep(1.0)  # commands run as the daemon stops: let them finish
+    if not log.exists():
+        return collections.Counter()
+    lines = log.read_text().splitlines()
+    log.rename(recorder.parent / keep)
+    return collections.Counter(lines)
+
+
 @pytest.mark.parametrize(
     "path", [p if p.name in IN_CI else pytest.param(p, marks=SLOW) for p in CORPUS], ids=lambda p: p.name
 )
-def test_keepalived_and_its_import_send_the_same_adverts(path: Path, work: Path) -> None:
+def test_keepalived_and_its_import_send_the_same_adverts(path: Path, work: Path, recorder: Path) -> None:
     # This kernel has no IPVS and keepalived's VRRP process dies setting up connection sync
     # without it; connection sync has its own VM tests (test_daemon_control).
     conf = copy_rewritten(path, work, drop=r"lvs_sync_daemon\b")
+    commands = record_notify(conf, recorder)
     outcome = command.import_keepalived(str(conf), CONFIG_ID)
     if outcome.status == 2:  # test_import_corpus proves keepalived -t refuses these at the same lines
         errors = [str(f) for f in outcome.findings if f.kind == "error"]
@@ -304,11 +352,13 @@ def test_keepalived_and_its_import_send_the_same_adverts(path: Path, work: Path)
         ka = node.spawn([exe, "-n", "-l", "-D", "-P", "-i", CONFIG_ID, "-f", str(conf),
                          "-p", pids[0], "-r", pids[1], "-c", pids[2]], work / "keepalived.log")  # fmt: skip
         theirs = observe(node, ka, "keepalived", set())
+        ka_ran = notified(recorder, "keepalived")
         assert theirs.settled, "keepalived sent no advert:\n" + (work / "keepalived.log").read_text()
         im = node.spawn([sys.executable, "-m", "ipvsmgr", "run", "-c", str(imported),
                          "--state-dir", str(work / "state"), "--socket", str(work / "ipvsmgr.sock")],
                         work / "ipvsmgr.log")  # fmt: skip
         ours = observe(node, im, "ipvsmgr", set(theirs.settled))
+        im_ran = notified(recorder, "ipvsmgr")
     finally:
         node.close()
     logs = "\n".join(
@@ -335,3 +385,7 @@ def test_keepalived_and_its_import_send_the_same_adverts(path: Path, work: Path)
     assert ours.links == theirs.links, "\n".join(["ipvsmgr:", *ours.links, "keepalived:", *theirs.links])
     bye = f"\nkeepalived:\n{_show(theirs.stopped)}\nipvsmgr:\n{_show(ours.stopped)}"
     assert {k: c.vrrp for k, c in ours.stopped.items()} == {k: c.vrrp for k, c in theirs.stopped.items()}, bye
+    # the notify commands: the same ones, each as often (the order across instances is timer order)
+    assert bool(ka_ran) == bool(commands), (commands, ka_ran)
+    ran = "\n".join(["ipvsmgr:", *sorted(im_ran.elements()), "keepalived:", *sorted(ka_ran.elements())])
+    assert im_ran == ka_ran, ran

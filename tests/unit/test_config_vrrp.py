@@ -262,3 +262,21 @@ def test_vip_entry_rules() -> None:
     assert any(line == 10 for line, _, _ in got), got
     text = inst("      virtual_addresses:\n        - {address: '2001:db8::1', label: 'eth0:v'}\n")
     assert problems(text) == [(7, 43, "labels are IPv4 only (the kernel keeps none for IPv6)")]
+
+
+def test_sync_group_commands_and_a_script_that_starts_failing() -> None:
+    from ipvsmgr.groupnotify import GroupNotify
+
+    text = (
+        "vrrp:\n  instances:\n"
+        "    - {name: a, interface: eth0, vrid: 1, virtual_addresses: [198.18.0.1],\n"
+        "       track: {scripts: [{argv: [/bin/true], weight: -10, start: down}]}}\n"
+        "    - {name: b, interface: eth1, vrid: 2, virtual_addresses: [198.18.0.2]}\n"
+        "  sync_groups:\n"
+        "    - {name: g, instances: [a, b], notify_master: [/bin/m, x], notify_keepalived: [/bin/k]}\n"
+    )
+    vrrp = load_text(text, F).vrrp
+    assert vrrp.group_notify == (
+        ("g", GroupNotify(on=(("master", ("/bin/m", "x")),), notify_keepalived=("/bin/k",))),
+    )
+    assert vrrp.instances[0].track_scripts[0].start_ok is False

@@ -61,10 +61,10 @@ def test_health_part_turns_transitions_into_health_and_events(tmp_path: object) 
     assert h.since is not None and t <= h.since <= time.monotonic()  # when it came up: slow start's clock
     checks._on_transition(cid, Transition(True, "", 9), Result.up(9))  # a new weight while up ...
     assert checks.health[(SVC, REAL)] == RealHealth(True, 9, "", h.since)  # ... is no new coming up
-    assert seen == [
-        RealChanged(SVC, REAL, False, "timeout after 1s"),
-        RealChanged(SVC, REAL, True, "", 7),
-        RealChanged(SVC, REAL, True, "", 9),
+    assert seen == [  # flipped: a check's verdict changed it (notify_up / notify_down run)
+        RealChanged(SVC, REAL, False, "timeout after 1s", flipped=True),
+        RealChanged(SVC, REAL, True, "", 7, flipped=True),
+        RealChanged(SVC, REAL, True, "", 9, flipped=False),  # only its weight
     ]
     assert daemon.wake.is_set()
 

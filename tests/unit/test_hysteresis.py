@@ -127,3 +127,20 @@ def test_a_server_flapping_faster_than_rise_and_fall_never_changes_state(
             assert t is None or t.reason == "weight changed"
             assert h.up == start_up
         ok = not ok
+
+
+def test_an_undecided_state_is_replaced_by_the_first_result_then_rise_and_fall_apply() -> None:
+    # keepalived's tracking scripts: assumed passing, one failure is enough the first time
+    h = Hysteresis(rise=2, fall=3, up=True, decided=False)
+    t = h.feed(Result.down("exit 1"))
+    assert t == Transition(False, "exit 1") and not h.up
+    assert h.feed(Result.up()) is None  # from now on rise 2
+    assert h.feed(Result.up()) == Transition(True, "passed 2 checks")
+    assert h.feed(Result.down("x")) is None and h.feed(Result.down("x")) is None  # fall 3
+    # assumed failing, the first pass is enough
+    h = Hysteresis(rise=5, fall=1, up=False, decided=False)
+    assert h.feed(Result.up()) == Transition(True, "passed its first check")
+    # a first result that agrees changes nothing, and decides
+    h = Hysteresis(rise=2, fall=3, up=True, decided=False)
+    assert h.feed(Result.up()) is None and h.decided
+    assert h.feed(Result.down("x")) is None  # fall 3 now

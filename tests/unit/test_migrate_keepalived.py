@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from ipvsmgr.config import load_text
-from ipvsmgr.migrate import command, kaconf, keepalived
+from ipvsmgr.migrate import command, kaconf, keepalived, yamlout
 from ipvsmgr.migrate.findings import Finding
 
 
@@ -246,8 +246,10 @@ def test_vrrp_defaults_to_version_2_and_weights_become_ipvsmgrs() -> None:
     # +10 while the script passes == base 110 and -10 while it fails
     assert inst["priority"] == 110
     assert inst["track"]["scripts"] == [
-        {"argv": ["/usr/bin/pgrep", "-x", "haproxy"], "interval": "2s", "timeout": "2s", "weight": -10}
-    ]
+        # keepalived adds nothing before the script's first run: failing until then, here
+        {"argv": ["/usr/bin/pgrep", "-x", "haproxy"], "interval": "2s", "timeout": "2s", "weight": -10,
+         "start": "down"}
+    ]  # fmt: skip
     assert inst["track"]["interfaces"] == [{"name": "eth1", "weight": -20}, {"name": "eth2"}]
     assert inst["virtual_addresses"] == [{"address": "198.18.0.100/24", "label": "eth0:1"}]
     assert any("state MASTER" in n for n in kinds(findings, "note"))
@@ -378,3 +380,16 @@ def test_file_check_with_weight_0_is_a_file_check_and_a_weight_only_one_is_said(
     assert any("weight 1 without dynamic" in n for n in notes), notes
     assert any("init_file" in n for n in notes), notes
     assert not kinds(findings, "unmapped") and not kinds(findings, "error")
+
+
+def test_a_reals_notify_up_and_down_are_its_commands() -> None:
+    first_real = WEB.index("real_server")
+    body = WEB.index("{", first_real) + 1
+    text = WEB[:body] + '\n notify_up "/bin/up.sh web 1"\n notify_down /bin/down.sh\n' + WEB[body:]
+    doc, findings = convert(text)
+    real = doc["virtual_servers"][0]["reals"][0]
+    assert real["notify_up"] == ["/bin/up.sh", "web", "1"] and real["notify_down"] == ["/bin/down.sh"]
+    assert not kinds(findings, "unmapped")
+    (vs,) = load_text(yamlout.dump(doc), "imported.yaml").virtual_servers
+    r = vs.reals[0]
+    assert r.notify_up == ("/bin/up.sh", "web", "1") and r.notify_down == ("/bin/down.sh",)
