@@ -24,8 +24,9 @@ PAGE = b"ipvsmgr equivalence test page\n"  # what the test's HTTP reals serve
 
 
 def to_test_range(text: str) -> str:
-    """192.168.x.y -> 198.18.x.y and 10.a.b.c -> 198.19.b.c; other addresses (127/8, 0/8,
-    198.18/15, IPv6 documentation and link-local) stay as they are."""
+    """192.168.x.y -> 198.18.x.y, 10.a.b.c -> 198.19.b.c and 172.16-31.c.d -> 198.19.128+c.d;
+    other addresses (127/8, 0/8, 198.18/15, IPv6 documentation and link-local, and the few
+    public ones a sample names, unreachable from the VM) stay as they are."""
 
     def one(m: re.Match[str]) -> str:
         a, b, c, d = m.groups()
@@ -33,6 +34,8 @@ def to_test_range(text: str) -> str:
             return f"198.18.{c}.{d}"
         if a == "10":
             return f"198.19.{c}.{d}"
+        if a == "172" and 16 <= int(b) <= 31:
+            return f"198.19.{128 + int(c) % 128}.{d}"
         return m.group(0)
 
     return _V4.sub(one, text)

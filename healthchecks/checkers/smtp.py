@@ -34,6 +34,7 @@ class SmtpCheck:
 
     helo: str = "ipvsmgr"
     banner_code: int = 220
+    also: tuple[Target, ...] = ()  # more servers that must answer too, in turn (keepalived's hosts)
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.helo):
@@ -42,7 +43,18 @@ class SmtpCheck:
             raise ValueError(f"smtp check: bad banner code {self.banner_code}")
 
     async def check(self, target: Target, timeout: float) -> Result:
-        return await bounded(self._run(target), timeout)
+        result = await bounded(self._run(target), timeout)
+        for host in self.also:
+            if not result.ok:
+                break
+            other = Target(host.address, host.port or target.port, host.source)  # the check's port by default
+            one = await bounded(self._run(other), timeout)
+            if not one.ok:
+                where = f"[{other.address}]" if ":" in other.address else other.address
+                result = Result(
+                    False, f"{where}:{other.port or DEFAULT_PORT}: {one.reason}", None, one.duration
+                )
+        return result
 
     async def _run(self, target: Target) -> Result:
         loop = asyncio.get_running_loop()

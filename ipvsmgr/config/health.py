@@ -82,8 +82,11 @@ def _make_checker(kind: str, opts: dict[str, Any]) -> Any:
         return IcmpCheck(**opts)
     if kind == "smtp":
         from healthchecks.checkers.smtp import SmtpCheck
+        from healthchecks.result import Target
 
-        return SmtpCheck(**opts)
+        o = dict(opts)
+        o["also"] = tuple(Target(h["address"], h.get("port", 0), h.get("source")) for h in o.get("also", ()))
+        return SmtpCheck(**o)
     if kind == "grpc":
         from healthchecks.checkers.grpc import GrpcCheck
 

@@ -223,6 +223,9 @@ class Converter:
         vss = [vs for group in servers for vs in group]
         if vss:
             self.doc["virtual_servers"] = vss
+            # keepalived deletes a real that fails or leaves (its connections live on in IPVS as
+            # they would at weight 0); ipvsmgr's default keeps it at weight 0 until they end
+            self.doc.setdefault("ipvs", {})["drain_timeout"] = "0s"
         instances = [i for i in (self._instance(n) for n in root.all("vrrp_instance")) if i]
         groups = [g for g in (self._sync_group(n) for n in root.all("vrrp_sync_group")) if g]
         if instances:
@@ -821,20 +824,19 @@ class Converter:
         elif kind == "SMTP_CHECK":
             helo = self.text(c, "helo_name")
             check["smtp"] = {"helo": helo} if helo else {}
-            hosts = c.all("host")
-            for i, h in enumerate(hosts):
+            also = []
+            for i, h in enumerate(c.all("host")):  # keepalived wants every host to answer
                 h.used = True
                 self._mark_all(h)
+                where = {k: v for k, v in _host(h).items() if v is not None}
                 if i == 0:
-                    hd = self._check_defaults(h, {})
-                    hip, hport = h.find("connect_ip"), h.find("connect_port")
-                    if hip is not None and hip.args:
-                        check["address"] = hip.args[0]
-                    if hport is not None and hport.args:
-                        check["port"] = int(hport.args[0])
-                    del hd
+                    check.update(where)
+                elif "address" in where:
+                    also.append(where)
                 else:
-                    self.report(h, "unmapped", "a second SMTP host: ipvsmgr checks one address per real")
+                    self.report(h, "note", "a host block without connect_ip checks the real again: dropped")
+            if also:
+                check["smtp"]["also"] = also
             if not check["smtp"]:
                 del check["smtp"]
         elif kind == "DNS_CHECK":
@@ -912,6 +914,12 @@ class Converter:
                 "keepalived: no check written",
             )  # fmt: skip
             return None
+        if reverse:
+            self.report(
+                c, "note",
+                "FILE_CHECK weight 0 reverse: keepalived 2.2.7 starts the real by the plain rule (a "
+                "non-zero file down) and applies reverse once the file changes; ipvsmgr from the start",
+            )  # fmt: skip
         out = {k: check[k] for k in ("type", "start", "on_failure") if k in check}
         out.update(interval="1s", timeout="1s", rise=1, fall=1)
         out["file"] = {"path": path, **({"reverse": True} if reverse else {})}
@@ -1433,6 +1441,16 @@ class Converter:
             out["notify_keepalived" if kind_name == "notify" else kind_name] = argv
             if self.defaults.get("script_user", "root") != "root":
                 self.report(node, "note", f"{kind_name}: ipvsmgr runs notify commands as its own user")
+
+
+def _host(h: Node) -> dict[str, Any]:
+    """An SMTP_CHECK host block's connect_ip, connect_port and bindto as ipvsmgr's names."""
+    ip, port, src = h.find("connect_ip"), h.find("connect_port"), h.find("bindto")
+    return {
+        "address": ip.args[0] if ip is not None and ip.args else None,
+        "port": int(port.args[0]) if port is not None and port.args and port.args[0].isdigit() else None,
+        "source": src.args[0] if src is not None and src.args else None,
+    }
 
 
 DEFAULT_SCRIPT_USER = "keepalived_script"

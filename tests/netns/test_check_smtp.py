@@ -222,3 +222,17 @@ def test_bad_options_are_rejected() -> None:
         SmtpCheck(helo="evil\r\nRCPT TO:<x>")
     with pytest.raises(ValueError):
         SmtpCheck(banner_code=1000)
+
+
+def test_every_host_must_answer_as_in_keepalived(lab: Lab, servers: SmtpServers) -> None:
+    # keepalived's SMTP_CHECK with several host blocks: the real is up only if all of them are
+    both = SmtpCheck(also=(Target(SERVER6, 2525),))
+    assert check(lab, Target(SERVER4, 2525), opts=both).ok
+    wait_for(lambda: len(servers.log) == 4)
+    assert servers.peers == [CLIENT4, servers.peers[1]] and ":" in servers.peers[1]  # both were asked
+    second_fails = SmtpCheck(also=(Target(SERVER4, 2526),))
+    assert down(check(lab, Target(SERVER4, 2525), opts=second_fails)) == f"{SERVER4}:2526: banner 554"
+    port_of_check = SmtpCheck(also=(Target(SERVER6),))  # no port: the check's
+    assert check(lab, Target(SERVER4, 2525), opts=port_of_check).ok
+    first_fails = SmtpCheck(also=(Target(SERVER4, 2525),))
+    assert down(check(lab, Target(SERVER4, 2526), opts=first_fails)) == "banner 554"  # not asked further

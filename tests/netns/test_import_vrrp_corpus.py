@@ -48,8 +48,8 @@ def _has_vrrp(path: Path) -> bool:
 
 
 CORPUS = [p for p in sorted(DATA.glob("*.conf")) + sorted(SAMPLES.glob("keepalived.conf.*")) if _has_vrrp(p)]
-# In every run: sync groups, VMAC and two interfaces; IPv6; tracking scripts and weights; unicast.
-IN_CI = {"10-sync-vmac.conf", "13-ipv6.conf", "09-vrrp-tracking.conf", "08-vrrp-unicast.conf"}
+# In every run: sync groups, VMAC and two interfaces; tracking scripts, weights and notify; unicast.
+IN_CI = {"10-sync-vmac.conf", "09-vrrp-tracking.conf", "08-vrrp-unicast.conf"}
 SLOW = pytest.mark.skipif(os.environ.get(vm.SLOW_ENV) != "1", reason="the whole VRRP corpus: IPVSMGR_SLOW=1")
 PEER_MAC = "02:00:5e:10:00:01"  # what unicast peers resolve to: their adverts reach the switch side
 

@@ -393,3 +393,18 @@ def test_a_reals_notify_up_and_down_are_its_commands() -> None:
     (vs,) = load_text(yamlout.dump(doc), "imported.yaml").virtual_servers
     r = vs.reals[0]
     assert r.notify_up == ("/bin/up.sh", "web", "1") and r.notify_down == ("/bin/down.sh",)
+
+
+def test_every_smtp_host_is_checked() -> None:
+    smtp = (
+        "SMTP_CHECK {\n helo_name mx.test\n host { connect_ip 198.18.1.11\n bindto 198.18.1.2 }\n"
+        " host { connect_ip 198.18.2.11\n connect_port 587 }\n }"
+    )
+    first_real = WEB.index("real_server")
+    check_at = WEB.index("TCP_CHECK", first_real)
+    end = WEB.index("}", WEB.index("{", check_at)) + 1
+    doc, findings = convert(WEB[:check_at] + smtp + WEB[end:])
+    hc = doc["virtual_servers"][0]["reals"][0]["health_check"]
+    assert (hc["type"], hc["address"], hc["source"]) == ("smtp", "198.18.1.11", "198.18.1.2")
+    assert hc["smtp"] == {"helo": "mx.test", "also": [{"address": "198.18.2.11", "port": 587}]}
+    assert not kinds(findings, "unmapped")
