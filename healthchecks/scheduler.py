@@ -128,7 +128,8 @@ class ScheduledCheck:
     retries: int = 0  # extra attempts before a failed run counts
     retry_delay: float = 1.0  # seconds between attempts
     initially_up: bool = False  # a new real is out of rotation until it passes `rise` checks
-    first_decides: bool = False  # initially_up is a guess the first result replaces (rise/fall after)
+    first_decides: bool = False  # initially_up is a guess the first result replaces (rise/fall after);
+    # such a check's first run is at once, not spread over its interval
 
     def __post_init__(self) -> None:
         if not self.interval > 0:
@@ -278,8 +279,11 @@ class Scheduler:
         now = self._clock()
         n = len(starting)
         for i, entry in enumerate(starting):
-            # One check per 1/n of its interval, at a random point in its slice.
-            first = now + (i + self._rng.random()) / n * entry.spec.interval
+            # One check per 1/n of its interval, at a random point in its slice; a check whose
+            # state is only a guess (first_decides: VRRP's few tracking scripts) runs at once.
+            first = (
+                now if entry.spec.first_decides else now + (i + self._rng.random()) / n * entry.spec.interval
+            )
             self._start(entry, first)
         return UpdateSummary(tuple(added), tuple(replaced), tuple(removed), tuple(kept))
 

@@ -154,6 +154,22 @@ def test_first_runs_spread_with_the_injected_random_source() -> None:
     assert [int(x * 3 / 10) for x in a] == [0, 1, 2]
 
 
+def test_checks_whose_state_is_a_guess_run_at_once() -> None:
+    # VRRP's tracking scripts: keepalived runs them all at start, before master-down can pass
+    async def body() -> list[float]:
+        s = Scheduler(coalesce=0.0, rng=random.Random(1))
+        checkers = [Flip() for _ in range(3)]
+        t0 = now()
+        s.update(
+            spec(i, c, interval=5.0, first_decides=True, initially_up=True) for i, c in enumerate(checkers)
+        )
+        await asyncio.sleep(1.0)
+        await s.close()
+        return [c.starts[0] - t0 for c in checkers]
+
+    assert vrun(body) == [0.0, 0.0, 0.0]
+
+
 # --- fixed rate ----------------------------------------------------------------
 
 
