@@ -39,12 +39,10 @@ class Hysteresis:
             self.decided = True
             if result.ok != self.up:
                 self.up, self.streak = result.ok, 0
-                self.weight = result.weight if result.ok else None
-                return (
-                    Transition(True, "passed its first check", result.weight)
-                    if result.ok
-                    else (Transition(False, result.reason))
-                )
+                if not result.ok:
+                    return Transition(False, result.reason)
+                self.weight = result.weight
+                return Transition(True, "passed its first check", result.weight)
         if result.ok == self.up:
             self.streak = 0
             if result.ok and result.weight != self.weight:

@@ -41,16 +41,17 @@ def group_state(states: list[str]) -> str | None:
     return None
 
 
+Groups = tuple[tuple[str, tuple[str, ...]], ...]  # (name, member instance names)
+
+
 class GroupNotifier:
-    def __init__(
-        self, groups: tuple[tuple[str, tuple[str, ...]], ...], notify: dict[str, GroupNotify]
-    ) -> None:
+    def __init__(self, groups: Groups, notify: dict[str, GroupNotify]) -> None:
         self.members = dict(groups)
         self.notify = notify
         self.states: dict[str, str] = {}  # instance -> its last reported state
         self.group: dict[str, str] = {}  # group -> the state its commands last ran for
 
-    def update(self, groups: tuple[tuple[str, tuple[str, ...]], ...], notify: dict[str, GroupNotify]) -> None:
+    def update(self, groups: Groups, notify: dict[str, GroupNotify]) -> None:
         """A reload: groups keep their state; a group that left forgets it."""
         self.members, self.notify = dict(groups), notify
         self.group = {g: s for g, s in self.group.items() if g in self.members}

@@ -13,30 +13,32 @@ from ipvsmgr.config.model import Config, RealServer, VirtualServer
 from vrrp.service import NOTIFY_QUEUE, NOTIFY_TIMEOUT, run_command
 
 log = logging.getLogger("ipvsmgr.commands")
+Argv = tuple[str, ...]
 
 
 class Commands:
     def __init__(self) -> None:
-        self._queues: dict[str, collections.deque[tuple[str, ...]]] = {}
+        self._queues: dict[str, collections.deque[tuple[Argv, ...]]] = {}  # one entry per change
         self._workers: dict[str, asyncio.Task[None]] = {}
         self.skipped = 0
 
-    def enqueue(self, key: str, argv: tuple[str, ...]) -> None:
-        """Run argv after the commands already queued for key (`virtual server web`)."""
+    def enqueue(self, key: str, *argvs: Argv) -> None:
+        """Run one change's commands, in order, after those already queued for key (`virtual
+        server web`). A full queue drops whole changes, the oldest first, never half of one."""
         queue = self._queues.setdefault(key, collections.deque())
-        queue.append(argv)
+        queue.append(argvs)
         while len(queue) > NOTIFY_QUEUE:
             queue.popleft()
             self.skipped += 1
         if key not in self._workers:
             self._workers[key] = asyncio.get_running_loop().create_task(self._work(key, queue))
 
-    async def _work(self, key: str, queue: collections.deque[tuple[str, ...]]) -> None:
+    async def _work(self, key: str, queue: collections.deque[tuple[Argv, ...]]) -> None:
         try:
             while queue:
-                argv = queue.popleft()
-                log.info("%s: running %s", key, argv[0])
-                await run_command(list(argv))
+                for argv in queue.popleft():
+                    log.info("%s: running %s", key, argv[0])
+                    await run_command(list(argv))
         finally:
             self._workers.pop(key, None)
 

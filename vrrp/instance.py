@@ -62,9 +62,8 @@ class InstanceConfig:
     name: str
     interface: str
     params: Params
-    vips: tuple[
-        VIP, ...
-    ]  # as advertised: an address listed twice is sent twice (keepalived peers count them)
+    # as advertised: an address listed twice is sent twice (keepalived peers count them)
+    vips: tuple[VIP, ...]
     vip_options: tuple[VipOptionsFor, ...] = ()  # label and scope of the VIPs that have them
     unicast_peers: tuple[IPAddress, ...] = ()
     source: IPAddress | None = None  # default: the interface's primary (IPv4) / link-local (IPv6)

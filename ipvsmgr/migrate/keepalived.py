@@ -678,12 +678,9 @@ class Converter:
         h = self.setting(vs, "hysteresis", 0, 0xFFFFFFFF)
         commands: dict[str, Any] = {}
         for kind, key in (("quorum_up", "up_command"), ("quorum_down", "down_command")):
-            node = self.take(vs, kind)
-            if node is not None and node.args:
-                try:
-                    commands[key] = shlex.split(" ".join(node.args))
-                except ValueError as e:
-                    self.error(node, f"{kind}: {e}")
+            argv = self._command(vs, kind)
+            if argv:
+                commands[key] = argv
         omega = self.take(vs, "omega")
         if omega is not None:
             if "down_command" in commands:
@@ -770,12 +767,9 @@ class Converter:
                     "checker up; ipvsmgr runs one check per real: the first is kept)",
                 )
         for kind in ("notify_up", "notify_down"):
-            node = self.take(rs, kind)
-            if node is not None and node.args:
-                try:
-                    real[kind] = shlex.split(" ".join(node.args))
-                except ValueError as e:
-                    self.error(node, f"{kind}: {e}")
+            argv = self._command(rs, kind)
+            if argv:
+                real[kind] = argv
         return real
 
     def _checker(self, c: Node, inherited: dict[str, Any]) -> dict[str, Any] | None:
@@ -1430,17 +1424,24 @@ class Converter:
     def _notify(self, n: Node, out: dict[str, Any]) -> None:
         """An instance's or a sync group's notify commands (notify is keepalived's: notify_keepalived)."""
         for kind_name in ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop"):
-            node = self.take(n, kind_name)
-            if node is None or not node.args:
-                continue
-            try:
-                argv = shlex.split(" ".join(node.args))
-            except ValueError as e:
-                self.error(node, f"{kind_name}: {e}")
+            argv = self._command(n, kind_name)
+            if not argv:
                 continue
             out["notify_keepalived" if kind_name == "notify" else kind_name] = argv
             if self.defaults.get("script_user", "root") != "root":
-                self.report(node, "note", f"{kind_name}: ipvsmgr runs notify commands as its own user")
+                last = n.all(kind_name)[-1]
+                self.report(last, "note", f"{kind_name}: ipvsmgr runs notify commands as its own user")
+
+    def _command(self, block: Node, kind: str) -> list[str] | None:
+        """A command line (`quorum_up "/bin/up.sh web"`) as argv, split as a shell would."""
+        node = self.take(block, kind)
+        if node is None or not node.args:
+            return None
+        try:
+            return shlex.split(" ".join(node.args))
+        except ValueError as e:
+            self.error(node, f"{kind}: {e}")
+            return None
 
 
 def _host(h: Node) -> dict[str, Any]:

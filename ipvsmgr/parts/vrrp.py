@@ -102,8 +102,7 @@ class VrrpPart:
 
     def _group_commands(self, due: list[tuple[str, list[tuple[str, ...]]]]) -> None:
         for group, commands in due:
-            for argv in commands:
-                self.commands.enqueue(f"sync group {group}", argv)
+            self.commands.enqueue(f"sync group {group}", *commands)
 
     def set_quorums(self, quorum: dict[str, bool]) -> None:
         """Each virtual server's quorum, for the instances that track one."""

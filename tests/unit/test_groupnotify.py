@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 from ipvsmgr.groupnotify import GroupNotifier, GroupNotify, group_state
 
 N = GroupNotify(
@@ -43,3 +46,24 @@ def test_a_reload_keeps_the_state_of_groups_that_stay() -> None:
     assert g.changed("a", "master") == []  # still master: no second notify_master
     g.update((), {})
     assert g.changed("a", "backup") == [] and g.group == {}
+
+
+def test_a_full_queue_drops_whole_changes_never_half_of_one(tmp_path: Path) -> None:
+    from ipvsmgr.quorumcmd import Commands
+    from vrrp.service import NOTIFY_QUEUE
+
+    log = tmp_path / "ran"
+
+    def say(word: str) -> tuple[str, ...]:
+        return ("/bin/sh", "-c", f"echo {word} >> {log}")
+
+    async def body() -> int:
+        c = Commands()
+        for i in range(NOTIFY_QUEUE + 2):  # queued before the worker runs: the oldest two go
+            c.enqueue("sync group g", say(f"{i}a"), say(f"{i}b"))
+        await c.drain()
+        return c.skipped
+
+    assert asyncio.run(body()) == 2
+    want = [f"{i}{x}" for i in range(2, NOTIFY_QUEUE + 2) for x in "ab"]
+    assert log.read_text().split() == want
