@@ -105,7 +105,10 @@ def test_node_ipvs_series_are_node_exporters(ipvs: Lab, nat_lab: None) -> None:
             except OSError:
                 time.sleep(0.2)
                 continue
-            if theirs and {k: v for k, v in ours.items() if k.startswith("node_ipvs")} == theirs:
+            # the totals (/proc/net/ip_vs_stats) move only on the kernel's estimator tick (2 s or
+            # more): wait for the six connections to be counted there too
+            counted = theirs.get("node_ipvs_connections", ("", "", {}))[2].get((), 0) >= 6
+            if counted and {k: v for k, v in ours.items() if k.startswith("node_ipvs")} == theirs:
                 break
             time.sleep(0.5)
         node_ipvs = {k: v for k, v in ours.items() if k.startswith("node_ipvs")}
